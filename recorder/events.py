@@ -1,0 +1,152 @@
+"""The event model: what one row of the immutable log holds.
+
+Guarantees:
+
+* An event is a frozen value. Its ``payload`` is exactly the bytes that crossed
+  the wire (one SSE frame including its terminating blank line, a whole
+  non-streamed body, or a request body); everything else on it is either
+  metadata that the recorder knew (times, ids) or a convenience parsed from the
+  payload on append (``sse_event``, ``sse_type``, ``sequence_number``).
+* Concatenating the payloads of an exchange's ``SSE`` events, in ``seq``
+  order, reproduces the response body byte for byte.
+* ``seq`` is dense from 0 within a stream: an exchange's events are one stream,
+  a session's own events (open, close, gaps) are another.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Event",
+    "EventKind",
+    "Outcome",
+    "StoredEvent",
+    "canonical_json",
+    "new_id",
+    "now_ns",
+]
+
+
+class EventKind(enum.StrEnum):
+    """What an event row records."""
+
+    SESSION_OPEN = "session_open"
+    """meta: name, labels (dict[str, str]), metadata (dict), source (for imports)."""
+    SESSION_CLOSE = "session_close"
+    """meta: reason (optional)."""
+    REQUEST = "request"
+    """meta: method, url, headers (redacted, list of [name, value]); payload: request body."""
+    RESPONSE_HEAD = "response_head"
+    """meta: status, headers (redacted), http_version, fidelity ("wire"|"reserialized")."""
+    SSE = "sse"
+    """payload: one raw SSE frame; sse_event/sse_type/sequence_number parsed from it."""
+    BODY = "body"
+    """payload: a whole non-streamed response body (or one chunk of it)."""
+    EXCHANGE_END = "exchange_end"
+    """meta: outcome (an :class:`Outcome`), reason, and optional details."""
+    CAPTURE_GAP = "capture_gap"
+    """meta: what the recorder failed to store (exchange, reason, counts)."""
+
+
+class Outcome(enum.StrEnum):
+    """How an exchange ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INCOMPLETE = "incomplete"
+    CLIENT_CLOSED = "client_closed"
+    TRANSPORT_ERROR = "transport_error"
+    INTERRUPTED = "interrupted"
+    HTTP_ERROR = "http_error"
+
+
+def new_id() -> str:
+    """A new opaque id for a session or an exchange (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def now_ns() -> int:
+    """Wall-clock time in nanoseconds since the Unix epoch."""
+    return time.time_ns()
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for ``meta``: sorted keys, no spaces, UTF-8.
+
+    Meta is stored and hashed as this text, so it must be deterministic.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event to append. The store assigns its position and hash."""
+
+    session_id: str
+    kind: EventKind
+    seq: int
+    exchange_id: str | None = None
+    recorded_at_ns: int = field(default_factory=now_ns)
+    offset_ns: int | None = None
+    payload: bytes = b""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    sse_event: str | None = None
+    sse_type: str | None = None
+    sequence_number: int | None = None
+    response_id: str | None = None
+
+    @property
+    def stream_id(self) -> str:
+        """The id whose events share one dense ``seq``."""
+        return self.exchange_id if self.exchange_id is not None else self.session_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the log, with its global position and hash."""
+
+    position: int
+    session_id: str
+    exchange_id: str | None
+    seq: int
+    kind: EventKind
+    recorded_at_ns: int
+    offset_ns: int | None
+    payload: bytes
+    meta_json: str
+    sse_event: str | None
+    sse_type: str | None
+    sequence_number: int | None
+    response_id: str | None
+    hash_format: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.meta_json)
+        return loaded
+
+    def to_event(self) -> Event:
+        """The appendable form of this row (drops position and hashes)."""
+        return Event(
+            session_id=self.session_id,
+            kind=self.kind,
+            seq=self.seq,
+            exchange_id=self.exchange_id,
+            recorded_at_ns=self.recorded_at_ns,
+            offset_ns=self.offset_ns,
+            payload=self.payload,
+            meta=self.meta,
+            sse_event=self.sse_event,
+            sse_type=self.sse_type,
+            sequence_number=self.sequence_number,
+            response_id=self.response_id,
+        )
