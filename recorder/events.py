@@ -91,7 +91,8 @@ class Event:
 
     session_id: str
     kind: EventKind
-    seq: int
+    seq: int | None = None
+    """Dense per stream from 0; ``None`` lets the store assign the next one."""
     exchange_id: str | None = None
     recorded_at_ns: int = field(default_factory=now_ns)
     offset_ns: int | None = None

@@ -4,3 +4,4 @@ Each importer parses one source format into :class:`RecordedSession` values
 (a neutral, in-memory picture of what the source holds) and never touches the
 store; :mod:`recorder.ingest` turns those into events and appends them
 atomically.
+"""

@@ -1,0 +1,11 @@
+"""The ``codetape`` command line: a thin layer over the library API.
+
+Each module below registers its commands on :data:`main`; importing this
+package registers them all.
+"""
+
+from recorder.cli import log_cmds as _log_cmds
+from recorder.cli.app import main
+
+__all__ = ["main"]
+_ = _log_cmds

@@ -1,0 +1,255 @@
+"""Commands over the log itself: db, sessions, show, import, export, verify."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
+from recorder.config import resolve_url
+from recorder.events import EventKind
+from recorder.export import export_sessions
+from recorder.ingest import FORMATS, import_file
+from recorder.store import migrate
+from recorder.store.engine import describe_url
+
+
+def _when(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@main.group()
+def db() -> None:
+    """Create or upgrade the database schema."""
+
+
+@db.command("upgrade")
+@db_option
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(db: str | None, revision: str) -> None:
+    """Create or upgrade the schema (safe to run again)."""
+    url = resolve_url(db)
+    migrate.upgrade(url, revision)
+    click.echo(f"{describe_url(url)} is at {migrate.current_revision(url)}")
+
+
+@db.command("current")
+@db_option
+def db_current(db: str | None) -> None:
+    """Print the schema revision the database is at."""
+    url = resolve_url(db)
+    current = migrate.current_revision(url)
+    head = migrate.head_revision()
+    state = "up to date" if current == head else f"needs upgrade to {head}"
+    click.echo(f"{current or 'blank'} ({state})")
+
+
+@main.command()
+@db_option
+@json_option
+def sessions(db: str | None, as_json: bool) -> None:
+    """List the sessions in the log, oldest first."""
+    with open_store(db) as store:
+        found = store.sessions()
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "labels": s.labels,
+                    "opened_at": _when(s.opened_at_ns),
+                    "closed": s.closed,
+                    "exchanges": s.exchanges,
+                    "source": s.source,
+                }
+                for s in found
+            ]
+        )
+        return
+    if not found:
+        click.echo("no sessions yet: record one, or `codetape import FILE`")
+        return
+    table = Table("id", "name", "opened (UTC)", "exchanges", "labels", box=None)
+    for s in found:
+        labels = ", ".join(f"{k}={v}" for k, v in s.labels.items())
+        table.add_row(s.id[:12], s.name, _when(s.opened_at_ns), str(s.exchanges), labels)
+    console.print(table)
+
+
+def _event_row(ev: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "position": ev.position,
+        "seq": ev.seq,
+        "kind": ev.kind.value,
+        "bytes": len(ev.payload),
+        "offset_ms": None if ev.offset_ns is None else round(ev.offset_ns / 1e6, 3),
+    }
+    if ev.sse_type is not None:
+        row["type"] = ev.sse_type
+    if ev.sequence_number is not None:
+        row["sequence_number"] = ev.sequence_number
+    if ev.kind in (EventKind.REQUEST, EventKind.RESPONSE_HEAD, EventKind.EXCHANGE_END):
+        meta = ev.meta
+        meta.pop("headers", None)
+        row["meta"] = meta
+    return row
+
+
+@main.command()
+@click.argument("session")
+@db_option
+@json_option
+def show(session: str, db: str | None, as_json: bool) -> None:
+    """Show a session's exchanges and their events (types, sizes, offsets)."""
+    with open_store(db) as store:
+        info = store.find_session(session)
+        exchanges = store.exchanges(info.id)
+        events_by_exchange = {x.id: store.exchange_events(x.id) for x in exchanges}
+    if as_json:
+        emit_json(
+            {
+                "id": info.id,
+                "name": info.name,
+                "labels": info.labels,
+                "metadata": info.metadata,
+                "source": info.source,
+                "opened_at": _when(info.opened_at_ns),
+                "closed": info.closed,
+                "exchanges": [
+                    {
+                        "id": x.id,
+                        "method": x.method,
+                        "url": x.url,
+                        "status": x.status,
+                        "outcome": x.outcome,
+                        "reason": x.reason,
+                        "events": [_event_row(e) for e in events_by_exchange[x.id]],
+                    }
+                    for x in exchanges
+                ],
+            }
+        )
+        return
+    console.print(f"[bold]{info.name}[/bold]  {info.id}  opened {_when(info.opened_at_ns)} UTC")
+    if info.source:
+        console.print(f"source: {info.source}")
+    for n, x in enumerate(exchanges, start=1):
+        ending = x.outcome or "open"
+        if x.reason:
+            ending += f" ({x.reason})"
+        console.print(
+            f"\n[bold]#{n}[/bold] {x.method} {x.url} -> {x.status} · {ending} · "
+            f"{x.sse_events} SSE events"
+        )
+        table = Table("seq", "kind", "type", "bytes", "offset ms", box=None, pad_edge=False)
+        for ev in events_by_exchange[x.id]:
+            table.add_row(
+                str(ev.seq),
+                ev.kind.value,
+                ev.sse_type or "",
+                str(len(ev.payload)),
+                "" if ev.offset_ns is None else f"{ev.offset_ns / 1e6:.1f}",
+            )
+        console.print(table)
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="Source format; auto detects it from the content.",
+)
+@db_option
+@json_option
+def import_cmd(files: tuple[Path, ...], fmt: str, db: str | None, as_json: bool) -> None:
+    """Import tapes or other tools' recordings (VCR.py YAML, vercel chunks, test-proxy JSON).
+
+    Each file is imported atomically: all of its sessions or none.
+    """
+    results = []
+    with open_store(db) as store:
+        for path in files:
+            result = import_file(store, path, fmt)
+            results.append(result)
+            if not as_json:
+                names = ", ".join(name for _, name in result.sessions)
+                click.echo(f"{path}: {result.format}, {result.events} events -> {names}")
+    if as_json:
+        emit_json(
+            [
+                {
+                    "path": str(r.path),
+                    "format": r.format,
+                    "events": r.events,
+                    "sessions": [{"id": i, "name": n} for i, n in r.sessions],
+                }
+                for r in results
+            ]
+        )
+
+
+@main.command("export")
+@click.argument("sessions", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Tape file to write."
+)
+@db_option
+def export_cmd(sessions: tuple[str, ...], output: Path, db: str | None) -> None:
+    """Export sessions (ids or names) to a tape file (JSON Lines)."""
+    with open_store(db) as store:
+        count = export_sessions(store, sessions, output)
+    click.echo(f"wrote {count} events to {output}")
+
+
+@main.command()
+@db_option
+@json_option
+def verify(db: str | None, as_json: bool) -> None:
+    """Re-derive every hash in the log; exit 1 naming the first bad position.
+
+    Also reports exchanges left open (interrupted captures) and capture gaps.
+    """
+    with open_store(db) as store:
+        report = store.verify()
+    if as_json:
+        emit_json(
+            {
+                "ok": report.ok,
+                "checked": report.checked,
+                "head_position": report.head_position,
+                "head_hash": report.head_hash,
+                "first_bad_position": report.first_bad_position,
+                "problems": [
+                    {"position": p.position, "message": p.message} for p in report.problems
+                ],
+                "open_exchanges": report.open_exchanges,
+                "capture_gaps": report.capture_gaps,
+            }
+        )
+    else:
+        for problem in report.problems:
+            click.echo(f"position {problem.position}: {problem.message}", err=True)
+        if report.open_exchanges:
+            click.echo(
+                f"{len(report.open_exchanges)} exchange(s) never ended (interrupted capture): "
+                + ", ".join(x[:12] for x in report.open_exchanges[:5]),
+                err=True,
+            )
+        if report.capture_gaps:
+            click.echo(f"{report.capture_gaps} capture gap(s) recorded", err=True)
+        if report.ok:
+            click.echo(
+                f"ok: {report.checked} events verified; head {report.head_position} "
+                f"{report.head_hash[:16]}"
+            )
+    if not report.ok:
+        raise SystemExit(1)

@@ -1,0 +1,307 @@
+"""Bringing files into the log: tapes and other tools' recordings.
+
+Guarantees:
+
+* One file is one atomic append: either every session in it lands, or nothing
+  does (a bad line, an unknown format or a duplicate session writes nothing).
+* Recordings from other tools are redacted (:mod:`recorder.redact`) before
+  events are built; SSE bodies are cut into one event per frame by the shared
+  splitter, so the frames concatenate back to the source body exactly.
+* Imports are deterministic: session and exchange ids derive from the file's
+  content and times from the recording itself (the response's ``created_at``
+  or the ``Date`` header), so importing the same file twice is refused as a
+  duplicate and regenerating fixture tapes gives identical files.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recorder.errors import CodetapeError, SessionExists, TapeError
+from recorder.events import Event, EventKind
+from recorder.importers.model import RecordedExchange, RecordedSession
+from recorder.outcome import StreamOutcome, outcome_for_body
+from recorder.redact import Redactor
+from recorder.sse import split_sse
+from recorder.store.store import EventStore
+from recorder.tape import read_tape
+
+__all__ = ["FORMATS", "ImportResult", "import_file", "recorded_session_events"]
+
+FORMATS = ("auto", "tape", "vcr", "chunks", "testproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What one file contributed to the log."""
+
+    path: Path
+    format: str
+    sessions: list[tuple[str, str]]
+    """(id, name) of each imported session."""
+    events: int
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _exchange_times(exchanges: Sequence[RecordedExchange], fallback_ns: int) -> list[int]:
+    """When each exchange happened; one the source does not date takes its neighbour's."""
+    known = [_recorded_at_ns(x) for x in exchanges]
+    result: list[int] = []
+    last: int | None = None
+    for index, value in enumerate(known):
+        if value is None:
+            later = next((v for v in known[index + 1 :] if v is not None), None)
+            value = last if last is not None else later
+        last = value if value is not None else last
+        result.append(value if value is not None else fallback_ns)
+    return result
+
+
+def _recorded_at_ns(exchange: RecordedExchange) -> int | None:
+    """When the source says the exchange happened, in ns since the epoch."""
+    created: Any = None
+    body = exchange.response_body
+    if exchange.streamed:
+        first = split_sse(body[:65536])[:1]
+        data = first[0].json() if first else None
+        if isinstance(data, dict) and isinstance(data.get("response"), dict):
+            created = data["response"].get("created_at")
+    elif body[:1] == b"{":
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            created = parsed.get("created_at")
+    if isinstance(created, int | float) and created > 0:
+        return int(created * 1_000_000_000)
+    date = _header(exchange.response_headers, "date")
+    if date:
+        try:
+            return int(email.utils.parsedate_to_datetime(date).timestamp() * 1_000_000_000)
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
+def _exchange_events(
+    session_id: str,
+    exchange_id: str,
+    exchange: RecordedExchange,
+    at_ns: int,
+    redactor: Redactor,
+) -> list[Event]:
+    request_body, redacted_paths = redactor.body(exchange.request_body)
+    request_meta: dict[str, Any] = {
+        "method": exchange.method.upper(),
+        "url": redactor.url(exchange.url),
+        "headers": redactor.header_pairs(exchange.request_headers),
+        "fidelity": exchange.request_fidelity,
+    }
+    if redacted_paths:
+        request_meta["redacted_paths"] = redacted_paths
+    events = [
+        Event(
+            session_id,
+            EventKind.REQUEST,
+            0,
+            exchange_id,
+            recorded_at_ns=at_ns,
+            payload=request_body,
+            meta=request_meta,
+        )
+    ]
+    if exchange.status is None:
+        events.append(
+            Event(
+                session_id,
+                EventKind.EXCHANGE_END,
+                1,
+                exchange_id,
+                recorded_at_ns=at_ns,
+                meta={"outcome": "interrupted", "reason": "the source recorded no response"},
+            )
+        )
+        return events
+    events.append(
+        Event(
+            session_id,
+            EventKind.RESPONSE_HEAD,
+            1,
+            exchange_id,
+            recorded_at_ns=at_ns,
+            meta={
+                "status": exchange.status,
+                "headers": redactor.header_pairs(exchange.response_headers),
+                "fidelity": exchange.fidelity,
+                "streamed": exchange.streamed,
+            },
+        )
+    )
+    seq = 2
+    if exchange.streamed:
+        tracker = StreamOutcome()
+        response_id: str | None = None
+        for frame in split_sse(exchange.response_body):
+            data = frame.json()
+            response_id = frame.response_id or response_id
+            tracker.observe(frame.type, data)
+            events.append(
+                Event(
+                    session_id,
+                    EventKind.SSE,
+                    seq,
+                    exchange_id,
+                    recorded_at_ns=at_ns,
+                    payload=frame.raw,
+                    sse_event=frame.event,
+                    sse_type=frame.type,
+                    sequence_number=frame.sequence_number,
+                    response_id=response_id,
+                )
+            )
+            seq += 1
+        outcome, reason = tracker.result()
+        if exchange.status >= 400:
+            outcome, reason = outcome_for_body(exchange.status, exchange.response_body)
+    else:
+        response_id = None
+        body = exchange.response_body
+        if body[:1] == b"{":
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and parsed.get("object") == "response":
+                response_id = parsed.get("id")
+        events.append(
+            Event(
+                session_id,
+                EventKind.BODY,
+                seq,
+                exchange_id,
+                recorded_at_ns=at_ns,
+                payload=body,
+                response_id=response_id,
+            )
+        )
+        seq += 1
+        outcome, reason = outcome_for_body(exchange.status, body)
+    end_meta: dict[str, Any] = {"outcome": outcome.value}
+    if reason:
+        end_meta["reason"] = reason
+    events.append(Event(session_id, EventKind.EXCHANGE_END, seq, exchange_id, at_ns, meta=end_meta))
+    return events
+
+
+def recorded_session_events(
+    rec: RecordedSession, *, key: str, redactor: Redactor | None = None, fallback_ns: int = 0
+) -> list[Event]:
+    """The events of one imported session; ``key`` makes its ids unique and stable.
+
+    ``fallback_ns`` dates a session whose source holds no time at all.
+    """
+    redactor = redactor or Redactor()
+    session_id = _digest("session", key)
+    times = _exchange_times(rec.exchanges, fallback_ns)
+    opened = min(times) if times else fallback_ns
+    open_meta: dict[str, Any] = {"name": rec.name, "labels": rec.labels, "metadata": rec.metadata}
+    if rec.source:
+        open_meta["source"] = rec.source
+    events = [Event(session_id, EventKind.SESSION_OPEN, 0, recorded_at_ns=opened, meta=open_meta)]
+    for index, (exchange, at_ns) in enumerate(zip(rec.exchanges, times, strict=True)):
+        exchange_id = _digest("exchange", session_id, str(index))
+        events.extend(_exchange_events(session_id, exchange_id, exchange, at_ns, redactor))
+    closed = max(times) if times else opened
+    events.append(Event(session_id, EventKind.SESSION_CLOSE, 1, recorded_at_ns=closed))
+    return events
+
+
+def _session_ids(events: Iterable[Event]) -> dict[str, str]:
+    """Session id → name, for the sessions opened in ``events``."""
+    return {
+        ev.session_id: str(ev.meta.get("name", ""))
+        for ev in events
+        if ev.kind is EventKind.SESSION_OPEN
+    }
+
+
+def _check_streams(events: Sequence[Event], path: Path) -> None:
+    """A tape must open each session it uses and number each stream densely from 0."""
+    opened: set[str] = set()
+    expected: dict[str, int] = {}
+    for number, ev in enumerate(events, start=1):
+        if ev.kind is EventKind.SESSION_OPEN:
+            opened.add(ev.session_id)
+        elif ev.session_id not in opened:
+            raise TapeError(
+                f"{path}: event {number} belongs to session {ev.session_id} "
+                "which the tape never opens"
+            )
+        want = expected.get(ev.stream_id, 0)
+        if ev.seq != want:
+            raise TapeError(
+                f"{path}: event {number} has seq {ev.seq} in stream {ev.stream_id}, expected {want}"
+            )
+        expected[ev.stream_id] = want + 1
+
+
+def file_events(
+    path: Path, fmt: str = "auto", redactor: Redactor | None = None
+) -> tuple[str, list[Event]]:
+    """Parse ``path`` into events without touching any store; returns (format, events)."""
+    from recorder.importers.detect import detect_format, load_any
+
+    if fmt not in FORMATS:
+        raise CodetapeError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise CodetapeError(f"no such file: {path}")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "tape":
+        tape_events = read_tape(path)
+        _check_streams(tape_events, path)
+        return fmt, tape_events
+    content_key = hashlib.sha256(path.read_bytes()).hexdigest()
+    events: list[Event] = []
+    for index, rec in enumerate(load_any(path, fmt)):
+        events.extend(recorded_session_events(rec, key=f"{content_key}:{index}", redactor=redactor))
+    return fmt, events
+
+
+def import_file(
+    store: EventStore, path: Path, fmt: str = "auto", redactor: Redactor | None = None
+) -> ImportResult:
+    """Import one file into ``store`` atomically."""
+    path = Path(path)
+    fmt, events = file_events(path, fmt, redactor)
+    sessions = _session_ids(events)
+    if not sessions:
+        raise TapeError(f"{path}: holds no session")
+    for session_id, name in sessions.items():
+        if store.has_session(session_id):
+            raise SessionExists(
+                f"{path}: session {name!r} ({session_id}) is already in the database"
+            )
+    store.append(events)
+    return ImportResult(path, fmt, list(sessions.items()), len(events))

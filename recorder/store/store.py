@@ -1,0 +1,498 @@
+"""The event store: one API over SQLite and PostgreSQL.
+
+Guarantees:
+
+* **Append-only.** The only write is :meth:`EventStore.append`; the database
+  itself refuses UPDATE and DELETE on ``events`` (triggers, see migrations).
+* **Atomic batches.** An append of many events commits all of them or none.
+* **Serialised appends, ordered commits.** Appends take the log's write lock
+  (``BEGIN IMMEDIATE`` on SQLite, ``LOCK TABLE ... IN EXCLUSIVE MODE`` on
+  PostgreSQL), so positions are assigned and committed in order: a reader that
+  has seen position N never later finds a new row below N. That makes
+  "read from position onward" safe for projections, and lets one hash chain
+  run over the whole log.
+* **Streaming reads.** Readers page through by position (keyset pagination), so
+  no read loads the whole table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from recorder.config import is_default, resolve_url
+from recorder.errors import NotUpgraded, UnknownSession
+from recorder.events import Event, EventKind, StoredEvent, canonical_json
+from recorder.store.engine import create_engine, describe_url, translate_errors
+from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
+from recorder.store.schema import SCHEMA_REVISION
+
+__all__ = ["EventStore", "ExchangeInfo", "SessionInfo", "VerifyProblem", "VerifyReport"]
+
+_COLUMNS = (
+    "position",
+    "session_id",
+    "exchange_id",
+    "seq",
+    "kind",
+    "recorded_at_ns",
+    "offset_ns",
+    "sse_event",
+    "sse_type",
+    "sequence_number",
+    "response_id",
+    "meta",
+    "payload",
+    "hash_format",
+    "prev_hash",
+    "hash",
+)
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
+_PAGE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session as the log knows it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    source: dict[str, Any] | None
+    opened_at_ns: int
+    open_position: int
+    closed: bool
+    exchanges: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeInfo:
+    """One exchange: its request line, response status and ending."""
+
+    id: str
+    session_id: str
+    method: str
+    url: str
+    status: int | None
+    outcome: str | None
+    reason: str | None
+    events: int
+    sse_events: int
+    first_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    position: int
+    message: str
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What :meth:`EventStore.verify` found. ``ok`` is False on any integrity problem."""
+
+    checked: int = 0
+    head_position: int = 0
+    head_hash: str = GENESIS
+    problems: list[VerifyProblem] = field(default_factory=list)
+    open_exchanges: list[str] = field(default_factory=list)
+    capture_gaps: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad_position(self) -> int | None:
+        return self.problems[0].position if self.problems else None
+
+
+def _row_to_event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        position=row[0],
+        session_id=row[1],
+        exchange_id=row[2],
+        seq=row[3],
+        kind=EventKind(row[4]),
+        recorded_at_ns=row[5],
+        offset_ns=row[6],
+        sse_event=row[7],
+        sse_type=row[8],
+        sequence_number=row[9],
+        response_id=row[10],
+        meta_json=row[11],
+        payload=bytes(row[12]),
+        hash_format=row[13],
+        prev_hash=row[14],
+        hash=row[15],
+    )
+
+
+class EventStore:
+    """The append-only, hash-chained log of events."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.backend = engine.dialect.name
+        marker = "?" if self.backend == "sqlite" else "%s"
+        self._insert_sql = (
+            "INSERT INTO events ("
+            + ", ".join(_COLUMNS)
+            + ") VALUES ("
+            + ", ".join([marker] * len(_COLUMNS))
+            + ")"
+        )
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | None = None, *, upgrade: bool | None = None) -> EventStore:
+        """Open the store at ``url`` (resolved like ``--db``), checking its schema.
+
+        The embedded default database is created and upgraded on first use;
+        any other database must have been upgraded with ``codetape db upgrade``
+        (``upgrade=True`` forces the upgrade here).
+        """
+        resolved = resolve_url(url)
+        if upgrade is None:
+            upgrade = is_default(resolved)
+        if upgrade:
+            from recorder.store.migrate import upgrade as run_upgrade
+
+            run_upgrade(resolved)
+        engine = create_engine(resolved)
+        store = cls(engine, resolved)
+        try:
+            store.check_schema()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def check_schema(self) -> None:
+        """Raise :class:`NotUpgraded` unless the database is at this code's revision."""
+        where = describe_url(self.url)
+        hint = f"run `codetape db upgrade --db {where}`"
+        with translate_errors(self.url), self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                raise NotUpgraded(f"the database at {where} has no codetape schema: {hint}")
+            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        if version != SCHEMA_REVISION:
+            raise NotUpgraded(
+                f"the database at {where} is at schema revision {version}, "
+                f"this codetape needs {SCHEMA_REVISION}: {hint}"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------
+
+    def append(self, batch: Iterable[Event]) -> list[int]:
+        """Append ``batch`` atomically; return the positions given to its events.
+
+        Events with ``seq=None`` get the next sequence number of their stream.
+        """
+        items = list(batch)
+        if not items:
+            return []
+        with translate_errors(self.url), self._write_connection() as conn, conn.begin():
+            if self.backend == "postgresql":
+                conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+            last = conn.exec_driver_sql(
+                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+            ).first()
+            position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
+            next_seq = self._next_seqs(conn, items)
+            rows: list[tuple[Any, ...]] = []
+            positions: list[int] = []
+            for ev in items:
+                position += 1
+                seq = ev.seq
+                if seq is None:
+                    seq = next_seq[ev.stream_id]
+                next_seq[ev.stream_id] = seq + 1
+                meta_json = canonical_json(dict(ev.meta))
+                digest = event_hash(
+                    prev,
+                    position,
+                    ev.session_id,
+                    ev.exchange_id,
+                    seq,
+                    ev.kind.value,
+                    ev.recorded_at_ns,
+                    ev.offset_ns,
+                    ev.sse_event,
+                    ev.sse_type,
+                    ev.sequence_number,
+                    ev.response_id,
+                    meta_json,
+                    ev.payload,
+                )
+                rows.append(
+                    (
+                        position,
+                        ev.session_id,
+                        ev.exchange_id,
+                        seq,
+                        ev.kind.value,
+                        ev.recorded_at_ns,
+                        ev.offset_ns,
+                        ev.sse_event,
+                        ev.sse_type,
+                        ev.sequence_number,
+                        ev.response_id,
+                        meta_json,
+                        ev.payload,
+                        HASH_FORMAT,
+                        prev,
+                        digest,
+                    )
+                )
+                positions.append(position)
+                prev = digest
+            conn.exec_driver_sql(self._insert_sql, rows)
+        return positions
+
+    def _write_connection(self) -> sa.Connection:
+        conn = self.engine.connect()
+        if self.backend == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        return conn
+
+    def _next_seqs(self, conn: sa.Connection, items: list[Event]) -> dict[str, int]:
+        """Next free seq for each stream that has an event asking for one."""
+        wanted = {ev.stream_id: ev for ev in items if ev.seq is None}
+        result: dict[str, int] = {}
+        for stream_id, ev in wanted.items():
+            if ev.exchange_id is not None:
+                query = "SELECT max(seq) FROM events WHERE exchange_id = :s"
+            else:
+                query = "SELECT max(seq) FROM events WHERE session_id = :s AND exchange_id IS NULL"
+            current = conn.execute(sa.text(query), {"s": stream_id}).scalar()
+            result[stream_id] = 0 if current is None else int(current) + 1
+        return result
+
+    # -- reading -------------------------------------------------------------
+
+    def last_position(self) -> int:
+        with translate_errors(self.url), self.engine.connect() as conn:
+            value = conn.exec_driver_sql("SELECT max(position) FROM events").scalar()
+        return int(value or 0)
+
+    def _paged(
+        self, where: str, params: dict[str, Any], page: int = _PAGE
+    ) -> Iterator[StoredEvent]:
+        after = params.pop("after", 0)
+        query = sa.text(f"{_SELECT} WHERE position > :after{where} ORDER BY position LIMIT :limit")
+        while True:
+            with translate_errors(self.url), self.engine.connect() as conn:
+                rows = conn.execute(query, {**params, "after": after, "limit": page}).all()
+            for row in rows:
+                yield _row_to_event(row)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def iter_events(
+        self, after: int = 0, *, until: int | None = None, page: int = _PAGE
+    ) -> Iterator[StoredEvent]:
+        """Every event with ``after < position <= until``, in position order."""
+        if until is None:
+            return self._paged("", {"after": after}, page)
+        return self._paged(" AND position <= :until", {"after": after, "until": until}, page)
+
+    def session_events(self, session_id: str) -> Iterator[StoredEvent]:
+        """All events of a session (its own and its exchanges'), in position order."""
+        return self._paged(" AND session_id = :sid", {"sid": session_id})
+
+    def exchange_events(self, exchange_id: str) -> list[StoredEvent]:
+        query = sa.text(f"{_SELECT} WHERE exchange_id = :x ORDER BY seq")
+        with translate_errors(self.url), self.engine.connect() as conn:
+            return [_row_to_event(r) for r in conn.execute(query, {"x": exchange_id})]
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session, oldest first."""
+        with translate_errors(self.url), self.engine.connect() as conn:
+            opens = conn.execute(
+                sa.text(
+                    "SELECT position, session_id, recorded_at_ns, meta FROM events "
+                    "WHERE kind = 'session_open' ORDER BY position"
+                )
+            ).all()
+            closed = {
+                r[0]
+                for r in conn.execute(
+                    sa.text("SELECT DISTINCT session_id FROM events WHERE kind = 'session_close'")
+                )
+            }
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT session_id, count(*) FROM events WHERE kind = 'request' "
+                        "GROUP BY session_id"
+                    )
+                ).all()
+            )
+        result = []
+        for position, sid, at_ns, meta_json in opens:
+            meta_d: dict[str, Any] = json.loads(meta_json)
+            result.append(
+                SessionInfo(
+                    id=sid,
+                    name=str(meta_d.get("name", "")),
+                    labels=dict(meta_d.get("labels") or {}),
+                    metadata=dict(meta_d.get("metadata") or {}),
+                    source=meta_d.get("source"),
+                    opened_at_ns=at_ns,
+                    open_position=position,
+                    closed=sid in closed,
+                    exchanges=int(counts.get(sid, 0)),
+                )
+            )
+        return result
+
+    def find_session(self, ref: str) -> SessionInfo:
+        """The session with id ``ref`` (or a unique id prefix), else the latest named ``ref``."""
+        sessions = self.sessions()
+        for s in sessions:
+            if s.id == ref:
+                return s
+        named = [s for s in sessions if s.name == ref]
+        if named:
+            return named[-1]
+        if len(ref) >= 6:
+            prefixed = [s for s in sessions if s.id.startswith(ref)]
+            if len(prefixed) == 1:
+                return prefixed[0]
+            if len(prefixed) > 1:
+                raise UnknownSession(f"session id prefix {ref!r} is ambiguous")
+        raise UnknownSession(
+            f"no session named or with id {ref!r} in {describe_url(self.url)}"
+            " (see `codetape sessions`)"
+        )
+
+    def has_session(self, session_id: str) -> bool:
+        with translate_errors(self.url), self.engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT 1 FROM events WHERE kind = 'session_open' AND session_id = :s LIMIT 1"
+                ),
+                {"s": session_id},
+            ).first()
+        return row is not None
+
+    def exchanges(self, session_id: str) -> list[ExchangeInfo]:
+        """The session's exchanges in the order their requests were logged."""
+        info: dict[str, dict[str, Any]] = {}
+        for ev in self.session_events(session_id):
+            if ev.exchange_id is None:
+                continue
+            entry = info.setdefault(
+                ev.exchange_id,
+                {
+                    "method": "",
+                    "url": "",
+                    "status": None,
+                    "outcome": None,
+                    "reason": None,
+                    "events": 0,
+                    "sse": 0,
+                    "first": ev.position,
+                },
+            )
+            entry["events"] += 1
+            if ev.kind is EventKind.REQUEST:
+                meta = ev.meta
+                entry["method"], entry["url"] = meta.get("method", ""), meta.get("url", "")
+            elif ev.kind is EventKind.RESPONSE_HEAD:
+                entry["status"] = ev.meta.get("status")
+            elif ev.kind is EventKind.SSE:
+                entry["sse"] += 1
+            elif ev.kind is EventKind.EXCHANGE_END:
+                meta = ev.meta
+                entry["outcome"], entry["reason"] = meta.get("outcome"), meta.get("reason")
+        return [
+            ExchangeInfo(
+                id=xid,
+                session_id=session_id,
+                method=e["method"],
+                url=e["url"],
+                status=e["status"],
+                outcome=e["outcome"],
+                reason=e["reason"],
+                events=e["events"],
+                sse_events=e["sse"],
+                first_position=e["first"],
+            )
+            for xid, e in info.items()
+        ]
+
+    # -- verification --------------------------------------------------------
+
+    def verify(self, *, max_problems: int = 20) -> VerifyReport:
+        """Re-derive every hash in position order and check the chain and sequences."""
+        report = VerifyReport()
+        prev = GENESIS
+        expected_seq: dict[str, int] = defaultdict(int)
+        open_exchanges: dict[str, int] = {}
+        for ev in self.iter_events(0):
+            report.checked += 1
+            problem = self._check_row(ev, prev, expected_seq)
+            if problem is not None and len(report.problems) < max_problems:
+                report.problems.append(VerifyProblem(ev.position, problem))
+            stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
+            expected_seq[stream] = ev.seq + 1
+            if ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
+                open_exchanges[ev.exchange_id] = ev.position
+            elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
+                open_exchanges.pop(ev.exchange_id, None)
+            elif ev.kind is EventKind.CAPTURE_GAP:
+                report.capture_gaps += 1
+            prev = ev.hash
+            report.head_position, report.head_hash = ev.position, ev.hash
+        report.open_exchanges = list(open_exchanges)
+        return report
+
+    @staticmethod
+    def _check_row(ev: StoredEvent, prev: str, expected_seq: dict[str, int]) -> str | None:
+        if ev.hash_format != HASH_FORMAT:
+            return f"unknown hash format {ev.hash_format!r} (this codetape knows {HASH_FORMAT})"
+        if ev.prev_hash != prev:
+            return "chain broken: the previous row was removed, inserted or reordered"
+        recomputed = event_hash(
+            ev.prev_hash,
+            ev.position,
+            ev.session_id,
+            ev.exchange_id,
+            ev.seq,
+            ev.kind.value,
+            ev.recorded_at_ns,
+            ev.offset_ns,
+            ev.sse_event,
+            ev.sse_type,
+            ev.sequence_number,
+            ev.response_id,
+            ev.meta_json,
+            ev.payload,
+        )
+        if recomputed != ev.hash:
+            return "hash mismatch: the row was altered"
+        stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
+        if ev.seq != expected_seq[stream]:
+            return f"sequence gap in stream {stream}: seq {ev.seq}, expected {expected_seq[stream]}"
+        return None

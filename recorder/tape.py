@@ -1,0 +1,165 @@
+"""Tapes: the portable, reviewable file form of sessions.
+
+A tape is UTF-8 JSON Lines, one event per line, in log order. Payload bytes
+are kept exactly: as ``"text"`` when they are valid UTF-8, else as ``"b64"``.
+Positions and hashes are not part of a tape (they belong to one database), so
+export → import into a fresh database → export gives a byte-identical file.
+The first event of every session (its ``session_open``) carries ``"tape": 1``,
+the format version; a reader refuses versions it does not know.
+
+Writing is atomic: a tape is written to a temporary file beside the target
+and renamed over it, so a failed export never leaves a half-written tape.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from recorder.errors import TapeError
+from recorder.events import Event, EventKind, StoredEvent, canonical_json
+
+__all__ = ["TAPE_VERSION", "event_to_line", "line_to_event", "read_tape", "write_tape"]
+
+TAPE_VERSION = 1
+_KINDS = {k.value for k in EventKind}
+
+
+def event_to_line(ev: Event | StoredEvent) -> str:
+    """One tape line (without the newline) for ``ev``."""
+    record: dict[str, Any] = {"kind": ev.kind.value}
+    if ev.kind is EventKind.SESSION_OPEN:
+        record["tape"] = TAPE_VERSION
+    record["session"] = ev.session_id
+    if ev.exchange_id is not None:
+        record["exchange"] = ev.exchange_id
+    record["seq"] = ev.seq
+    record["at_ns"] = ev.recorded_at_ns
+    if ev.offset_ns is not None:
+        record["offset_ns"] = ev.offset_ns
+    if ev.sse_event is not None:
+        record["event"] = ev.sse_event
+    if ev.sse_type is not None:
+        record["type"] = ev.sse_type
+    if ev.sequence_number is not None:
+        record["sequence_number"] = ev.sequence_number
+    if ev.response_id is not None:
+        record["response_id"] = ev.response_id
+    meta = ev.meta
+    if meta:
+        # Key order inside meta must not depend on who built the event.
+        record["meta"] = json.loads(canonical_json(dict(meta)))
+    if ev.payload:
+        try:
+            record["text"] = ev.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            record["b64"] = base64.b64encode(ev.payload).decode("ascii")
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+
+
+def _optional(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = record.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise TapeError(f"{where}: {key!r} must be {kind.__name__}")
+    return value
+
+
+def line_to_event(line: str, where: str = "tape") -> Event:
+    """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TapeError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise TapeError(f"{where}: a tape line must be a JSON object")
+    kind = record.get("kind")
+    if kind not in _KINDS:
+        raise TapeError(f"{where}: unknown event kind {kind!r}")
+    version = record.get("tape")
+    if kind == EventKind.SESSION_OPEN.value and version != TAPE_VERSION:
+        raise TapeError(f"{where}: tape format version {version!r} is not {TAPE_VERSION}")
+    session = record.get("session")
+    seq = record.get("seq")
+    at_ns = record.get("at_ns")
+    if not isinstance(session, str) or not session:
+        raise TapeError(f"{where}: missing session id")
+    if not isinstance(seq, int) or seq < 0:
+        raise TapeError(f"{where}: missing or negative seq")
+    if not isinstance(at_ns, int):
+        raise TapeError(f"{where}: missing at_ns")
+    meta = record.get("meta", {})
+    if not isinstance(meta, dict):
+        raise TapeError(f"{where}: meta must be an object")
+    if "text" in record and "b64" in record:
+        raise TapeError(f"{where}: a line holds either text or b64, not both")
+    if "b64" in record:
+        try:
+            payload = base64.b64decode(record["b64"], validate=True)
+        except (ValueError, TypeError):
+            raise TapeError(f"{where}: b64 payload is not valid base64") from None
+    else:
+        text = _optional(record, "text", str, where)
+        payload = text.encode("utf-8") if text is not None else b""
+    return Event(
+        session_id=session,
+        kind=EventKind(kind),
+        seq=seq,
+        exchange_id=_optional(record, "exchange", str, where),
+        recorded_at_ns=at_ns,
+        offset_ns=_optional(record, "offset_ns", int, where),
+        payload=payload,
+        meta=meta,
+        sse_event=_optional(record, "event", str, where),
+        sse_type=_optional(record, "type", str, where),
+        sequence_number=_optional(record, "sequence_number", int, where),
+        response_id=_optional(record, "response_id", str, where),
+    )
+
+
+def iter_tape(path: Path) -> Iterator[Event]:
+    """Events of a tape file, lazily; raises :class:`TapeError` naming the bad line."""
+    try:
+        handle: IO[str] = open(path, encoding="utf-8", newline="\n")  # noqa: SIM115
+    except OSError as exc:
+        raise TapeError(f"cannot read tape {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                yield line_to_event(line, f"{path}:{number}")
+        except UnicodeDecodeError:
+            raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
+
+
+def read_tape(path: Path) -> list[Event]:
+    """All events of a tape, validated before anything is returned."""
+    return list(iter_tape(path))
+
+
+def write_tape(events: Iterable[Event | StoredEvent], path: Path) -> int:
+    """Write ``events`` as a tape at ``path`` atomically; return the number of lines."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise TapeError(f"cannot write {path}: directory {directory} does not exist")
+    count = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for ev in events:
+                out.write(event_to_line(ev))
+                out.write("\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return count
