@@ -1,0 +1,153 @@
+"""Shared fixtures: a database URL for every backend the store supports.
+
+- ``sqlite_url``: a SQLite file under ``tmp_path``.
+- ``pg_server`` (session): a real PostgreSQL server started for this test session
+  (see ``tests/pg_server.py``), or the one at ``$CODETAPE_TEST_PG_URL``
+  (an admin URL such as ``postgresql://postgres@127.0.0.1:5432/postgres``).
+- ``pg_url``: a fresh, empty database on that server, dropped after the test;
+  ``make_pg_url()`` makes more of them in one test.
+- ``db_url``: parametrized, ids ``sqlite`` and ``postgres``; the postgres case
+  carries the ``postgres`` marker (``-m "not postgres"`` deselects it).
+
+Without PostgreSQL binaries the postgres tests are skipped, unless
+``CODETAPE_REQUIRE_POSTGRES=1``, which makes them fail instead (CI sets it).
+
+Kept generic on purpose: nothing here imports codetape.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:  # for pg_server, under any --import-mode
+    sys.path.insert(0, _HERE)
+from pg_server import PgServer, PgServerError, find_bindir  # noqa: E402
+
+pytest_plugins = ["pytester"]  # tests/test_pg_fixture.py runs inner sessions
+
+PG_URL_ENV = "CODETAPE_TEST_PG_URL"
+REQUIRE_PG_ENV = "CODETAPE_REQUIRE_POSTGRES"
+
+_started_servers: list[PgServer] = []
+
+
+@dataclass(frozen=True)
+class ExternalPgServer:
+    admin_url: str
+
+
+def _libpq_url(url: str) -> str:
+    """psycopg wants ``postgresql://``, not SQLAlchemy's ``postgresql+psycopg://``."""
+    return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", url)
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_PG_ENV) == "1":
+        pytest.fail(f"{REQUIRE_PG_ENV}=1 but PostgreSQL is unavailable: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer | ExternalPgServer]:
+    external = os.environ.get(PG_URL_ENV)
+    if external:
+        yield ExternalPgServer(admin_url=_libpq_url(external))
+        return
+    bindir, reason = find_bindir()
+    if bindir is None:
+        _unavailable(reason)
+    try:
+        server = PgServer(bindir).start()
+    except PgServerError as exc:
+        pytest.fail(f"could not start the PostgreSQL test server: {exc}", pytrace=False)
+    _started_servers.append(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _db_name(request: pytest.FixtureRequest) -> str:
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")
+    return f"t_{stem[:40]}_{uuid.uuid4().hex[:12]}"  # < 63 bytes, unique
+
+
+@pytest.fixture
+def make_pg_url(
+    pg_server: PgServer | ExternalPgServer, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], str]]:
+    """Factory: each call creates another fresh, empty database; all dropped after the test."""
+    admin = _libpq_url(pg_server.admin_url)
+    created: list[str] = []
+
+    def make() -> str:
+        name = _db_name(request)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            # template0: empty even if someone has filled template1 on an external server.
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+            )
+        created.append(name)
+        url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
+        return url.render_as_string(hide_password=False)
+
+    yield make
+    if created:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for name in created:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+@pytest.fixture
+def pg_url(make_pg_url: Callable[[], str]) -> str:
+    """A fresh, empty PostgreSQL database: ``postgresql+psycopg://postgres@127.0.0.1:PORT/db``."""
+    return make_pg_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'codetape.db'}"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def db_url(request: pytest.FixtureRequest) -> str:
+    # getfixturevalue, so the PostgreSQL server only starts when a postgres case runs.
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that ask for pg_url / pg_server directly are postgres tests too.
+    for item in items:
+        if "pg_server" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "postgres"
+        ):
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for server in _started_servers:
+        terminalreporter.write_line(
+            f"PostgreSQL test server ({server.bindir}) on port {server.port}: "
+            f"started in {server.startup_seconds:.2f}s"
+        )

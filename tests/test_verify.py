@@ -1,0 +1,170 @@
+"""`verify` finds every kind of tampering, on both backends.
+
+The tests tamper the way an attacker with database access would: they switch
+the immutability triggers off and then change rows with raw SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from recorder.cli import main
+from recorder.events import Event, EventKind, new_id
+from recorder.store import EventStore, migrate
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    migrate.upgrade(db_url)
+    with EventStore.open(db_url) as opened:
+        sid, xid = new_id(), new_id()
+        batch = [Event(sid, EventKind.SESSION_OPEN, 0, meta={"name": "t"})]
+        batch.append(Event(sid, EventKind.REQUEST, 0, xid, payload=b"{}"))
+        batch += [
+            Event(sid, EventKind.SSE, 1 + i, xid, payload=f"data: {i}\n\n".encode())
+            for i in range(8)
+        ]
+        batch.append(Event(sid, EventKind.EXCHANGE_END, 9, xid, meta={"outcome": "completed"}))
+        opened.append(batch)  # positions 1..11
+        yield opened
+
+
+def tamper(store: EventStore, *statements: str) -> None:
+    with store.engine.begin() as conn:
+        if store.backend == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE events DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER events_no_update")
+            conn.exec_driver_sql("DROP TRIGGER events_no_delete")
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+
+def blob(store: EventStore, hex_bytes: str) -> str:
+    """A bytes literal in the backend's own spelling."""
+    return f"'\\x{hex_bytes}'::bytea" if store.backend == "postgresql" else f"X'{hex_bytes}'"
+
+
+def copy_row(position: int, new_position: int, source: str = "events", **changes: str) -> str:
+    columns = [
+        "position",
+        "session_id",
+        "exchange_id",
+        "seq",
+        "kind",
+        "recorded_at_ns",
+        "offset_ns",
+        "sse_event",
+        "sse_type",
+        "sequence_number",
+        "response_id",
+        "meta",
+        "payload",
+        "hash_format",
+        "prev_hash",
+        "hash",
+    ]
+    values = [changes.get(c, c) for c in columns]
+    values[0] = str(new_position)
+    return (
+        f"INSERT INTO events ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} FROM {source} WHERE position = {position}"
+    )
+
+
+SAVE = "CREATE TEMP TABLE saved AS SELECT * FROM events"
+
+
+CASES: dict[str, tuple[Callable[[EventStore], list[str]], int, str]] = {
+    "altered payload": (
+        lambda s: [f"UPDATE events SET payload = {blob(s, '6461746127')} WHERE position = 5"],
+        5,
+        "altered",
+    ),
+    "altered meta": (
+        lambda s: ['UPDATE events SET meta = \'{"outcome":"failed"}\' WHERE position = 11'],
+        11,
+        "altered",
+    ),
+    "altered time": (
+        lambda s: ["UPDATE events SET recorded_at_ns = 0 WHERE position = 3"],
+        3,
+        "altered",
+    ),
+    "removed row": (lambda s: ["DELETE FROM events WHERE position = 6"], 7, "chain broken"),
+    "removed first row": (lambda s: ["DELETE FROM events WHERE position = 1"], 2, "chain broken"),
+    "appended forged row": (
+        lambda s: [copy_row(4, 12, exchange_id="'forged'")],
+        12,
+        "chain broken",
+    ),
+    "inserted row": (
+        # A row slipped in between 5 and 6: rows 6.. move up one, a forged row fills the hole.
+        lambda s: [
+            SAVE,
+            "DELETE FROM events WHERE position >= 6",
+            *[copy_row(p, p + 1, "saved") for p in range(6, 12)],
+            copy_row(4, 6, "saved", exchange_id="'forged'"),
+        ],
+        6,
+        "chain broken",
+    ),
+    "reordered rows": (
+        lambda s: [
+            SAVE,
+            "DELETE FROM events WHERE position IN (4, 5)",
+            copy_row(5, 4, "saved"),
+            copy_row(4, 5, "saved"),
+        ],
+        4,
+        "chain broken",
+    ),
+    "rehashed row": (
+        # Recomputing a row's own hash is not enough: its successor still points at the old one.
+        lambda s: [
+            f"UPDATE events SET payload = {blob(s, '00')}, hash = 'f' || substr(hash, 2) "
+            "WHERE position = 5"
+        ],
+        5,
+        "altered",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_verify_names_the_first_bad_position(store: EventStore, case: str) -> None:
+    assert store.verify().ok
+    statements, position, message = CASES[case]
+    tamper(store, *statements(store))
+    report = store.verify()
+    assert not report.ok
+    assert report.first_bad_position == position
+    assert message in report.problems[0].message
+
+
+def test_verify_cli_exits_non_zero_naming_the_position(store: EventStore) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(main, ["verify", "--db", store.url])
+    assert ok.exit_code == 0, ok.output
+    assert "ok: 11 events verified" in ok.output
+    tamper(store, f"UPDATE events SET payload = {blob(store, '41')} WHERE position = 7")
+    bad = runner.invoke(main, ["verify", "--db", store.url])
+    assert bad.exit_code == 1
+    assert "position 7: hash mismatch" in bad.output
+
+
+def test_unknown_hash_format_is_reported_as_such(store: EventStore) -> None:
+    tamper(store, "UPDATE events SET hash_format = 'sha512-v9' WHERE position = 2")
+    report = store.verify()
+    assert report.first_bad_position == 2
+    assert "unknown hash format" in report.problems[0].message
+
+
+def test_engine_is_untouched_by_tampering_helpers(store: EventStore) -> None:
+    # The triggers are back in force for a store nobody tampered with.
+    with pytest.raises(sa.exc.DBAPIError), store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM events WHERE position = 1")
