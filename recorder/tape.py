@@ -59,7 +59,12 @@ def event_to_line(ev: Event | StoredEvent) -> str:
             record["text"] = ev.payload.decode("utf-8")
         except UnicodeDecodeError:
             record["b64"] = base64.b64encode(ev.payload).decode("ascii")
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+    # Some line readers (Python's str.splitlines among them) break lines at
+    # U+2028/U+2029; escaped, they stay inside their JSON string.
+    if "\u2028" in line or "\u2029" in line:
+        line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return line
 
 
 def _optional(record: dict[str, Any], key: str, kind: type, where: str) -> Any:

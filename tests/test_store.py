@@ -61,7 +61,7 @@ def session_batch(name: str = "s", frames: int = 3) -> tuple[str, str, list[Even
 
 
 def test_append_assigns_increasing_positions_and_reads_back_exactly(store: EventStore) -> None:
-    sid, xid, batch = session_batch()
+    _sid, _xid, batch = session_batch()
     positions = store.append(batch)
     assert positions == list(range(1, len(batch) + 1))
     back = list(store.iter_events())
@@ -89,7 +89,7 @@ def test_binary_payload_and_unicode_meta_survive(store: EventStore) -> None:
 
 
 def test_seq_none_takes_next_in_stream(store: EventStore) -> None:
-    sid, xid, batch = session_batch()
+    sid, _xid, batch = session_batch()
     store.append(batch[:-1])
     store.append([Event(sid, EventKind.CAPTURE_GAP, None, meta={"reason": "x"})])
     store.append([Event(sid, EventKind.SESSION_CLOSE, None)])
@@ -212,7 +212,7 @@ def test_concurrent_appends_keep_one_valid_chain(store: EventStore) -> None:
 
 
 def test_verify_reports_open_exchanges(store: EventStore) -> None:
-    sid, xid, batch = session_batch()
+    _sid, xid, batch = session_batch()
     store.append(batch[:4])  # request, head, one frame: never ended
     report = store.verify()
     assert report.ok

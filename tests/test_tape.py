@@ -1,0 +1,149 @@
+"""Tapes round-trip byte for byte through the store, on both backends, for every fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recorder.errors import SessionExists, TapeError
+from recorder.events import Event, EventKind, new_id
+from recorder.export import export_sessions
+from recorder.ingest import import_file
+from recorder.store import EventStore, migrate
+from recorder.tape import event_to_line, line_to_event, read_tape, write_tape
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TAPES = sorted((FIXTURES / "realdata").rglob("*.jsonl"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    migrate.upgrade(db_url)
+    with EventStore.open(db_url) as opened:
+        yield opened
+
+
+def test_there_are_fixture_tapes() -> None:
+    assert len(TAPES) == 24
+
+
+def test_every_fixture_round_trips_byte_identical(store: EventStore, tmp_path: Path) -> None:
+    """import → export → import into a fresh store → export: same bytes as the fixture."""
+    for tape in TAPES:
+        result = import_file(store, tape)
+        assert result.format == "tape"
+        out = tmp_path / tape.name
+        export_sessions(store, [sid for sid, _ in result.sessions], out)
+        assert out.read_bytes() == tape.read_bytes(), tape
+    assert store.verify().ok
+
+
+def test_round_trip_into_a_second_database(db_url: str, sqlite_url: str, tmp_path: Path) -> None:
+    tape = FIXTURES / "realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
+    urls = [db_url, f"sqlite:///{tmp_path / 'second.db'}"]
+    outputs = []
+    source = tape
+    for url in urls:
+        migrate.upgrade(url)
+        with EventStore.open(url) as s:
+            ((sid, _),) = import_file(s, source).sessions
+            out = tmp_path / f"out{len(outputs)}.jsonl"
+            export_sessions(s, [sid], out)
+            assert s.verify().ok
+        outputs.append(out.read_bytes())
+        source = out
+    assert outputs[0] == outputs[1] == tape.read_bytes()
+
+
+def test_binary_payloads_use_base64_and_survive(tmp_path: Path) -> None:
+    sid = new_id()
+    events = [
+        Event(sid, EventKind.SESSION_OPEN, 0, recorded_at_ns=5, meta={"name": "bin"}),
+        Event(sid, EventKind.BODY, 1, recorded_at_ns=6, payload=b"\xff\x00PNG\r\n"),
+        Event(sid, EventKind.BODY, 2, recorded_at_ns=7, payload="tab\t\r\nü\u2028".encode()),
+    ]
+    path = tmp_path / "t.jsonl"
+    assert write_tape(events, path) == 3
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    assert '"b64":"/wBQTkcNCg=="' in lines[1]
+    assert '"text":"tab\\t\\r\\nü\\u2028"' in lines[2]
+    assert read_tape(path) == events
+
+
+def test_meta_key_order_does_not_change_the_line() -> None:
+    a = Event("s", EventKind.REQUEST, 0, "x", 1, meta={"b": 1, "a": {"d": 1, "c": 2}})
+    b = Event("s", EventKind.REQUEST, 0, "x", 1, meta={"a": {"c": 2, "d": 1}, "b": 1})
+    assert event_to_line(a) == event_to_line(b)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"kind": "nope", "session": "s", "seq": 0, "at_ns": 0}', "unknown event kind"),
+        ('{"kind": "sse", "seq": 0, "at_ns": 0}', "missing session id"),
+        ('{"kind": "sse", "session": "s", "seq": -1, "at_ns": 0}', "negative seq"),
+        ('{"kind": "sse", "session": "s", "seq": 0}', "missing at_ns"),
+        ('{"kind": "session_open", "session": "s", "seq": 0, "at_ns": 0, "tape": 9}', "version 9"),
+        ('{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "b64": "!!"}', "not valid base64"),
+        ('{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "meta": 3}', "meta must be"),
+    ],
+)
+def test_bad_lines_are_named(line: str, message: str) -> None:
+    with pytest.raises(TapeError, match=message) as info:
+        line_to_event(line, "f.jsonl:7")
+    assert str(info.value).startswith("f.jsonl:7: ")
+
+
+def test_corrupt_tape_imports_nothing(store: EventStore, tmp_path: Path) -> None:
+    good = TAPES[0].read_text(encoding="utf-8").splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([*good[:3], "{oops", *good[3:]]) + "\n", encoding="utf-8")
+    with pytest.raises(TapeError, match=r"bad.jsonl:4: not valid JSON"):
+        import_file(store, bad)
+    assert store.last_position() == 0
+
+
+def test_tape_with_a_gap_in_a_stream_is_refused(store: EventStore, tmp_path: Path) -> None:
+    lines = TAPES[0].read_text(encoding="utf-8").splitlines()
+    holed = tmp_path / "holed.jsonl"
+    holed.write_text("\n".join(lines[:2] + lines[3:]) + "\n", encoding="utf-8")
+    with pytest.raises(TapeError, match="expected 1"):
+        import_file(store, holed)
+    assert store.last_position() == 0
+
+
+def test_importing_the_same_session_twice_is_refused(store: EventStore) -> None:
+    import_file(store, TAPES[0])
+    before = store.last_position()
+    with pytest.raises(SessionExists, match="already in the database"):
+        import_file(store, TAPES[0])
+    assert store.last_position() == before
+
+
+def test_failed_export_leaves_no_file(store: EventStore, tmp_path: Path) -> None:
+    import_file(store, TAPES[0])
+    target = tmp_path / "out.jsonl"
+    target.write_text("previous contents\n")
+    with pytest.raises(Exception, match="no session"):
+        export_sessions(store, ["missing-session"], target)
+    assert target.read_text() == "previous contents\n"
+    assert not list(tmp_path.glob(".out.jsonl.*"))  # no temporary file left behind
+
+
+def test_write_failing_midway_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("previous contents\n")
+
+    def events() -> Iterator[Event]:
+        yield Event("s", EventKind.SESSION_OPEN, 0, recorded_at_ns=1)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_tape(events(), target)
+    assert target.read_text() == "previous contents\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
