@@ -1,0 +1,193 @@
+"""Bulk import: codetape's append path vs raw driver inserts of the same rows.
+
+Usage: python bench/import.py [--events N] [--batch N] [--pg-url URL | --no-pg]
+
+Builds N synthetic events (named so: session "synthetic-bench-*") whose
+payloads are drawn, in order, from the SSE frames of the fixture tapes, then:
+
+* SQLite: ``EventStore.append`` in batches vs ``sqlite3.executemany`` of the
+  very rows codetape stored (hashes precomputed), in one transaction, on a
+  database with the same schema, pragmas and indexes.
+* PostgreSQL: the same against raw ``psycopg`` ``executemany``. Without
+  ``--pg-url`` a throwaway server is started with tests/pg_server.py.
+
+Prints both rates and the ratio codetape / raw (target >= 0.5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from recorder.events import Event, EventKind, new_id  # noqa: E402
+from recorder.store import EventStore, migrate  # noqa: E402
+from recorder.tape import read_tape  # noqa: E402
+
+COLUMNS = (
+    "position, session_id, exchange_id, seq, kind, recorded_at_ns, offset_ns, sse_event, "
+    "sse_type, sequence_number, response_id, meta, payload, hash_format, prev_hash, hash"
+)
+
+
+def fixture_frames() -> list[Event]:
+    frames = []
+    for tape in sorted((ROOT / "fixtures" / "realdata").rglob("*.jsonl")):
+        frames += [e for e in read_tape(tape) if e.kind is EventKind.SSE]
+    return frames
+
+
+def synthetic_events(total: int, per_exchange: int = 500) -> list[Event]:
+    frames = fixture_frames()
+    events: list[Event] = []
+    i = 0
+    while len(events) < total:
+        sid, xid = new_id(), new_id()
+        events.append(
+            Event(sid, EventKind.SESSION_OPEN, 0, meta={"name": f"synthetic-bench-{len(events)}"})
+        )
+        events.append(
+            Event(
+                sid,
+                EventKind.REQUEST,
+                0,
+                xid,
+                payload=b"{}",
+                meta={"method": "POST", "url": "/v1/responses"},
+            )
+        )
+        events.append(Event(sid, EventKind.RESPONSE_HEAD, 1, xid, meta={"status": 200}))
+        for seq in range(2, 2 + per_exchange):
+            f = frames[i % len(frames)]
+            i += 1
+            events.append(
+                Event(
+                    sid,
+                    EventKind.SSE,
+                    seq,
+                    xid,
+                    offset_ns=seq * 1000,
+                    payload=f.payload,
+                    sse_event=f.sse_event,
+                    sse_type=f.sse_type,
+                    sequence_number=f.sequence_number,
+                    response_id=f.response_id,
+                )
+            )
+        events.append(
+            Event(sid, EventKind.EXCHANGE_END, 2 + per_exchange, xid, meta={"outcome": "completed"})
+        )
+        events.append(Event(sid, EventKind.SESSION_CLOSE, 1))
+    return events
+
+
+def time_codetape(
+    url: str, events: list[Event], batch: int
+) -> tuple[float, list[tuple[object, ...]]]:
+    migrate.upgrade(url)
+    with EventStore.open(url) as store:
+        start = time.perf_counter()
+        for k in range(0, len(events), batch):
+            store.append(events[k : k + batch])
+        elapsed = time.perf_counter() - start
+        with store.engine.connect() as conn:
+            rows = [
+                tuple(r)
+                for r in conn.exec_driver_sql(f"SELECT {COLUMNS} FROM events ORDER BY position")
+            ]
+    return elapsed, rows
+
+
+def time_raw_sqlite(path: Path, rows: list[tuple[object, ...]]) -> float:
+    migrate.upgrade(f"sqlite:///{path}")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    start = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+def time_raw_pg(url: str, rows: list[tuple[object, ...]]) -> float:
+    migrate.upgrade(url)
+    libpq = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq) as conn:
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * 16)})", rows
+            )
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def report(label: str, n: int, ours: float, raw: float) -> None:
+    print(
+        f"{label:<11} codetape {n / ours:>10,.0f} events/s | raw {n / raw:>10,.0f} events/s"
+        f" | ratio {raw / ours:.2f}x of raw (target >= 0.5x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--pg-url", default=None)
+    parser.add_argument("--no-pg", action="store_true")
+    args = parser.parse_args()
+
+    events = synthetic_events(args.events)
+    n = len(events)
+    payload_bytes = sum(len(e.payload) for e in events)
+    print(
+        f"{n:,} synthetic events, {payload_bytes / 1e6:.1f} MB of payload drawn from fixture frames"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, rows = time_codetape(f"sqlite:///{tmp}/codetape.db", events, args.batch)
+        raw = time_raw_sqlite(Path(tmp) / "raw.db", rows)
+        report("SQLite", n, ours, raw)
+
+    if args.no_pg:
+        return
+    from pg_server import PgServer, find_bindir
+
+    server = None
+    admin = args.pg_url
+    if admin is None:
+        bindir, reason = find_bindir()
+        if bindir is None:
+            print(f"PostgreSQL skipped: {reason}")
+            return
+        server = PgServer(bindir).start()
+        admin = server.admin_url
+    try:
+        with psycopg.connect(
+            admin.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+        ) as c:
+            for name in ("bench_codetape", "bench_raw"):
+                c.execute(f"DROP DATABASE IF EXISTS {name}")
+                c.execute(f"CREATE DATABASE {name}")
+        base = admin.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
+        ours, rows = time_codetape(f"{base}/bench_codetape", events, args.batch)
+        raw = time_raw_pg(f"{base}/bench_raw", rows)
+        report("PostgreSQL", n, ours, raw)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
