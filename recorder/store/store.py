@@ -135,6 +135,26 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     )
 
 
+def _row_hash(prev: str, position: int, seq: int, meta_json: str, ev: Event | StoredEvent) -> str:
+    """The chain hash of ``ev`` stored at ``position`` after a row hashed ``prev``."""
+    return event_hash(
+        prev,
+        position,
+        ev.session_id,
+        ev.exchange_id,
+        seq,
+        ev.kind.value,
+        ev.recorded_at_ns,
+        ev.offset_ns,
+        ev.sse_event,
+        ev.sse_type,
+        ev.sequence_number,
+        ev.response_id,
+        meta_json,
+        ev.payload,
+    )
+
+
 class EventStore:
     """The append-only, hash-chained log of events."""
 
@@ -227,22 +247,7 @@ class EventStore:
                     seq = next_seq[ev.stream_id]
                 next_seq[ev.stream_id] = seq + 1
                 meta_json = canonical_json(dict(ev.meta))
-                digest = event_hash(
-                    prev,
-                    position,
-                    ev.session_id,
-                    ev.exchange_id,
-                    seq,
-                    ev.kind.value,
-                    ev.recorded_at_ns,
-                    ev.offset_ns,
-                    ev.sse_event,
-                    ev.sse_type,
-                    ev.sequence_number,
-                    ev.response_id,
-                    meta_json,
-                    ev.payload,
-                )
+                digest = _row_hash(prev, position, seq, meta_json, ev)
                 rows.append(
                     (
                         position,
@@ -474,23 +479,7 @@ class EventStore:
             return f"unknown hash format {ev.hash_format!r} (this codetape knows {HASH_FORMAT})"
         if ev.prev_hash != prev:
             return "chain broken: the previous row was removed, inserted or reordered"
-        recomputed = event_hash(
-            ev.prev_hash,
-            ev.position,
-            ev.session_id,
-            ev.exchange_id,
-            ev.seq,
-            ev.kind.value,
-            ev.recorded_at_ns,
-            ev.offset_ns,
-            ev.sse_event,
-            ev.sse_type,
-            ev.sequence_number,
-            ev.response_id,
-            ev.meta_json,
-            ev.payload,
-        )
-        if recomputed != ev.hash:
+        if _row_hash(ev.prev_hash, ev.position, ev.seq, ev.meta_json, ev) != ev.hash:
             return "hash mismatch: the row was altered"
         stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
         if ev.seq != expected_seq[stream]:
