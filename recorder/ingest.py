@@ -23,8 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recorder.capture.build import (
+    body_event,
+    body_response_id,
+    end_event,
+    request_event,
+    response_head_event,
+    sse_event,
+)
 from recorder.errors import CodetapeError, SessionExists, TapeError
-from recorder.events import Event, EventKind
+from recorder.events import Event, EventKind, Outcome
 from recorder.importers.model import RecordedExchange, RecordedSession
 from recorder.outcome import StreamOutcome, outcome_for_body
 from recorder.redact import Redactor
@@ -111,51 +119,43 @@ def _exchange_events(
     at_ns: int,
     redactor: Redactor,
 ) -> list[Event]:
-    request_body, redacted_paths = redactor.body(exchange.request_body)
-    request_meta: dict[str, Any] = {
-        "method": exchange.method.upper(),
-        "url": redactor.url(exchange.url),
-        "headers": redactor.header_pairs(exchange.request_headers),
-        "fidelity": exchange.request_fidelity,
-    }
-    if redacted_paths:
-        request_meta["redacted_paths"] = redacted_paths
+    # The shapes come from recorder.capture.build, shared with live capture,
+    # so replay and projections see imported and captured exchanges alike.
     events = [
-        Event(
+        request_event(
             session_id,
-            EventKind.REQUEST,
-            0,
             exchange_id,
-            recorded_at_ns=at_ns,
-            payload=request_body,
-            meta=request_meta,
+            method=exchange.method,
+            url=exchange.url,
+            headers=exchange.request_headers,
+            body=exchange.request_body,
+            fidelity=exchange.request_fidelity,
+            redactor=redactor,
+            at_ns=at_ns,
         )
     ]
     if exchange.status is None:
         events.append(
-            Event(
+            end_event(
                 session_id,
-                EventKind.EXCHANGE_END,
-                1,
                 exchange_id,
-                recorded_at_ns=at_ns,
-                meta={"outcome": "interrupted", "reason": "the source recorded no response"},
+                1,
+                Outcome.INTERRUPTED,
+                "the source recorded no response",
+                at_ns=at_ns,
             )
         )
         return events
     events.append(
-        Event(
+        response_head_event(
             session_id,
-            EventKind.RESPONSE_HEAD,
-            1,
             exchange_id,
-            recorded_at_ns=at_ns,
-            meta={
-                "status": exchange.status,
-                "headers": redactor.header_pairs(exchange.response_headers),
-                "fidelity": exchange.fidelity,
-                "streamed": exchange.streamed,
-            },
+            status=exchange.status,
+            headers=exchange.response_headers,
+            fidelity=exchange.fidelity,
+            streamed=exchange.streamed,
+            redactor=redactor,
+            at_ns=at_ns,
         )
     )
     seq = 2
@@ -163,54 +163,23 @@ def _exchange_events(
         tracker = StreamOutcome()
         response_id: str | None = None
         for frame in split_sse(exchange.response_body):
-            data = frame.json()
             response_id = frame.response_id or response_id
-            tracker.observe(frame.type, data)
-            events.append(
-                Event(
-                    session_id,
-                    EventKind.SSE,
-                    seq,
-                    exchange_id,
-                    recorded_at_ns=at_ns,
-                    payload=frame.raw,
-                    sse_event=frame.event,
-                    sse_type=frame.type,
-                    sequence_number=frame.sequence_number,
-                    response_id=response_id,
-                )
-            )
+            tracker.observe(frame.type, frame.json())
+            events.append(sse_event(session_id, exchange_id, seq, frame, response_id, at_ns=at_ns))
             seq += 1
         outcome, reason = tracker.result()
         if exchange.status >= 400:
             outcome, reason = outcome_for_body(exchange.status, exchange.response_body)
     else:
-        response_id = None
         body = exchange.response_body
-        if body[:1] == b"{":
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict) and parsed.get("object") == "response":
-                response_id = parsed.get("id")
         events.append(
-            Event(
-                session_id,
-                EventKind.BODY,
-                seq,
-                exchange_id,
-                recorded_at_ns=at_ns,
-                payload=body,
-                response_id=response_id,
+            body_event(
+                session_id, exchange_id, seq, body, at_ns=at_ns, response_id=body_response_id(body)
             )
         )
         seq += 1
         outcome, reason = outcome_for_body(exchange.status, body)
-    end_meta: dict[str, Any] = {"outcome": outcome.value}
-    if reason:
-        end_meta["reason"] = reason
-    events.append(Event(session_id, EventKind.EXCHANGE_END, seq, exchange_id, at_ns, meta=end_meta))
+    events.append(end_event(session_id, exchange_id, seq, outcome, reason, at_ns=at_ns))
     return events
 
 

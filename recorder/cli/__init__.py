@@ -4,6 +4,7 @@ Each module below registers its commands on :data:`main`; importing this
 package registers them all.
 """
 
+from recorder.cli import capture_cmds as _capture_cmds  # noqa: F401
 from recorder.cli import log_cmds as _log_cmds
 from recorder.cli.app import main
 

@@ -1,0 +1,186 @@
+"""The shapes of an exchange's events, built in one place for capture, the proxy and imports.
+
+Guarantees: every exchange event codetape writes has the shape built here, so
+replay and projections cannot tell a captured exchange from an imported one
+except by its times and fidelity. Headers, URLs and request bodies pass through
+the :class:`~recorder.redact.Redactor` before an event exists; payloads are
+the bytes given, never re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from recorder.events import Event, EventKind, Outcome
+from recorder.redact import Redactor
+from recorder.sse import SSEFrame
+
+__all__ = [
+    "body_event",
+    "body_response_id",
+    "end_event",
+    "request_event",
+    "response_head_event",
+    "sse_event",
+]
+
+
+def request_event(
+    session_id: str,
+    exchange_id: str,
+    *,
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    fidelity: str,
+    redactor: Redactor,
+    at_ns: int,
+    offset_ns: int | None = None,
+) -> Event:
+    """The exchange's REQUEST (seq 0), redacted."""
+    payload, redacted_paths = redactor.body(body)
+    meta: dict[str, Any] = {
+        "method": method.upper(),
+        "url": redactor.url(url),
+        "headers": redactor.header_pairs(headers),
+        "fidelity": fidelity,
+    }
+    if redacted_paths:
+        meta["redacted_paths"] = redacted_paths
+    return Event(
+        session_id,
+        EventKind.REQUEST,
+        0,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        payload=payload,
+        meta=meta,
+    )
+
+
+def response_head_event(
+    session_id: str,
+    exchange_id: str,
+    *,
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    fidelity: str,
+    streamed: bool,
+    redactor: Redactor,
+    at_ns: int,
+    offset_ns: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Event:
+    """The exchange's RESPONSE_HEAD (seq 1); ``extra`` adds capture-only meta (http_version)."""
+    meta: dict[str, Any] = {
+        "status": status,
+        "headers": redactor.header_pairs(headers),
+        "fidelity": fidelity,
+        "streamed": streamed,
+    }
+    if extra:
+        meta.update(extra)
+    return Event(
+        session_id,
+        EventKind.RESPONSE_HEAD,
+        1,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        meta=meta,
+    )
+
+
+def sse_event(
+    session_id: str,
+    exchange_id: str,
+    seq: int,
+    frame: SSEFrame,
+    response_id: str | None,
+    *,
+    at_ns: int,
+    offset_ns: int | None = None,
+) -> Event:
+    """One SSE frame, its payload exactly ``frame.raw``."""
+    return Event(
+        session_id,
+        EventKind.SSE,
+        seq,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        payload=frame.raw,
+        sse_event=frame.event,
+        sse_type=frame.type,
+        sequence_number=frame.sequence_number,
+        response_id=response_id,
+    )
+
+
+def body_response_id(body: bytes) -> str | None:
+    """The id of a non-streamed Responses API object, when ``body`` is one."""
+    if body[:1] != b"{":
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(parsed, dict) and parsed.get("object") == "response":
+        value = parsed.get("id")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def body_event(
+    session_id: str,
+    exchange_id: str,
+    seq: int,
+    body: bytes,
+    *,
+    at_ns: int,
+    offset_ns: int | None = None,
+    response_id: str | None = None,
+) -> Event:
+    """A whole non-streamed body, or one chunk of a large one."""
+    return Event(
+        session_id,
+        EventKind.BODY,
+        seq,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        payload=body,
+        response_id=response_id,
+    )
+
+
+def end_event(
+    session_id: str,
+    exchange_id: str,
+    seq: int | None,
+    outcome: Outcome,
+    reason: str | None,
+    *,
+    at_ns: int,
+    offset_ns: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> Event:
+    """The EXCHANGE_END: meta ``outcome``, ``reason`` when known, then any ``details``."""
+    meta: dict[str, Any] = {"outcome": outcome.value}
+    if reason:
+        meta["reason"] = reason
+    if details:
+        meta.update(details)
+    return Event(
+        session_id,
+        EventKind.EXCHANGE_END,
+        seq,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        meta=meta,
+    )

@@ -1,0 +1,106 @@
+"""Commands for live capture: the recording proxy and the repair of dead recordings."""
+
+from __future__ import annotations
+
+import click
+
+from recorder.cli.app import db_option, emit_json, json_option, main, open_store
+from recorder.errors import CodetapeError
+from recorder.repair import repair
+
+
+@main.command("repair")
+@click.option("--session", "sessions", multiple=True, metavar="REF", help="Only these sessions.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also close sessions whose recorder cannot be checked (other hosts). "
+    "Only when no recorder is running.",
+)
+@db_option
+@json_option
+def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: bool) -> None:
+    """Close what dead recorders left open, by appending (never changing) events.
+
+    Each open exchange of a dead recording gets an `interrupted` ending and its
+    session a close.
+    """
+    with open_store(db) as store:
+        ids = [store.find_session(ref).id for ref in sessions] if sessions else None
+        report = repair(store, force=force, session_ids=ids)
+    if as_json:
+        emit_json(
+            {
+                "sessions_closed": report.sessions_closed,
+                "exchanges_interrupted": report.exchanges_interrupted,
+                "skipped": [{"session": s, "why": why} for s, why in report.skipped],
+            }
+        )
+        return
+    for session_id, why in report.skipped:
+        click.echo(f"left {session_id[:12]} open: {why}", err=True)
+    click.echo(
+        f"closed {len(report.sessions_closed)} session(s), "
+        f"{len(report.exchanges_interrupted)} exchange(s) marked interrupted"
+    )
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CodetapeError(f"--listen wants HOST:PORT, not {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+@main.command("proxy")
+@click.option("--listen", default="127.0.0.1:8787", show_default=True, help="HOST:PORT to serve.")
+@click.option(
+    "--upstream",
+    default="https://api.openai.com",
+    show_default=True,
+    help="Where requests go (the API's origin; request paths are kept).",
+)
+@click.option("--session", "session_name", default="proxy", show_default=True, help="Session name.")
+@click.option("--redact-header", "redact_headers", multiple=True, help="Another header to redact.")
+@click.option(
+    "--redact-json", "redact_json_paths", multiple=True, help="A request JSON path to redact (a.b)."
+)
+@click.option("--strict", is_flag=True, help="Refuse to forward what cannot be stored.")
+@click.option(
+    "--writer",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Where the recording work runs: a thread, or a child process (busy proxies).",
+)
+@db_option
+def proxy_cmd(
+    listen: str,
+    upstream: str,
+    session_name: str,
+    redact_headers: tuple[str, ...],
+    redact_json_paths: tuple[str, ...],
+    strict: bool,
+    writer: str,
+    db: str | None,
+) -> None:
+    """Serve a recording proxy: point any client's base URL at it.
+
+    Requests are forwarded to --upstream and responses streamed back as they
+    arrive, while every exchange is recorded into one session.
+    """
+    from recorder.proxy import run_proxy
+
+    host, port = _listen(listen)
+    with open_store(db) as store:
+        run_proxy(
+            store,
+            upstream,
+            host=host,
+            port=port,
+            session=session_name,
+            redact_headers=redact_headers,
+            redact_json_paths=redact_json_paths,
+            on_store_error="raise" if strict else "log",
+            writer="process" if writer == "process" else "thread",
+        )

@@ -1,0 +1,251 @@
+"""A recording reverse proxy (ASGI), so clients in any language can be recorded.
+
+Point a client's base URL at the proxy; it forwards each request to the
+upstream and streams the response back while recording it.
+
+Guarantees:
+
+* Streaming, not buffering: each chunk from the upstream is sent on to the
+  client as soon as it arrives (the recording is a tee through the same
+  :class:`~recorder.capture.transport.AsyncRecordingTransport` the SDK path
+  uses, so proxied and in-process captures are the same events).
+* Transparent: the request goes upstream with the client's method, path,
+  query, headers and body (hop-by-hop headers excepted), and the client gets
+  the upstream's status, headers and raw body bytes (still compressed if the
+  upstream compressed them). The proxy adds no headers of its own.
+* Upstream failures become 502 (504 for timeouts) with an OpenAI-style JSON
+  error; in strict mode a request that cannot be recorded is refused with 503
+  before it reaches the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import threading
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import httpx2
+
+from recorder.capture.session import CaptureError, CaptureSession, OnStoreError, WriterMode
+from recorder.capture.transport import AsyncRecordingTransport
+from recorder.store.store import EventStore
+
+__all__ = ["RecordingProxy", "run_proxy"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def _error_body(status: int, message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+
+
+class RecordingProxy:
+    """The ASGI app: forwards to ``upstream`` through a recording transport into ``session``."""
+
+    def __init__(
+        self,
+        session: CaptureSession,
+        upstream: str,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        timeout: httpx2.Timeout | None = None,
+    ) -> None:
+        self.session = session
+        self.upstream = upstream.rstrip("/")
+        inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
+        self.transport = AsyncRecordingTransport(inner, session=session)
+        # Code interpreter streams can pause for minutes between events.
+        self.timeout = timeout or httpx2.Timeout(600.0, connect=10.0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = self._upstream_request(scope, bytes(body))
+        try:
+            response = await self.transport.handle_async_request(request)
+        except CaptureError as exc:
+            await self._reply(send, 503, _error_body(503, str(exc), "codetape_capture_error"))
+            return
+        except httpx2.TimeoutException as exc:
+            await self._reply(
+                send, 504, _error_body(504, f"upstream timeout: {exc}", "proxy_error")
+            )
+            return
+        except httpx2.TransportError as exc:
+            text = f"upstream unreachable: {type(exc).__name__}: {exc}"
+            await self._reply(send, 502, _error_body(502, text, "proxy_error"))
+            return
+        await self._relay(response, send, receive)
+
+    def _upstream_request(self, scope: Scope, body: bytes) -> httpx2.Request:
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string") or b""
+        url = self.upstream + path.decode("latin-1")
+        if query:
+            url += "?" + query.decode("latin-1")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in _HOP_BY_HOP | {"host", "content-length"}
+        ]
+        timeouts = {
+            "connect": self.timeout.connect,
+            "read": self.timeout.read,
+            "write": self.timeout.write,
+            "pool": self.timeout.pool,
+        }
+        return httpx2.Request(
+            scope["method"], url, headers=headers, content=body, extensions={"timeout": timeouts}
+        )
+
+    async def _relay(self, response: httpx2.Response, send: Send, receive: Receive) -> None:
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.multi_items()
+            if k.lower() not in _HOP_BY_HOP
+        ]
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            # After the request body, the only message left is the disconnect.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        chunks = response.stream.__aiter__()
+        try:
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
+            async for chunk in chunks:
+                if gone.is_set():
+                    return  # nobody to send to: stop reading the upstream
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            # A client that went away mid-stream ends here too: the recorder
+            # marks the exchange as closed by the client.
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+            await response.aclose()
+
+    @staticmethod
+    async def _reply(send: Send, status: int, body: bytes) -> None:
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                with contextlib.suppress(Exception):
+                    await self.transport.inner.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def run_proxy(
+    store: EventStore,
+    upstream: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    session: str = "proxy",
+    redact_headers: Iterable[str] = (),
+    redact_json_paths: Iterable[str] = (),
+    on_store_error: OnStoreError = "log",
+    writer: WriterMode = "thread",
+) -> None:
+    """Serve the proxy with uvicorn until interrupted; the session closes on exit."""
+    import click
+    import uvicorn
+
+    capture = CaptureSession(
+        store,
+        session,
+        redact_headers=redact_headers,
+        redact_json_paths=redact_json_paths,
+        on_store_error=on_store_error,
+        labels={"source": "proxy"},
+        metadata={"upstream": upstream},
+        writer=writer,
+    )
+    try:
+        app = RecordingProxy(capture, upstream)
+        click.echo(
+            f"recording proxy on http://{host}:{port} -> {upstream} "
+            f"(session {session!r}, id {capture.id[:12]})",
+            err=True,
+        )
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            server_header=False,
+            date_header=False,
+        )
+        _serve_until_stopped(uvicorn.Server(config))
+    finally:
+        capture.close()
+
+
+def _serve_until_stopped(server: Any) -> None:
+    """Run uvicorn; Ctrl-C or SIGTERM stop it cleanly, so the session gets closed.
+
+    uvicorn re-raises the signal it caught once it has shut down; with the
+    default SIGTERM action that would kill the process before the session's
+    events are drained, so SIGTERM becomes a normal exit here.
+    """
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

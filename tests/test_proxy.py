@@ -1,0 +1,160 @@
+"""The recording proxy: the openai SDK pointed at it, a fake upstream behind it, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx2
+import openai
+import pytest
+from fake_upstream import Upstream, load_tape, serve
+
+from recorder.capture import CaptureSession
+from recorder.events import EventKind
+from recorder.proxy import RecordingProxy
+from recorder.store import EventStore, migrate
+
+CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
+KEY = "sk-proxy-SECRET-0123456789"
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    migrate.upgrade(db_url)
+    with EventStore.open(db_url) as opened:
+        yield opened
+
+
+def test_sdk_through_the_proxy_streams_and_records(store: EventStore) -> None:
+    first_event = threading.Event()
+    held: list[bool] = []
+
+    def before_frame(_exchange: int, k: int) -> None:
+        if k == 1:
+            # Frame 1 leaves the upstream only once the SDK, behind the proxy,
+            # has event 0: a buffering proxy would time out here.
+            held.append(first_event.wait(30))
+
+    upstream = Upstream(load_tape(CI_STREAM), before_frame=before_frame)
+    session = CaptureSession(store, "proxied")
+    types = []
+    with (
+        serve(upstream) as upstream_url,
+        serve(RecordingProxy(session, upstream_url)) as proxy,
+        openai.OpenAI(api_key=KEY, base_url=proxy + "/v1", max_retries=0) as client,
+    ):
+        for event in client.responses.create(model="m", input="x", stream=True):
+            first_event.set()
+            types.append(event.type)
+    session.close()
+    assert held == [True] and len(types) == 491
+
+    [x] = store.exchanges(session.id)
+    events = store.exchange_events(x.id)
+    assert x.outcome == "completed" and x.url.endswith("/v1/responses")
+    body = b"".join(e.payload for e in events if e.kind is EventKind.SSE)
+    assert body == upstream.scripts[0].body
+    assert events[0].payload == upstream.requests[0].content  # request forwarded as sent
+    headers = dict(events[0].meta["headers"])
+    assert headers["authorization"] == "<redacted>"
+    assert KEY not in str(events[0].meta)
+    assert store.verify().ok
+
+
+def test_upstream_errors_and_unreachable_upstream(store: EventStore) -> None:
+    upstream = Upstream(load_tape("pydantic-ai/test_openai_responses_model_http_error.jsonl"))
+    session = CaptureSession(store, "errors")
+    with (
+        serve(upstream) as upstream_url,
+        serve(RecordingProxy(session, upstream_url)) as proxy,
+        openai.OpenAI(api_key=KEY, base_url=proxy + "/v1", max_retries=0) as client,
+        pytest.raises(openai.BadRequestError),
+    ):
+        client.responses.create(model="m", input="x", stream=True)
+    # The upstream is gone now: the proxy answers 502 and records a transport error.
+    with serve(RecordingProxy(session, upstream_url)) as proxy:
+        reply = httpx2.post(proxy + "/v1/responses", content=b"{}")
+        assert reply.status_code == 502 and "upstream unreachable" in reply.text
+    session.close()
+    outcomes = [x.outcome for x in store.exchanges(session.id)]
+    assert outcomes == ["http_error", "transport_error"]
+
+
+def test_client_hanging_up_mid_stream_is_recorded(store: EventStore) -> None:
+    upstream = Upstream(load_tape(CI_STREAM))
+    session = CaptureSession(store, "hangup")
+    with serve(upstream) as upstream_url, serve(RecordingProxy(session, upstream_url)) as proxy:
+        with (
+            httpx2.Client() as http,
+            http.stream("POST", proxy + "/v1/responses", content=b"{}") as r,
+        ):
+            for n, _ in enumerate(r.iter_raw()):
+                if n == 3:
+                    break
+        assert session.flush(30)
+        # The proxy notices on its next write to the closed socket.
+        for _ in range(3000):
+            if session.stats.open_exchanges == 0:
+                break
+            threading.Event().wait(0.01)
+    session.close()
+    [x] = store.exchanges(session.id)
+    # Closed by the client, unless the proxy had relayed the whole (local, fast)
+    # stream before the hang-up reached it.
+    assert x.outcome == "client_closed" or (x.outcome == "completed" and x.sse_events == 491)
+    assert store.verify().open_exchanges == []
+
+
+@pytest.mark.slow
+def test_codetape_proxy_command_records_until_stopped(sqlite_url: str) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    migrate.upgrade(sqlite_url)
+    upstream = Upstream(load_tape(CI_STREAM))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with serve(upstream) as upstream_url:
+        proxy = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from recorder.cli import main; main()",
+                "proxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                upstream_url,
+                "--session",
+                "cli-proxy",
+                "--db",
+                sqlite_url,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for _ in range(3000):
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.01)
+            base = f"http://127.0.0.1:{port}/v1"
+            with openai.OpenAI(api_key=KEY, base_url=base, max_retries=0) as client:
+                count = sum(1 for _ in client.responses.create(model="m", input="x", stream=True))
+        finally:
+            os.kill(proxy.pid, signal.SIGTERM)
+            _, err = proxy.communicate(timeout=60)
+    assert proxy.returncode == 0, err
+    assert count == 491 and "recording proxy on" in err
+    with EventStore.open(sqlite_url) as store:
+        session = store.find_session("cli-proxy")
+        assert session.closed
+        [x] = store.exchanges(session.id)
+        assert x.outcome == "completed" and x.sse_events == 491
