@@ -1,0 +1,111 @@
+"""Replay commands: ``serve`` (a replay server) and ``diff`` (review a re-recording).
+
+Thin wrappers over :mod:`replay.server` and :mod:`replay.diff`; user mistakes
+raise :class:`~recorder.errors.CodetapeError` (one line, exit status 1).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from recorder.cli.app import db_option, emit_json, json_option, main
+from recorder.errors import CodetapeError
+
+__all__ = ["diff_cmd", "serve_cmd"]
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise CodetapeError(f"--listen wants HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    return host, int(port)
+
+
+@main.command("serve")
+@click.argument("source", metavar="TAPE_OR_SESSION")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on (port 0 picks a free one).",
+)
+@click.option(
+    "--pace",
+    type=click.Choice(["instant", "original"]),
+    default="instant",
+    show_default=True,
+    help="original: wait the recorded gaps between events (imports have none: instant).",
+)
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Pace factor.")
+@click.option(
+    "--ignore-body-field",
+    "ignore_fields",
+    multiple=True,
+    metavar="FIELD",
+    help="JSON body field (or dotted path) left out of matching; repeatable.",
+)
+@click.option("--allow-repeats", is_flag=True, help="Serve a played exchange again.")
+@click.option("--quiet", is_flag=True, help="Do not log each request.")
+@db_option
+def serve_cmd(
+    source: str,
+    listen: str,
+    pace: str,
+    speed: float,
+    ignore_fields: tuple[str, ...],
+    allow_repeats: bool,
+    quiet: bool,
+    db: str | None,
+) -> None:
+    """Replay a tape or session over HTTP: point any client's base_url at it.
+
+    A client built for https://api.openai.com/v1 uses http://HOST:PORT/v1.
+    """
+    from replay.matching import MatchOptions
+    from replay.server import ReplayApp, serve
+    from replay.source import load
+
+    host, port = _listen(listen)
+    recording = load(source, db)
+    app = ReplayApp(
+        recording,
+        match=MatchOptions.build(ignore_fields, allow_repeats=allow_repeats),
+        pace=pace,
+        speed=speed,
+        log=None if quiet else sys.stderr,
+    )
+    status = serve(app, host, port)
+    unplayed = status["unplayed"]
+    click.echo(
+        f"codetape: played {status['played']} of {status['exchanges']} exchanges"
+        + (f"; never requested: {', '.join(unplayed)}" if unplayed else ""),
+        err=True,
+    )
+
+
+@main.command("diff")
+@click.argument("old", metavar="OLD")
+@click.argument("new", metavar="NEW")
+@click.option("--exit-code", is_flag=True, help="Exit with status 1 when they differ.")
+@db_option
+@json_option
+def diff_cmd(old: str, new: str, exit_code: bool, db: str | None, as_json: bool) -> None:
+    """Show what changed between two recordings (tapes or sessions) of the same requests.
+
+    Compares what a reviewer cares about: status, event types, code run, outputs,
+    text and usage; ids, timestamps and obfuscation padding are left out.
+    """
+    from replay.diff import diff_recordings
+    from replay.source import load
+
+    report = diff_recordings(load(old, db), load(new, db))
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(report.render())
+    if exit_code and not report.same:
+        sys.exit(1)

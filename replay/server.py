@@ -1,0 +1,273 @@
+"""A replay server: recorded exchanges over real HTTP, for any client that can change ``base_url``.
+
+Guarantees:
+
+* :class:`ReplayApp` is an ASGI app that answers each request exactly like
+  :class:`~replay.transport.ReplayTransport` would (same matcher, same
+  headers, same bytes): a streamed response is sent one recorded SSE frame per
+  ASGI body message (chunked on the wire), a non-streamed one with a
+  ``content-length`` that fits the replayed body. Pacing is the same too.
+* A request that matches nothing gets ``404`` with an OpenAI-style error body
+  whose ``message`` is the :class:`~replay.matching.NoMatch` text (closest
+  recorded request and each difference), plus ``x-should-retry: false`` so
+  SDKs do not retry it. An exchange recorded without a response gets ``502``;
+  one that broke off mid-body sends its bytes, then drops the connection.
+* ``GET /__codetape__/status`` returns what was played and what was not.
+* :class:`ReplayServer` runs the app under uvicorn on a background thread
+  (``port=0`` picks a free port) and stops it on :meth:`ReplayServer.close`;
+  :func:`serve` runs it in the foreground (the ``codetape serve`` command).
+  Nothing is proxied upstream: the server only ever replays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import TracebackType
+from typing import Any, TextIO
+
+import uvicorn
+
+from replay.matching import Matcher, MatchOptions, NoMatch
+from replay.source import Exchange, Recording
+from replay.transport import Clock, Pace, Pacing, SystemClock
+
+__all__ = ["STATUS_PATH", "ReplayApp", "ReplayServer", "serve"]
+
+STATUS_PATH = "/__codetape__/status"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _BrokenOff(Exception):
+    """Raised after the recorded bytes of an exchange that broke off: uvicorn drops
+    the connection, as the original server did."""
+
+
+class _QuietBrokenOff(logging.Filter):
+    """A replayed break-off is intended: keep uvicorn from logging it as a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, _BrokenOff)
+
+
+_FILTER = _QuietBrokenOff()
+
+
+class ReplayApp:
+    """The ASGI app (see the module docstring)."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        match: MatchOptions | None = None,
+        pace: Pace | str = Pace.INSTANT,
+        speed: float = 1.0,
+        clock: Clock | None = None,
+        log: TextIO | None = None,
+    ) -> None:
+        self.recording = recording
+        self.matcher = Matcher(recording.exchanges, match, source=recording.source)
+        self.pacing = Pacing(
+            Pace.parse(pace) if isinstance(pace, str) else pace, speed, clock or SystemClock()
+        )
+        self.log = log
+
+    def load(self, recording: Recording) -> None:
+        """Serve ``recording`` from now on, all of it unplayed (one server, many tapes)."""
+        self.matcher = Matcher(recording.exchanges, self.matcher.options, source=recording.source)
+        self.recording = recording
+
+    def _say(self, line: str) -> None:
+        if self.log is not None:
+            print(line, file=self.log, flush=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; websockets are not served
+        start = self.pacing.clock.now_ns()
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        method: str = scope["method"]
+        path = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
+        target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        if method == "GET" and scope["path"] == STATUS_PATH:
+            await self._json(send, 200, self.status())
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        try:
+            exchange = self.matcher.match(method, f"http://replay{target}", headers, bytes(body))
+        except NoMatch as exc:
+            self._say(f"codetape: {exc}")
+            await self._json(
+                send,
+                404,
+                {"error": {"message": str(exc), "type": "codetape_no_match", "code": "no_match"}},
+            )
+            return
+        self._say(f"codetape: {method} {target} -> {exchange.describe()}")
+        await self._play(exchange, start, send)
+
+    async def _play(self, exchange: Exchange, start: int, send: Send) -> None:
+        if exchange.status is None:
+            reason = exchange.reason or "no response was recorded"
+            await self._json(
+                send, 502, {"error": {"message": f"replayed: {reason}", "type": "codetape"}}
+            )
+            return
+        await self.pacing.await_(start, exchange.head_offset_ns)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": exchange.status,
+                "headers": [
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in exchange.replay_headers()
+                ],
+            }
+        )
+        for chunk in exchange.chunks:
+            await self.pacing.await_(start, chunk.offset_ns)
+            await send({"type": "http.response.body", "body": chunk.data, "more_body": True})
+        if exchange.outcome == "transport_error":
+            raise _BrokenOff(exchange.reason or "the recorded response broke off")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _json(self, send: Send, status: int, value: Any) -> None:
+        data = json.dumps(value, ensure_ascii=False).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                    (b"x-should-retry", b"false"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+
+    def status(self) -> dict[str, Any]:
+        unplayed = self.matcher.unplayed()
+        return {
+            "source": self.recording.source,
+            "exchanges": len(self.recording.exchanges),
+            "played": self.matcher.played_count(),
+            "unplayed": [x.describe() for x in unplayed],
+        }
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from recorder.errors import CodetapeError
+
+        raise CodetapeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: ReplayApp) -> uvicorn.Config:
+    # h11 and no websockets/lifespan: nothing optional is imported, nothing to start up.
+    config = uvicorn.Config(
+        app, http="h11", ws="none", lifespan="off", log_level="warning", access_log=False
+    )
+    # After Config set up logging (it configures the uvicorn loggers).
+    error_log = logging.getLogger("uvicorn.error")
+    if _FILTER not in error_log.filters:
+        error_log.addFilter(_FILTER)
+    return config
+
+
+class ReplayServer:
+    """Run a :class:`ReplayApp` on a background thread; ``url`` is where it listens."""
+
+    def __init__(self, app: ReplayApp, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self._sock = _bind(host, port)
+        bound = self._sock.getsockname()
+        self.host, self.port = host, int(bound[1])
+        self._server = uvicorn.Server(_config(app))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                self._sock.close()
+                raise RuntimeError("the replay server failed to start")
+            self._thread.join(0.01)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI ``base_url`` for recordings made against ``https://api.openai.com/v1``."""
+        return f"{self.url}/v1"
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join()
+        self._sock.close()
+
+    def __enter__(self) -> ReplayServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def serve(
+    app: ReplayApp,
+    host: str,
+    port: int,
+    *,
+    out: TextIO = sys.stdout,
+) -> dict[str, Any]:
+    """Serve in the foreground until interrupted; return the final status."""
+    sock = _bind(host, port)
+    try:
+        bound = sock.getsockname()
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{bound[1]}"
+        print(
+            f"codetape: replaying {len(app.recording.exchanges)} exchanges from "
+            f"{app.recording.source} on {url} (OpenAI base_url: {url}/v1); Ctrl-C stops",
+            file=out,
+            flush=True,
+        )
+        # uvicorn re-raises the Ctrl-C it handled; stopping is the normal way out.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(_config(app)).run(sockets=[sock])
+    finally:
+        sock.close()
+    return app.status()

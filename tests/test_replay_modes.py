@@ -1,0 +1,253 @@
+"""Record modes against a local fake upstream (an httpx2.MockTransport), never the network.
+
+``none`` is proven not to touch the network twice over: the "real" transport
+handed to the tape counts its calls (zero), and a process audit hook sees no
+``socket.connect`` from the test's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from openai import OpenAI
+
+from replay import NoMatch
+from replay.modes import InvalidRecordMode, RecordMode, Tape, TapeMissing
+from replay.source import load_tape
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = ROOT / "fixtures" / "realdata"
+STREAM_TAPE = REALDATA / "pydantic-ai/test_openai_responses_stream.jsonl"
+
+_CONNECTS: list[tuple[int, object]] = []
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "socket.connect":
+        _CONNECTS.append((threading.get_ident(), args[1]))
+
+
+sys.addaudithook(_audit)
+
+
+def _my_connects() -> list[object]:
+    me = threading.get_ident()
+    return [addr for tid, addr in _CONNECTS if tid == me]
+
+
+SSE = (
+    b'event: response.created\ndata: {"type":"response.created","sequence_number":0,'
+    b'"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress",'
+    b'"model":"gpt-test","output":[],"parallel_tool_calls":true,"tool_choice":"auto","tools":[]}}\n\n'
+    b'event: response.completed\ndata: {"type":"response.completed","sequence_number":1,'
+    b'"response":{"id":"resp_1","object":"response","created_at":1,"status":"completed",'
+    b'"model":"gpt-test","output":[],"parallel_tool_calls":true,"tool_choice":"auto","tools":[]}}\n\n'
+)
+
+
+class _Wire(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A body that arrives in pieces, as from a socket (not pre-read like ``content=``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._pieces = [data[i : i + 97] for i in range(0, len(data), 97)]
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            yield piece
+
+
+class Upstream:
+    """A fake OpenAI: answers /v1/responses, streamed or not, and counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+        self.transport = httpx2.MockTransport(self.handle)
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        self.calls.append(body)
+        if body.get("stream"):
+            return httpx2.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=_Wire(SSE)
+            )
+        answer = {
+            "id": f"resp_{len(self.calls)}",
+            "object": "response",
+            "created_at": 1,
+            "status": "completed",
+            "model": "gpt-test",
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "echo": body.get("input"),
+        }
+        data = json.dumps(answer).encode()
+        return httpx2.Response(
+            200,
+            headers={"content-type": "application/json", "content-length": str(len(data))},
+            stream=_Wire(data),
+        )
+
+
+def test_record_mode_is_a_str_enum_that_lists_valid_values() -> None:
+    assert RecordMode("new_episodes") is RecordMode.NEW_EPISODES
+    assert RecordMode.ONCE == "once"
+    with pytest.raises(InvalidRecordMode) as info:
+        RecordMode("sometimes")
+    assert str(info.value) == (
+        "unknown record mode 'sometimes': choose one of none, once, new_episodes, all"
+    )
+    with pytest.raises(ValueError):
+        Tape(STREAM_TAPE, "sometimes")
+
+
+def test_none_never_calls_the_real_transport_nor_opens_a_socket(tmp_path: Path) -> None:
+    upstream = Upstream()
+    before = len(_my_connects())
+    with Tape(STREAM_TAPE, "none", real=upstream.transport) as tape:
+        assert not tape.records
+        client = tape.client()
+        with client.responses.create(
+            **json.loads(tape.recording.exchanges[0].request_body)
+        ) as stream:
+            assert [e.type for e in stream][-1] == "response.completed"
+        # A request the tape lacks is an error, not a trip to the network.
+        with pytest.raises(NoMatch):
+            client.responses.create(model="gpt-4o", input="not recorded")
+        assert len(tape.unplayed()) == 1
+    assert upstream.calls == []
+    assert _my_connects()[before:] == []
+
+
+def test_none_with_a_missing_tape_says_how_to_record_it(tmp_path: Path) -> None:
+    with pytest.raises(TapeMissing, match=r"does not exist .*\(record it with mode 'once'\)"):
+        Tape(tmp_path / "missing.jsonl")
+
+
+def test_once_records_a_missing_tape_then_replays_it(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "t.jsonl"
+    upstream = Upstream()
+    with Tape(path, "once", real=upstream.transport) as tape:
+        assert tape.records
+        client = tape.client(api_key="sk-real")
+        first = client.responses.create(model="gpt-test", input="one")
+        with client.responses.create(model="gpt-test", input="two", stream=True) as stream:
+            events = list(stream)
+    assert len(upstream.calls) == 2
+    recorded = load_tape(path)
+    assert [x.path for x in recorded.exchanges] == ["/v1/responses", "/v1/responses"]
+    assert recorded.exchanges[1].body == SSE
+    # The API key never reaches the tape.
+    assert "sk-real" not in path.read_text()
+
+    # Second run: the tape exists, so `once` replays and the upstream is not called.
+    with Tape(path, "once", real=upstream.transport) as tape:
+        assert not tape.records
+        client = tape.client()
+        assert client.responses.create(model="gpt-test", input="one") == first
+        with client.responses.create(model="gpt-test", input="two", stream=True) as stream:
+            assert list(stream) == events
+        assert tape.unplayed() == []
+    assert len(upstream.calls) == 2
+
+
+def test_new_episodes_replays_matches_and_records_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    upstream = Upstream()
+    with Tape(path, "all", real=upstream.transport) as tape:
+        tape.client(api_key="k").responses.create(model="gpt-test", input="old")
+    old_text = path.read_text()
+
+    with Tape(path, "new_episodes", real=upstream.transport) as tape:
+        client = tape.client(api_key="k")
+        assert client.responses.create(model="gpt-test", input="old").id == "resp_1"
+        assert client.responses.create(model="gpt-test", input="new").id == "resp_2"
+        assert tape.recorded == 1
+    assert [c["input"] for c in upstream.calls] == ["old", "new"]
+    # Old lines kept byte for byte, the new exchange appended as a new session.
+    assert path.read_text().startswith(old_text)
+    assert len(load_tape(path).exchanges) == 2
+
+    with Tape(path, "none") as tape:
+        client = tape.client()
+        assert client.responses.create(model="gpt-test", input="new").id == "resp_2"
+        assert client.responses.create(model="gpt-test", input="old").id == "resp_1"
+
+
+def test_all_always_records_and_rewrites_the_tape(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    shutil.copy(STREAM_TAPE, path)
+    upstream = Upstream()
+    with Tape(path, "all", real=upstream.transport) as tape:
+        assert tape.unplayed() == []  # nothing is replayed in `all`
+        tape.client(api_key="k").responses.create(model="gpt-test", input="fresh")
+    assert len(upstream.calls) == 1
+    recorded = load_tape(path)
+    assert len(recorded.exchanges) == 1
+    assert json.loads(recorded.exchanges[0].request_body)["input"] == "fresh"
+
+
+def test_a_recording_run_without_requests_leaves_the_tape_alone(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    shutil.copy(STREAM_TAPE, path)
+    before = path.read_bytes()
+    with Tape(path, "all", real=Upstream().transport):
+        pass
+    assert path.read_bytes() == before
+
+
+def test_async_clients_record_and_replay(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    upstream = Upstream()
+
+    async def run(mode: str) -> str:
+        async with Tape(path, mode, async_real=upstream.transport) as tape:
+            client = tape.async_client(api_key="k")
+            response = await client.responses.create(model="gpt-test", input="async")
+            return response.id
+
+    assert asyncio.run(run("once")) == "resp_1"
+    assert asyncio.run(run("none")) == "resp_1"
+    assert len(upstream.calls) == 1
+
+
+def test_a_tape_recorded_live_carries_timing_that_original_pacing_follows(
+    tmp_path: Path,
+) -> None:
+    from test_replay import FakeClock
+
+    from replay import ReplayTransport
+
+    path = tmp_path / "timed.jsonl"
+    upstream = Upstream()
+    with (
+        Tape(path, "once", real=upstream.transport) as tape,
+        tape.client(api_key="k").responses.create(model="gpt-test", input="t", stream=True) as s,
+    ):
+        expected = list(s)
+    exchange = load_tape(path).exchanges[0]
+    assert exchange.head_offset_ns is not None
+    assert all(c.offset_ns is not None for c in exchange.chunks)
+    clock = FakeClock()
+    transport = ReplayTransport(path, pace="original", clock=clock)
+    with (
+        OpenAI(api_key="k", http_client=httpx2.Client(transport=transport)) as client,
+        client.responses.create(model="gpt-test", input="t", stream=True) as stream,
+    ):
+        assert list(stream) == expected
+    # Every wait lands the head or a frame exactly at its recorded offset.
+    assert clock.now - 1_000_000_000 == max(
+        exchange.head_offset_ns, *(c.offset_ns or 0 for c in exchange.chunks)
+    )
