@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
@@ -21,10 +22,21 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["SCHEMA_REVISION", "events", "metadata"]
+__all__ = [
+    "SCHEMA_REVISION",
+    "events",
+    "metadata",
+    "pj_audit",
+    "pj_checkpoints",
+    "pj_chunks",
+    "pj_ci_stages",
+    "pj_container_files",
+    "pj_containers",
+    "pj_costs",
+]
 
 # The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0001_event_log"
+SCHEMA_REVISION = "0002_projections"
 
 metadata = MetaData(
     naming_convention={
@@ -76,4 +88,144 @@ Index(
     unique=True,
     sqlite_where=events.c.exchange_id.is_(None),
     postgresql_where=events.c.exchange_id.is_(None),
+)
+
+# -- projections -------------------------------------------------------------
+# Derived read models (see recorder.projections). Ordinary mutable tables: a
+# projection may delete and rewrite its own rows at any time, because every
+# row can be rebuilt from the log. Each projection's checkpoint row is written
+# in the same transaction as its rows.
+
+pj_checkpoints = Table(
+    "pj_checkpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("updated_at_ns", BigInteger, nullable=False),
+)
+
+pj_chunks = Table(
+    "pj_chunks",
+    metadata,
+    # Keyed by session first: the one read is "a session's chunks in order",
+    # and one index instead of two halves the cost of a rebuild's inserts.
+    Column("session_id", String(64), primary_key=True),
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    Column("exchange_id", String(64), nullable=True),
+    Column("response_id", String(200), nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("stage", String(16), nullable=True),
+    Column("call_id", String(200), nullable=True),
+    Column("output", Text, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+pj_ci_stages = Table(
+    "pj_ci_stages",
+    metadata,
+    Column("exchange_id", String(64), primary_key=True),
+    Column("call_id", String(200), primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("response_id", String(200), nullable=True),
+    Column("container_id", String(200), nullable=True),
+    Column("output_index", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("streamed", Boolean, nullable=False),
+    Column("first_position", BigInteger, nullable=False),
+    Column("started_at_ns", BigInteger, nullable=False),
+    Column("started_ns", BigInteger, nullable=True),
+    Column("in_progress_ns", BigInteger, nullable=True),
+    Column("first_delta_ns", BigInteger, nullable=True),
+    Column("code_done_ns", BigInteger, nullable=True),
+    Column("interpreting_ns", BigInteger, nullable=True),
+    Column("completed_ns", BigInteger, nullable=True),
+    Column("item_done_ns", BigInteger, nullable=True),
+    Column("delta_count", Integer, nullable=False),
+    Column("response_created_at", BigInteger, nullable=True),
+    Column("response_completed_at", BigInteger, nullable=True),
+)
+Index(
+    "ix_pj_ci_stages_session_id_first_position",
+    pj_ci_stages.c.session_id,
+    pj_ci_stages.c.first_position,
+)
+
+pj_audit = Table(
+    "pj_audit",
+    metadata,
+    Column("exchange_id", String(64), primary_key=True),
+    Column("call_id", String(200), primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("response_id", String(200), nullable=True),
+    Column("container_id", String(200), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("outputs", Text, nullable=True),
+    Column("started_at_ns", BigInteger, nullable=False),
+    Column("finished_at_ns", BigInteger, nullable=True),
+    Column("first_position", BigInteger, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
+    Column("positions", Text, nullable=False),
+)
+Index("ix_pj_audit_session_id_first_position", pj_audit.c.session_id, pj_audit.c.first_position)
+Index("ix_pj_audit_first_position", pj_audit.c.first_position)
+
+pj_costs = Table(
+    "pj_costs",
+    metadata,
+    Column("exchange_id", String(64), primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("response_id", String(200), nullable=True),
+    Column("at_ns", BigInteger, nullable=False),
+    Column("first_position", BigInteger, nullable=False),
+    Column("endpoint", String(32), nullable=False),
+    Column("requested_model", String(200), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("service_tier", String(32), nullable=True),
+    Column("input_tokens", BigInteger, nullable=True),
+    Column("cached_tokens", BigInteger, nullable=True),
+    Column("output_tokens", BigInteger, nullable=True),
+    Column("reasoning_tokens", BigInteger, nullable=True),
+    Column("ci_container", String(200), nullable=True),
+    Column("ci_memory", String(8), nullable=True),
+    Column("ci_calls", Integer, nullable=False),
+    Column("containers", Text, nullable=False),
+)
+Index("ix_pj_costs_session_id", pj_costs.c.session_id)
+Index("ix_pj_costs_at_ns", pj_costs.c.at_ns)
+
+pj_containers = Table(
+    "pj_containers",
+    metadata,
+    Column("container_id", String(200), primary_key=True),
+    Column("memory", String(8), nullable=True),
+    Column("created_via", String(16), nullable=False),
+    Column("created_exchange_id", String(64), nullable=True),
+    Column("session_id", String(64), nullable=False),
+    Column("created_at_ns", BigInteger, nullable=True),
+    Column("first_position", BigInteger, nullable=False),
+    Column("first_activity_ns", BigInteger, nullable=False),
+    Column("last_activity_ns", BigInteger, nullable=False),
+    Column("last_session_id", String(64), nullable=False),
+    Column("expires_after_minutes", Integer, nullable=True),
+    Column("deleted_at_ns", BigInteger, nullable=True),
+    Column("calls", Integer, nullable=False),
+    Column("exchanges", Integer, nullable=False),
+)
+Index("ix_pj_containers_created_exchange_id", pj_containers.c.created_exchange_id)
+
+pj_container_files = Table(
+    "pj_container_files",
+    metadata,
+    Column("container_id", String(200), primary_key=True),
+    Column("file_id", String(200), primary_key=True),
+    Column("filename", Text, nullable=True),
+    Column("source", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=True),
+    Column("first_position", BigInteger, nullable=False),
+    Column("exchange_id", String(64), nullable=True),
 )
