@@ -26,6 +26,7 @@ from recorder import projections as P
 from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
 from recorder.errors import CodetapeError
 from recorder.events import now_ns
+from recorder.projections.containers import DEFAULT_IDLE_MINUTES
 
 _SECOND = 1_000_000_000
 
@@ -236,7 +237,9 @@ def print_stages(stages: list[P.Stage]) -> None:
         return
     timed = [s for s in stages if s.timed]
     if timed:
-        table = Table(box=None, title="code interpreter stages (ms since the request was sent)")
+        table = Table(
+            box=None, title="code interpreter stages (ms since the request was sent)", expand=True
+        )
         table.add_column("call", overflow="ellipsis", no_wrap=True, ratio=1)
         table.add_column("status", no_wrap=True)
         for header in ("start", "in prog", "1st Δ", "code done", "interp", "done"):
@@ -537,33 +540,162 @@ def containers(
 # -- demo ----------------------------------------------------------------------
 
 
+class _LiveEvents:
+    """Prints the SDK's stream events as they arrive; a run of one kind is one line with a count.
+
+    ``header`` is printed before the first event (so not at all when nothing streams).
+    """
+
+    def __init__(self, header: str) -> None:
+        self.header = header
+        self.key: str | None = None
+        self.count = 0
+        self.total = 0
+
+    def __call__(self, event: Any) -> None:
+        if not self.total:
+            console.print(self.header, markup=False)
+        self.total += 1
+        key = str(getattr(event, "type", type(event).__name__))
+        item = getattr(event, "item", None)
+        if item is not None and getattr(item, "type", None):
+            key += f" ({item.type})"
+        if key == self.key:
+            self.count += 1
+            return
+        self._line()
+        self.key, self.count = key, 1
+
+    def _line(self) -> None:
+        if self.key is not None:
+            count = f" ×{self.count}" if self.count > 1 else ""
+            console.print(f"  {self.key}{count}", markup=False)
+
+    def done(self) -> None:
+        self._line()
+        self.key = None
+
+
+def _original_date_fees(report: dict[str, Any], session_id: str, stages: list[P.Stage]) -> None:
+    """For a replayed recording: the container fee under the rule of the original run's day.
+
+    The log dates a replayed container by the replay, so the cost report applies
+    the fee rule of the replay's day; the original's day is its response's
+    ``created_at``.
+    """
+    created = {
+        s.container_id: s.response_created_at * _SECOND
+        for s in stages
+        if s.container_id and s.response_created_at
+    }
+    ours = [
+        c
+        for c in report["containers"]
+        if c["session_id"] == session_id and c["charged"] and c["container_id"] in created
+    ]
+    if not ours:
+        return
+    table = P.load_fee_table()
+    tokens = sum(
+        (
+            Decimal(i["token_cost"])
+            for i in report["exchanges"]
+            if i["session_id"] == session_id and i["token_cost"] is not None
+        ),
+        Decimal(0),
+    )
+    total: Decimal | None = tokens
+    for c in ours:
+        at = created[c["container_id"]]
+        fee = table.fee(c["memory"], at, at, at + DEFAULT_IDLE_MINUTES * 60 * _SECOND)
+        total = None if fee.amount is None or total is None else total + fee.amount
+        console.print(
+            f"[dim]the log dates container {_short(c['container_id'], 16)} by this replay "
+            f"({c['day']}), so that day's fee rule applies above; OpenAI ran it on "
+            f"{_when(at)[:10]}: {fee.rule} ({fee.basis}).[/dim]",
+        )
+    if total is not None:
+        console.print(
+            f"[dim]at the original's date: {_money(total)} in all, with the tokens above.[/dim]"
+        )
+
+
 @main.command()
 @db_option
 def demo(db: str | None) -> None:
     """Record a bundled real code-interpreter session (no API key, no network) and show
-    its chunks, stage timeline, audit trail, cost and container state."""
-    from recorder.demo import record
+    its chunks, stage timeline, audit trail, cost and container state.
+
+    The openai SDK records it: its transport is the recorder wrapped around a
+    replay of the bundled tape. Running the demo again reuses the session
+    recorded the first time (another --db records afresh).
+    """
+    from recorder.demo import DEMO_API_KEY, DEMO_SESSION_NAME, demo_tape_path, record
     from recorder.store.store import EventStore
 
     with EventStore.open(db, upgrade=True) as store:
-        session_id, new = record(store)
+        console.rule(f"[bold]codetape demo[/bold] · {DEMO_SESSION_NAME}")
+        console.rule("0. recording  (codetape.record + ReplayTransport)")
+        live = _LiveEvents(
+            f"openai.OpenAI(api_key={DEMO_API_KEY!r}) → RecordingTransport → "
+            f"ReplayTransport({demo_tape_path().name}): the SDK streams a real recorded "
+            "code-interpreter session through the recorder. No API key, no network."
+        )
+        done = record(store, on_event=live)
+        live.done()
+        session_id = done.session_id
         info = store.find_session(session_id)
-        verb = "recorded" if new else "already recorded; reusing"
-        console.rule(f"[bold]codetape demo[/bold] · {info.name}")
-        console.print(f"{verb} session {session_id} in {store.url}")
+        when = _when(info.opened_at_ns) + " UTC"
+        if done.new:
+            console.print(
+                f"recorded session {session_id} ({live.total} stream events reached the SDK) "
+                f"in {store.url}"
+            )
+        else:
+            console.print(
+                f"already recorded; reusing session {session_id} (recorded {when}) in "
+                f"{store.url} rather than recording the demo twice (another --db records "
+                "afresh)"
+            )
         console.rule("1. the stream, as chunks  (codetape chunks SESSION)")
         print_chunks(P.chunks(store, session_id))
         console.rule("2. code interpreter stages  (codetape stages SESSION)")
-        print_stages(P.stages(store, session_id))
+        found_stages = P.stages(store, session_id)
+        print_stages(found_stages)
+        if done.original_timing:
+            console.print(
+                "[dim]replayed at the recording's original pace: the times follow the "
+                "original's.[/dim]"
+            )
+        else:
+            console.print(
+                f"[dim]replay timing: when the SDK received the tape's bytes on this machine "
+                f"({done.pace} pace, {when}). The original recording kept no arrival times, "
+                "so how long code generation and execution really took is unknown.[/dim]"
+            )
+        audit_entries = P.audit(store, session_id)
         console.rule("3. audit trail of executed code  (codetape audit SESSION)")
-        print_audit(P.audit(store, session_id))
+        print_audit(audit_entries)
         console.rule("4. cost  (codetape cost)")
-        print_cost(P.costs(store, by="session").to_json())
+        report = P.costs(store, by="session").to_json()
+        print_cost(report)
+        _original_date_fees(report, session_id, found_stages)
+        used = {e.container_id for e in audit_entries if e.container_id}
+        for c in report["containers"]:
+            if c["container_id"] in used and c["session_id"] != session_id:
+                console.print(
+                    f"[dim]container {_short(c['container_id'], 16)} was first seen in session "
+                    f"{store.find_session(c['session_id']).name!r} of this log: its fee is "
+                    "counted there.[/dim]"
+                )
         console.rule("5. containers  (codetape containers --at TIME)")
-        entries = [c for c in P.containers(store) if c.session_id == session_id]
+        entries = [
+            c for c in P.containers(store) if c.session_id == session_id or c.container_id in used
+        ]
         at_ns = max((c.last_activity_ns for c in entries), default=now_ns()) + 5 * 60 * _SECOND
         print_containers([c.to_json(at_ns) for c in entries], at_ns)
         console.print(
             "[dim]state judged 5 minutes after the container's last activity; "
-            "`codetape containers` judges it now.[/dim]"
+            "`codetape containers` judges it now. The times are the log's: for this demo, "
+            "when it was replayed, not when OpenAI ran it.[/dim]"
         )
