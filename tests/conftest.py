@@ -35,6 +35,7 @@ _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:  # for pg_server, under any --import-mode
     sys.path.insert(0, _HERE)
 from pg_server import PgServer, PgServerError, find_bindir  # noqa: E402
+from wheel_venv import WheelVenv, install_wheel  # noqa: E402
 
 pytest_plugins = ["pytester"]  # tests/test_pg_fixture.py runs inner sessions
 
@@ -151,3 +152,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"PostgreSQL test server ({server.bindir}) on port {server.port}: "
             f"started in {server.startup_seconds:.2f}s"
         )
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> WheelVenv:
+    """codetape's wheel, built once per test session, installed into a fresh venv."""
+    return install_wheel(tmp_path_factory.mktemp("wheel"))

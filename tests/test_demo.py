@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import httpx2
 import openai
 import pytest
 from click.testing import CliRunner
+from wheel_venv import WheelVenv
 
 from recorder import projections as P
 from recorder.cli import main
@@ -267,40 +269,13 @@ def test_demo_ignores_network_settings(
 
 
 @pytest.mark.slow
-def test_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
-    """Build the wheel, install it into a fresh venv, run `codetape demo` there (no network)."""
-    import os
-    import subprocess
-    import sys
-    import sysconfig
-
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = dist.glob("codetape-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True,
-    )
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    # Dependencies from this environment; its .pth files (the editable checkout) are not read.
-    (Path(purelib) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", *NETWORK_ENV)}
+def test_demo_runs_from_an_installed_wheel(tmp_path: Path, installed_wheel: WheelVenv) -> None:
+    """Run `codetape demo` from the installed wheel (no network)."""
+    env = installed_wheel.env(*NETWORK_ENV)
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
     env["COLUMNS"] = "100"
     result = subprocess.run(
-        [str(venv / "bin" / "codetape"), "demo"],
+        [installed_wheel.bin("codetape"), "demo"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from wheel_venv import WheelVenv
 
 from recorder.store import migrate
 from recorder.store.schema import SCHEMA_REVISION, metadata
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def schema_diff(url: str) -> list[object]:
@@ -70,47 +66,28 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
 
 
 @pytest.mark.slow
-def test_installed_wheel_upgrades_a_blank_database(tmp_path: Path) -> None:
-    """Build the wheel, install it into a fresh venv, and run `codetape db upgrade` from it."""
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = dist.glob("codetape-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True,
-    )
-    # Dependencies come from this environment's site-packages through a .pth line; the
-    # .pth files in there (such as the editable install of this checkout) are not read.
-    purelib = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CODETAPE_DB")}
+def test_installed_wheel_upgrades_a_blank_database(
+    tmp_path: Path, installed_wheel: WheelVenv
+) -> None:
+    """`codetape db upgrade` from an installed wheel finds its migrations and upgrades."""
+    env = installed_wheel.env()
     database = tmp_path / "wheel.db"
     where = subprocess.run(
-        [str(python), "-c", "import recorder.store.migrate as m; print(m.migrations_dir())"],
+        [
+            installed_wheel.bin("python"),
+            "-c",
+            "import recorder.store.migrate as m; print(m.migrations_dir())",
+        ],
         check=True,
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env=env,
     ).stdout.strip()
-    assert where.startswith(str(venv)), where
+    assert where.startswith(str(installed_wheel.root)), where
     assert where.endswith("recorder/_migrations")
     upgraded = subprocess.run(
-        [str(venv / "bin" / "codetape"), "db", "upgrade", "--db", f"sqlite:///{database}"],
+        [installed_wheel.bin("codetape"), "db", "upgrade", "--db", f"sqlite:///{database}"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
