@@ -39,7 +39,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from recorder.events import Event, EventKind
@@ -83,7 +83,8 @@ class _Damage:
 class _Queued:
     ticket: int
     event: Event
-    extra: list[Event] = field(default_factory=list)
+    # A tuple default, not a list factory: one _Queued is built per event.
+    extra: tuple[Event, ...] = ()
 
 
 def _size(event: Event) -> int:
@@ -147,32 +148,40 @@ class Writer:
 
     def submit(self, event: Event) -> bool:
         """Queue ``event``; False when it was dropped (see the module docstring)."""
+        # Called once per recorded event on the client's thread: kept lean
+        # (_size and _admit's common case inlined).
         with self._lock:
             self.stats.submitted += 1
             if self._closing:
                 self.stats.lost += 1
                 return False
             xid = event.exchange_id
+            size = len(event.payload) + 256
+            queue = self._queue
             if (
                 xid is not None
-                and self._queue
+                and queue
+                and self._pending_bytes + size > self.max_pending_bytes
                 and event.kind is not EventKind.EXCHANGE_END
                 and xid not in self._damaged
-                and self._pending_bytes + _size(event) > self.max_pending_bytes
             ):
                 self._damage(event, "the store fell behind: too many events pending")
                 self.stats.lost += 1
                 return False
-            queued = self._admit(self._ticket + 1, event)
-            if queued is None:
-                return False
+            if self._damaged:
+                queued = self._admit(self._ticket + 1, event)
+                if queued is None:
+                    return False
+                size = _size(queued.event)
+            else:
+                queued = _Queued(self._ticket + 1, event)
             self._ticket += 1
-            if not self._queue:
+            if not queue:
                 self._first_at = time.monotonic()
                 self._work.notify()
-            self._queue.append(queued)
-            self._pending_bytes += _size(queued.event)
-            if len(self._queue) == self.max_batch:
+            queue.append(queued)
+            self._pending_bytes += size
+            if len(queue) == self.max_batch:
                 self._work.notify()
             if self._pending_bytes > self.backpressure_bytes:
                 self._wait_for_room()
@@ -279,7 +288,7 @@ class Writer:
         meta = dict(event.meta)
         meta["capture_gap"] = {"lost_events": damage.lost, "reason": damage.reason}
         end = dataclasses.replace(event, seq=damage.first_lost_seq, meta=meta)
-        return _Queued(ticket, end, [gap])
+        return _Queued(ticket, end, (gap,))
 
     @staticmethod
     def _gap_event(exchange_id: str, damage: _Damage) -> Event:
@@ -340,7 +349,12 @@ class Writer:
         return batch
 
     def _commit(self, batch: list[_Queued]) -> None:
-        events = [ev for item in batch for ev in (item.event, *item.extra)]
+        events: list[Event] = []
+        add = events.append
+        for item in batch:
+            add(item.event)
+            if item.extra:
+                events.extend(item.extra)
         try:
             self.store.append(events)
         except Exception as exc:
@@ -395,7 +409,7 @@ class Writer:
         for item in rest:
             again = self._admit(item.ticket, item.event)
             if again is not None:
-                again.extra.extend(item.extra)
+                again.extra += item.extra
                 self._queue.append(again)
                 self._pending_bytes += _size(again.event)
         self._resolved(self._queue[0].ticket - 1 if self._queue else self._ticket)

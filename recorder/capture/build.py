@@ -24,6 +24,7 @@ __all__ = [
     "request_event",
     "response_head_event",
     "sse_event",
+    "sse_frame_event",
 ]
 
 
@@ -106,19 +107,70 @@ def sse_event(
     offset_ns: int | None = None,
 ) -> Event:
     """One SSE frame, its payload exactly ``frame.raw``."""
-    return Event(
+    sse_type, sequence_number, _ = frame.fields()
+    return sse_frame_event(
         session_id,
-        EventKind.SSE,
-        seq,
         exchange_id,
-        recorded_at_ns=at_ns,
-        offset_ns=offset_ns,
-        payload=frame.raw,
-        sse_event=frame.event,
-        sse_type=frame.type,
-        sequence_number=frame.sequence_number,
-        response_id=response_id,
+        seq,
+        frame.raw,
+        frame.event,
+        sse_type,
+        sequence_number,
+        response_id,
+        at_ns,
+        offset_ns,
     )
+
+
+_new_object = object.__new__
+_SETTERS = {name: Event.__dict__[name].__set__ for name in Event.__slots__}
+_set_session_id = _SETTERS["session_id"]
+_set_kind = _SETTERS["kind"]
+_set_seq = _SETTERS["seq"]
+_set_exchange_id = _SETTERS["exchange_id"]
+_set_recorded_at_ns = _SETTERS["recorded_at_ns"]
+_set_offset_ns = _SETTERS["offset_ns"]
+_set_payload = _SETTERS["payload"]
+_set_meta = _SETTERS["meta"]
+_set_sse_event = _SETTERS["sse_event"]
+_set_sse_type = _SETTERS["sse_type"]
+_set_sequence_number = _SETTERS["sequence_number"]
+_set_response_id = _SETTERS["response_id"]
+assert len(_SETTERS) == 12, "sse_frame_event must set every field of Event"
+
+
+def sse_frame_event(
+    session_id: str,
+    exchange_id: str,
+    seq: int,
+    raw: bytes,
+    sse_event: str | None,
+    sse_type: str | None,
+    sequence_number: int | None,
+    response_id: str | None,
+    at_ns: int,
+    offset_ns: int | None,
+) -> Event:
+    """``Event(session_id, EventKind.SSE, seq, exchange_id, ...)`` (no meta), built cheaply.
+
+    Capture builds one per frame on the client's thread: the frozen
+    dataclass's ``__init__`` (a checked ``object.__setattr__`` per field) costs
+    several times these slot setters, for the same value.
+    """
+    event: Event = _new_object(Event)
+    _set_session_id(event, session_id)
+    _set_kind(event, EventKind.SSE)
+    _set_seq(event, seq)
+    _set_exchange_id(event, exchange_id)
+    _set_recorded_at_ns(event, at_ns)
+    _set_offset_ns(event, offset_ns)
+    _set_payload(event, raw)
+    _set_meta(event, {})
+    _set_sse_event(event, sse_event)
+    _set_sse_type(event, sse_type)
+    _set_sequence_number(event, sequence_number)
+    _set_response_id(event, response_id)
+    return event
 
 
 def body_response_id(body: bytes) -> str | None:

@@ -40,12 +40,12 @@ from recorder.capture.build import (
     end_event,
     request_event,
     response_head_event,
-    sse_event,
+    sse_frame_event,
 )
 from recorder.config import resolve_url
 from recorder.errors import CodetapeError
 from recorder.events import Event, EventKind, Outcome, new_id
-from recorder.outcome import StreamOutcome, outcome_for_body
+from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
 from recorder.redact import Redactor
 from recorder.repair import repair_dead_writers, writer_identity
 from recorder.sse import SSEFrame, SSESplitter
@@ -563,19 +563,41 @@ class ExchangeRecorder:
         self.finish()
 
     def _frame(self, frame: SSEFrame, offset: int) -> None:
-        self._response_id = frame.response_id or self._response_id
-        self._tracker.observe(frame.type, frame.json())
-        self._submit(
-            sse_event(
-                self._session.id,
-                self.id,
-                self._seq,
-                frame,
-                self._response_id,
-                at_ns=self._wall0 + offset,
-                offset_ns=offset,
-            )
+        # Once per frame on the client's thread, so kept flat: one parse (the
+        # fields are frame.fields(), inlined), the tracker only sees terminal
+        # events (it ignores the rest), and CaptureSession.submit is inlined.
+        obj = frame.json()
+        event_type = number = None
+        if type(obj) is dict:
+            value = obj.get("type")
+            if isinstance(value, str):
+                event_type = value
+            value = obj.get("sequence_number")
+            if isinstance(value, int) and not isinstance(value, bool):
+                number = value
+            response = obj.get("response")
+            if isinstance(response, dict):
+                value = response.get("id")
+                if value and isinstance(value, str):
+                    self._response_id = value
+            if event_type in _TERMINAL:
+                self._tracker.observe(event_type, obj)
+        session = self._session
+        event = sse_frame_event(
+            session.id,
+            self.id,
+            self._seq,
+            frame.raw,
+            frame.event,
+            event_type,
+            number,
+            self._response_id,
+            self._wall0 + offset,
+            offset,
         )
+        if not session.writer.submit(event) and session.strict:
+            raise CaptureError(session._failure_message("recording"))
+        self._seq += 1
 
     def _body_event(self, offset: int, *, final: bool) -> None:
         body = bytes(self._body)

@@ -21,6 +21,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +56,9 @@ _COLUMNS = (
 )
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
 _PAGE = 2000
+# Rows per multi-row INSERT on SQLite: 50 x 16 columns stays under 999, the
+# bound-parameter limit of SQLite builds before 3.32.
+_ROWS_PER_INSERT = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +167,9 @@ class EventStore:
         self.url = url
         self.backend = engine.dialect.name
         marker = "?" if self.backend == "sqlite" else "%s"
-        self._insert_sql = (
-            "INSERT INTO events ("
-            + ", ".join(_COLUMNS)
-            + ") VALUES ("
-            + ", ".join([marker] * len(_COLUMNS))
-            + ")"
-        )
+        self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
+        self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
+        self._multi_sql: dict[int, str] = {}
 
     # -- opening -------------------------------------------------------------
 
@@ -238,23 +238,47 @@ class EventStore:
             ).first()
             position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
             next_seq = self._next_seqs(conn, items)
+            first = position + 1
             rows: list[tuple[Any, ...]] = []
-            positions: list[int] = []
+            # This loop runs once per recorded event, in the writer thread but
+            # holding the GIL the client needs: it calls event_hash directly
+            # (the fields _row_hash passes, in its order) and builds each row once.
+            append_row = rows.append
             for ev in items:
                 position += 1
                 seq = ev.seq
                 if seq is None:
                     seq = next_seq[ev.stream_id]
-                next_seq[ev.stream_id] = seq + 1
-                meta_json = canonical_json(dict(ev.meta))
-                digest = _row_hash(prev, position, seq, meta_json, ev)
-                rows.append(
+                    next_seq[ev.stream_id] = seq + 1
+                elif next_seq:
+                    next_seq[ev.stream_id] = seq + 1
+                meta = ev.meta
+                # Most events (every SSE frame) have no meta: skip the encoder.
+                meta_json = canonical_json(dict(meta)) if meta else "{}"
+                kind = ev.kind._value_  # what .value returns, minus its descriptor
+                digest = event_hash(
+                    prev,
+                    position,
+                    ev.session_id,
+                    ev.exchange_id,
+                    seq,
+                    kind,
+                    ev.recorded_at_ns,
+                    ev.offset_ns,
+                    ev.sse_event,
+                    ev.sse_type,
+                    ev.sequence_number,
+                    ev.response_id,
+                    meta_json,
+                    ev.payload,
+                )
+                append_row(
                     (
                         position,
                         ev.session_id,
                         ev.exchange_id,
                         seq,
-                        ev.kind.value,
+                        kind,
                         ev.recorded_at_ns,
                         ev.offset_ns,
                         ev.sse_event,
@@ -268,10 +292,29 @@ class EventStore:
                         digest,
                     )
                 )
-                positions.append(position)
                 prev = digest
+            self._insert(conn, rows)
+        return list(range(first, position + 1))
+
+    def _insert(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if self.backend != "sqlite":
             conn.exec_driver_sql(self._insert_sql, rows)
-        return positions
+            return
+        # SQLite: multi-row INSERTs rather than executemany. The driver
+        # releases the GIL around every statement step, i.e. per row with
+        # executemany; the writer thread then contends for the GIL with the
+        # client's thread hundreds of times per batch, and each handoff costs
+        # both threads far more than the row. One step per _ROWS_PER_INSERT
+        # rows keeps the handoffs rare (and binds in one C loop).
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            part = rows[start : start + _ROWS_PER_INSERT]
+            conn.exec_driver_sql(self._multi_insert_sql(len(part)), tuple(chain(*part)))
+
+    def _multi_insert_sql(self, count: int) -> str:
+        sql = self._multi_sql.get(count)
+        if sql is None:
+            sql = self._multi_sql[count] = self._insert_sql + (", " + self._values) * (count - 1)
+        return sql
 
     def _write_connection(self) -> sa.Connection:
         conn = self.engine.connect()
