@@ -10,6 +10,7 @@ JSON-able dict, so a projection can store it between batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,6 +107,27 @@ class CallTracker:
                     self._mark(xid, x, call, pe)
             del self.exchanges[xid]
 
+    def code_delta(self, pe: Parsed) -> None:
+        """``apply`` for a ``response.code_interpreter_call_code.delta`` frame."""
+        xid = pe.exchange_id
+        if xid is not None:
+            x = self.exchanges.get(xid)
+            if x is not None:
+                self._code_delta(xid, x, pe)
+
+    def _code_delta(self, xid: str, x: dict[str, Any], pe: Parsed) -> None:
+        item_id, delta = pe.delta_fields()
+        call = x["calls"].get(item_id) if item_id is not None else None
+        if call is None:
+            return
+        call["deltas"] += 1
+        off = call["off"]
+        if off["first_delta"] is None:
+            off["first_delta"] = pe.offset_ns
+        if delta is not None and not call["code_final"]:
+            call["code"] += delta
+        self._touch(xid, x, call, pe)
+
     def _call(self, x: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
         item_id = data.get("item_id")
         return x["calls"].get(item_id) if isinstance(item_id, str) else None
@@ -115,16 +137,7 @@ class CallTracker:
         if t is None or not (t.startswith("response.code_interpreter") or t in _ITEM_OR_RESPONSE):
             return
         if t == "response.code_interpreter_call_code.delta":
-            item_id, delta = pe.delta_fields()
-            call = x["calls"].get(item_id) if item_id is not None else None
-            if call is None:
-                return
-            call["deltas"] += 1
-            if call["off"]["first_delta"] is None:
-                call["off"]["first_delta"] = pe.offset_ns
-            if delta is not None and not call["code_final"]:
-                call["code"] += delta
-            self._touch(xid, x, call, pe)
+            self._code_delta(xid, x, pe)
             return
         data = pe.data
         if not isinstance(data, dict):
@@ -268,6 +281,11 @@ class CallsProjection(Projection):
 
     def apply(self, pe: Parsed) -> None:
         self.tracker.apply(pe)
+
+    def routes(self) -> dict[str, Callable[[Parsed], None]]:
+        routes = super().routes()
+        routes["response.code_interpreter_call_code.delta"] = self.tracker.code_delta
+        return routes
 
     def adopt(self, other: Projection) -> None:
         assert isinstance(other, CallsProjection)

@@ -48,6 +48,7 @@ grows; :func:`chunk_rows` expands runs back into one chunk per delta.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -215,6 +216,42 @@ class ChunksProjection(Projection):
                 self._ci(x, status, call_id, extra)
 
     # -- consuming -----------------------------------------------------------
+
+    def routes(self) -> dict[str, Callable[[Parsed], None]]:
+        routes = super().routes()
+        # Deltas are most of the log: handled without apply's dispatch.
+        routes["response.output_text.delta"] = self._text_delta
+        routes["response.code_interpreter_call_code.delta"] = self._code_delta
+        return routes
+
+    def _text_delta(self, pe: Parsed) -> None:
+        """``apply`` for a ``response.output_text.delta`` frame."""
+        xid = pe.exchange_id
+        if xid is None:
+            return
+        x = self.exchanges.get(xid)
+        if x is None:
+            return
+        delta = pe.delta_fields()[1] or ""
+        run = x.get("run")
+        if run is not None and run["k"] == "text_run" and run["c"] is None:
+            # The run goes on (most text deltas): what _delta would do, inline.
+            run["items"].append([pe.position, delta])
+            self._open[xid] = x
+            return
+        self._ev = pe
+        self._delta(x, "text_run", None, delta)
+
+    def _code_delta(self, pe: Parsed) -> None:
+        """``apply`` for a ``response.code_interpreter_call_code.delta`` frame."""
+        xid = pe.exchange_id
+        x = self.exchanges.get(xid) if xid is not None else None
+        if x is not None:
+            call_id, delta = pe.delta_fields()
+            if call_id is not None:
+                self._ev = pe
+                x["calls"].setdefault(call_id, {"c": None, "open": True})
+                self._delta(x, "code_run", call_id, delta or "")
 
     def apply(self, pe: Parsed) -> None:
         ev = pe

@@ -17,13 +17,15 @@ rule, because it depends on T, not on the log.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from recorder.events import EventKind
-from recorder.projections.runner import Parsed, Projection, RowBuffer
+from recorder.projections.runner import Parsed, Projection, Row, RowBuffer
 from recorder.projections.wire import (
     CI_ITEM,
     classify_url,
@@ -67,31 +69,48 @@ class ContainersProjection(Projection):
         self.files = RowBuffer(pj_container_files, conn.dialect.name)
         self._cache: dict[str, dict[str, Any] | None] = {}
         self._file_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._files_loaded: set[str] = set()
+        """Containers all of whose stored files are in ``_file_cache``."""
 
     # -- rows ----------------------------------------------------------------
 
+    def prefetch(self, events: Sequence[Row]) -> None:
+        """Load the stored rows of the containers the batch seems to mention, in bulk.
+
+        One lookup per container and batch is a round trip each on
+        PostgreSQL; ids found here (OpenAI's ``cntr_`` ids in the frames and
+        URLs this projection reads) are read in a few queries instead. Ids it
+        misses are still looked up one by one, so this only saves time.
+        """
+        ids: set[str] = set()
+        for row in events:
+            if row[3] == "sse" and row[6] not in _SSE_TYPES:
+                continue
+            payload, meta = row[8], row[7]
+            if b"cntr_" in payload:
+                ids.update(m.decode("ascii") for m in _CONTAINER_ID.findall(bytes(payload)))
+            if "cntr_" in meta:
+                ids.update(_CONTAINER_ID_TEXT.findall(meta))
+        todo = sorted(ids.difference(self._cache))
+        if not todo:
+            return
+        self._cache.update(dict.fromkeys(todo))
+        for stored in self.containers.stored_where(self.conn, "container_id", todo):
+            self._cache[stored["container_id"]] = stored
+        for stored in self.files.stored_where(self.conn, "container_id", todo):
+            self._file_cache[(stored["container_id"], stored["file_id"])] = stored
+        self._files_loaded.update(todo)
+
     def _container(self, cid: str) -> dict[str, Any] | None:
         if cid not in self._cache:
-            row = (
-                self.conn.execute(
-                    sa.select(pj_containers).where(pj_containers.c.container_id == cid)
-                )
-                .mappings()
-                .first()
-            )
-            self._cache[cid] = dict(row) if row is not None else None
+            self._cache[cid] = self.containers.stored(self.conn, (cid,))
         return self._cache[cid]
 
     def _file(self, cid: str, fid: str) -> dict[str, Any] | None:
         key = (cid, fid)
         if key not in self._file_cache:
-            t = pj_container_files
-            row = (
-                self.conn.execute(sa.select(t).where(t.c.container_id == cid, t.c.file_id == fid))
-                .mappings()
-                .first()
-            )
-            self._file_cache[key] = dict(row) if row is not None else None
+            loaded = cid in self._files_loaded
+            self._file_cache[key] = None if loaded else self.files.stored(self.conn, key)
         return self._file_cache[key]
 
     def _activity_ns(self, pe: Parsed, x: dict[str, Any]) -> int:
@@ -320,6 +339,8 @@ _SSE_TYPES = frozenset(
     }
 )
 ContainersProjection.sse_types = _SSE_TYPES
+_CONTAINER_ID = re.compile(rb"cntr_[0-9A-Za-z]+")
+_CONTAINER_ID_TEXT = re.compile(r"cntr_[0-9A-Za-z]+")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,14 +21,23 @@ Guarantees:
 A projection is a class: a fresh instance handles one batch (``start`` with
 the stored state, ``apply`` per event, ``finish`` writes rows and returns the
 state to store).
+
+Throughput: a batch is read once for every projection at the same checkpoint,
+as plain rows; each SSE event goes only to the projections whose
+``sse_types`` name it (a dict lookup, no parse for events nobody reads), and
+a projection may route its most frequent types to dedicated handlers
+(:meth:`Projection.routes`).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import gc
 import json
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -43,9 +52,11 @@ from recorder.store.store import EventStore
 
 __all__ = [
     "BATCH",
+    "REBUILD_BATCH",
     "LogEvent",
     "Parsed",
     "Projection",
+    "Row",
     "RowBuffer",
     "UnknownProjection",
     "catch_up",
@@ -56,6 +67,11 @@ __all__ = [
 
 BATCH = 5000
 """Events per catch-up transaction: bounds lock time and memory."""
+
+REBUILD_BATCH = 20_000
+"""Events per transaction of a rebuild, which reads the whole log: fewer,
+larger batches mean fewer commits, fewer rewrites of rows that span batches
+and fewer lookups of stored rows, for a few MB more memory."""
 
 Progress = Callable[[int, int], None]
 """Called with (events consumed so far, events to consume in total)."""
@@ -139,9 +155,10 @@ class LogEvent:
         """(``item_id``, ``delta``) of a delta event, without parsing the whole frame.
 
         Deltas are most of the log and these two strings are all projections
-        read from them, so they are cut out of the JSON text directly (with
-        the C string decoder json uses); anything unexpected falls back to the
-        full parse, so the result is always what ``data`` would give.
+        read from them, so they are cut out of the JSON text directly (by a
+        regex when the value holds no escape, else with the C string decoder
+        json uses); anything unexpected falls back to the full parse, so the
+        result is always what ``data`` would give.
         """
         fields = self._fields
         if fields is not None:
@@ -149,9 +166,19 @@ class LogEvent:
         if self._data is _UNSET:
             raw = self.payload
             if raw.startswith(b"event: ") and b"\r" not in raw:
-                text = raw.decode("utf-8", "replace")
-                delta = _string_field(text, '"delta":')
-                item_id = _string_field(text, '"item_id":')
+                # The usual shape first: each key once, a plain string right
+                # after it (no space, no escape), matched by one regex each.
+                if raw.count(b'"delta":') == 1 and raw.count(b'"item_id":') == 1:
+                    found_delta = _PLAIN_DELTA.search(raw)
+                    found_item = _PLAIN_ITEM_ID.search(raw) if found_delta else None
+                    if found_delta is not None and found_item is not None:
+                        self._fields = (
+                            found_item.group(1).decode("utf-8", "replace"),
+                            found_delta.group(1).decode("utf-8", "replace"),
+                        )
+                        return self._fields
+                delta = _bytes_field(raw, b'"delta":')
+                item_id = _bytes_field(raw, b'"item_id":')
                 if delta is not None and item_id is not None:
                     self._fields = (item_id, delta)
                     return self._fields
@@ -166,6 +193,36 @@ class LogEvent:
 
 
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
+_ESCAPED = re.compile(rb"[\x00-\x1f\\]")
+# A key that occurs once, then a string without escapes or control characters:
+# its bytes are the value (what _bytes_field would return, decoded alike).
+_PLAIN_DELTA = re.compile(rb'"delta":"([^"\\\x00-\x1f]*)"')
+_PLAIN_ITEM_ID = re.compile(rb'"item_id":"([^"\\\x00-\x1f]*)"')
+
+
+def _bytes_field(raw: bytes, key: bytes) -> str | None:
+    """:func:`_string_field` on the frame's bytes, decoding only the value.
+
+    Most values hold no escape and no control character: then the value is
+    the bytes up to the next quote, and decoding just them gives what
+    decoding the whole frame and scanning would (``key`` and quotes are ASCII,
+    which UTF-8 never uses inside a multi-byte character, nor does the
+    ``replace`` handler swallow). Anything else takes the general path.
+    """
+    at = raw.find(key)
+    if at < 0 or raw.find(key, at + 1) >= 0:
+        return None
+    end = at + len(key)
+    while raw[end : end + 1] == b" ":
+        end += 1
+    if raw[end : end + 1] != b'"':
+        return None
+    close = raw.find(b'"', end + 1)
+    if close >= 0:
+        value = raw[end + 1 : close]
+        if _ESCAPED.search(value) is None:
+            return value.decode("utf-8", "replace")
+    return _string_field(raw.decode("utf-8", "replace"), key.decode())
 
 
 def _string_field(text: str, key: str) -> str | None:
@@ -203,12 +260,18 @@ _READ_COLUMNS = (
 )
 
 
-def read_events(store: EventStore, after: int, until: int, limit: int) -> list[LogEvent]:
-    """Events with ``after < position <= until``, at most ``limit``, in position order.
+Row = Sequence[Any]
+"""One event row as read: ``_READ_COLUMNS`` in order (what :class:`LogEvent` takes)."""
+
+
+def read_events(store: EventStore, after: int, until: int, limit: int) -> list[Row]:
+    """Event rows with ``after < position <= until``, at most ``limit``, in position order.
 
     The same keyset read as :meth:`EventStore.iter_events` (appends commit in
     position order, so nothing can appear later below ``until``), through the
-    driver's cursor and fewer columns, because rebuilds read every row.
+    driver's cursor and fewer columns, because rebuilds read every row. Rows
+    stay tuples: a :class:`LogEvent` is only made for a row some projection
+    reads (see :func:`_apply_batch`).
     """
     marker = "?" if store.backend == "sqlite" else "%s"
     sql = (
@@ -216,10 +279,17 @@ def read_events(store: EventStore, after: int, until: int, limit: int) -> list[L
         f"ORDER BY position LIMIT {marker}"
     )
     with translate_errors(store.url), store.engine.connect() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, (after, until, limit))
-            return [LogEvent(row) for row in cursor.fetchall()]
+            if store.backend == "postgresql":
+                # Binary results: bytea arrives as raw bytes, not hex text the
+                # server must encode and the client decode (payloads are most bytes).
+                cursor.execute(sql, (after, until, limit), binary=True)
+            else:
+                cursor.execute(sql, (after, until, limit))
+            with _no_gc():
+                rows: list[Row] = cursor.fetchall()
+            return rows
         finally:
             cursor.close()
 
@@ -242,15 +312,17 @@ def _sse_json(raw: bytes) -> Any:
 class RowBuffer:
     """Rows one batch writes to one table: plain inserts, and upserts by primary key.
 
-    Writes go through the driver's ``executemany`` with tuples in column order:
-    a rebuild inserts about one row per event, so per-row overhead matters.
+    Writes go through the driver's ``executemany`` with tuples in column order
+    (on PostgreSQL, ``COPY``): a rebuild inserts about one row per event, so
+    per-row overhead matters.
     """
 
     def __init__(self, table: Table, backend: str) -> None:
         self.table = table
+        self.backend = backend
         self.columns = [c.name for c in table.columns]
         self.keys = [c.name for c in table.primary_key.columns]
-        marker = "?" if backend == "sqlite" else "%s"
+        marker = self._marker = "?" if backend == "sqlite" else "%s"
         self._insert_sql = (
             f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
             f"VALUES ({', '.join([marker] * len(self.columns))})"
@@ -258,8 +330,43 @@ class RowBuffer:
         self._delete_sql = f"DELETE FROM {table.name} WHERE " + " AND ".join(
             f"{k} = {marker}" for k in self.keys
         )
+        self._copy_sql = f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN"
+        self._select_head = f"SELECT {', '.join(self.columns)} FROM {table.name}"
+        self._select_sql = f"{self._select_head} WHERE " + " AND ".join(
+            f"{k} = {marker}" for k in self.keys
+        )
+        self._cursor: Any = None
         self.rows: list[tuple[Any, ...]] = []
         self.upserts: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def stored(self, conn: Connection, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The stored row with primary key ``key`` (as written by earlier batches), if any.
+
+        Through one driver cursor, not a Core ``select``: projections look
+        rows up per event, where SQLAlchemy's statement overhead would dominate.
+        """
+        if self._cursor is None:
+            self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = self._cursor
+        cursor.execute(self._select_sql, key)
+        # fetchall, not fetchone: a SQLite statement left unfinished keeps its read open.
+        found = cursor.fetchall()
+        return dict(zip(self.columns, found[0], strict=True)) if found else None
+
+    def stored_where(
+        self, conn: Connection, column: str, values: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """Every stored row whose ``column`` is one of ``values``, in one query per 500."""
+        if self._cursor is None:
+            self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = self._cursor
+        found: list[dict[str, Any]] = []
+        for at in range(0, len(values), 500):
+            chunk = list(values[at : at + 500])
+            markers = ", ".join([self._marker] * len(chunk))
+            cursor.execute(f"{self._select_head} WHERE {column} IN ({markers})", chunk)
+            found.extend(dict(zip(self.columns, row, strict=True)) for row in cursor.fetchall())
+        return found
 
     def add(self, row: tuple[Any, ...]) -> None:
         """A new row (its key was never written before), in column order."""
@@ -270,11 +377,24 @@ class RowBuffer:
         self.upserts[tuple(row[k] for k in self.keys)] = row
 
     def flush(self, conn: Connection) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
         if self.upserts:
             conn.exec_driver_sql(self._delete_sql, list(self.upserts))
             cols = self.columns
             self.rows.extend(tuple(r[c] for c in cols) for r in self.upserts.values())
-        if self.rows:
+        if self.rows and self.backend == "postgresql":
+            # COPY streams the rows in one statement: several times faster than
+            # executemany's INSERT per row, and the same rows (same adapters).
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                with cursor.copy(self._copy_sql) as copy:
+                    for row in self.rows:
+                        copy.write_row(row)
+            finally:
+                cursor.close()
+        elif self.rows:
             conn.exec_driver_sql(self._insert_sql, self.rows)
         self.rows = []
         self.upserts = {}
@@ -303,6 +423,21 @@ class Projection(abc.ABC):
     def apply(self, pe: Parsed) -> None:
         """Consume one event (in global position order)."""
 
+    def routes(self) -> dict[str, Callable[[Parsed], None]]:
+        """The handler of each SSE event type in :attr:`sse_types` (``apply`` by default).
+
+        The runner calls a route's handler instead of :meth:`apply` for SSE
+        events of that type, so a projection can skip re-dispatching its most
+        frequent events; the handler must do exactly what ``apply`` would.
+        """
+        return dict.fromkeys(self.sse_types or (), self.apply)
+
+    def prefetch(self, events: Sequence[Row]) -> None:  # noqa: B027 - optional hook
+        """Before :meth:`apply` sees ``events``: a chance to read stored rows in bulk.
+
+        Only a cache: what it loads must be what per-event lookups would read.
+        """
+
     def adopt(self, other: Projection) -> None:
         """Take the applied state of ``other`` (same ``shared`` key, same start state)."""
         raise NotImplementedError
@@ -322,6 +457,49 @@ def write_connection(store: EventStore) -> Connection:
     if store.backend == "sqlite":
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
     return conn
+
+
+@contextlib.contextmanager
+def _writing(store: EventStore) -> Iterator[Connection]:
+    """A write transaction (see :func:`write_connection`) for projection rows.
+
+    On SQLite it runs with ``secure_delete`` off (restored after): builds of
+    SQLite that default it on zero every page a DELETE frees, which doubles
+    the I/O of a rebuild's reset and of rewriting rows. Projection rows are
+    copies of what the log keeps anyway, so zeroing their old pages protects
+    nothing.
+    """
+    with translate_errors(store.url), write_connection(store) as conn:
+        raw: Any = conn.connection.dbapi_connection if store.backend == "sqlite" else None
+        previous = None
+        if raw is not None:
+            previous = int(raw.execute("PRAGMA secure_delete").fetchone()[0])
+            raw.execute("PRAGMA secure_delete = 0")
+        try:
+            with conn.begin():
+                if store.backend == "postgresql" and _has_lz4(store.url, conn):
+                    # Projection rows hold large values (code outputs): lz4
+                    # compresses them several times faster than the default
+                    # pglz, and reading them back is the same to every reader.
+                    conn.exec_driver_sql("SET LOCAL default_toast_compression = 'lz4'")
+                yield conn
+        finally:
+            if previous is not None:
+                raw.execute(f"PRAGMA secure_delete = {previous}")
+
+
+_LZ4: dict[str, bool] = {}
+
+
+def _has_lz4(url: str, conn: Connection) -> bool:
+    """Whether this server can TOAST-compress with lz4 (PostgreSQL >= 14 built with it)."""
+    if url not in _LZ4:
+        found = conn.exec_driver_sql(
+            "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+            "AND 'lz4' = ANY(enumvals)"
+        ).first()
+        _LZ4[url] = found is not None
+    return _LZ4[url]
 
 
 def _registry() -> dict[str, type[Projection]]:
@@ -355,8 +533,15 @@ def checkpoints(store: EventStore) -> dict[str, tuple[int, int]]:
 
 
 def _reset(conn: Connection, proj: type[Projection]) -> None:
-    for table in proj.tables:
-        conn.execute(table.delete())
+    if conn.dialect.name == "postgresql":
+        # TRUNCATE, not DELETE: a DELETE leaves every old row (and its TOAST)
+        # dead in the table, which the rebuild then writes after and which
+        # only VACUUM reclaims. Same transaction, same all-or-nothing reset;
+        # its lock is held only until this short transaction commits.
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(t.name for t in proj.tables)}")
+    else:
+        for table in proj.tables:
+            conn.execute(table.delete())
     conn.execute(pj_checkpoints.delete().where(pj_checkpoints.c.name == proj.name))
     conn.execute(
         pj_checkpoints.insert(),
@@ -376,7 +561,7 @@ def _prepare(store: EventStore, projs: Sequence[type[Projection]], force: bool) 
     todo = [p for p in projs if force or p.name not in stored or stored[p.name][1] != p.version]
     if not todo:
         return
-    with translate_errors(store.url), write_connection(store) as conn, conn.begin():
+    with _writing(store) as conn:
         if store.backend == "postgresql":
             # Serialise resets with catch-ups, which lock their checkpoint rows.
             conn.exec_driver_sql("LOCK TABLE pj_checkpoints IN EXCLUSIVE MODE")
@@ -410,7 +595,7 @@ def rebuild(
     store: EventStore,
     names: Iterable[str] | None = None,
     *,
-    batch: int = BATCH,
+    batch: int = REBUILD_BATCH,
     progress: Progress | None = None,
 ) -> int:
     """Empty the projections' tables, reset their checkpoints to 0, and catch up."""
@@ -431,36 +616,111 @@ def _run(
     consumed = 0
     start = min((checkpoints(store).get(p.name, (0, 0))[0] for p in projs), default=head)
     total = max(head - start, 0)
-    while True:
-        stored = checkpoints(store)
-        pending = [p for p in projs if stored[p.name][0] < head]
-        if not pending:
-            break
-        low = min(stored[p.name][0] for p in pending)
-        group = [p for p in pending if stored[p.name][0] == low]
-        events = read_events(store, low, head, batch)
-        if not events:
-            break
-        if _apply_batch(store, group, low, events):
-            consumed += len(events)
-            if progress is not None:
-                progress(min(events[-1].position - start, total), total)
+    # The next batch is read on another thread while this one is applied, so
+    # the database server works while Python does. Events never change, so a
+    # read ahead is what the next iteration would read itself, and it is used
+    # only if the checkpoint it started from is the one that iteration gets.
+    ahead: tuple[int, Future[list[Row]]] | None = None
+    pool = ThreadPoolExecutor(1) if _can_read_ahead(store) else None
+    try:
+        while True:
+            stored = checkpoints(store)
+            pending = [p for p in projs if stored[p.name][0] < head]
+            if not pending:
+                break
+            low = min(stored[p.name][0] for p in pending)
+            group = [p for p in pending if stored[p.name][0] == low]
+            if ahead is not None and ahead[0] == low:
+                events = ahead[1].result()
+            else:
+                events = read_events(store, low, head, batch)
+            ahead = None
+            if not events:
+                break
+            last = int(events[-1][0])
+            if pool is not None and len(events) == batch and last < head:
+                ahead = (last, pool.submit(read_events, store, last, head, batch))
+            if _apply_batch(store, group, low, events):
+                consumed += len(events)
+                if progress is not None:
+                    progress(min(last - start, total), total)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return consumed
 
 
+def _can_read_ahead(store: EventStore) -> bool:
+    """Read ahead on PostgreSQL only: its server works while Python does.
+
+    SQLite reads in this process, mostly holding the GIL, so a reading thread
+    would only compete with the one applying (measured: no faster).
+    """
+    return store.backend == "postgresql"
+
+
 def _apply_batch(
-    store: EventStore, group: Sequence[type[Projection]], low: int, events: list[Parsed]
+    store: EventStore, group: Sequence[type[Projection]], low: int, events: Sequence[Row]
 ) -> bool:
     """Apply ``events`` to every projection of ``group``; False if another reader won."""
-    # A batch allocates many small, acyclic objects: the cyclic collector's
-    # repeated passes over them cost more than the batch's own work.
+    with _no_gc():
+        return _apply_batch_locked(store, group, low, events)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic collector off: a batch allocates many small, acyclic objects
+    (rows, events, row tuples), and the collector's repeated passes over them
+    cost more than the batch's own work. Only whoever turned it off turns it
+    back on, so nesting (or the read-ahead thread) leaves it as it was."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _apply_batch_locked(store, group, low, events)
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def _dispatch(projections: Sequence[Projection], events: Sequence[Row]) -> None:
+    """One pass over the batch, each event to the projections that read it, in order.
+
+    SSE events are routed by type through a dict (most are deltas few
+    projections read, and the rest are skipped without making a
+    :class:`LogEvent`); every other event, and an SSE frame without a type,
+    goes to every projection's ``apply``. Each projection still sees its
+    events in position order; projections never read each other's state, so
+    interleaving them is the same as running them one after another.
+    """
+    Handler = Callable[[Parsed], None]
+    every: list[Handler] = [p.apply for p in projections]
+    catch_all: list[Handler] = [p.apply for p in projections if p.sse_types is None]
+    routes: dict[str, list[Handler]] = {}
+    for proj in projections:
+        if proj.sse_types is not None:
+            for sse_type, handler in proj.routes().items():
+                routes.setdefault(sse_type, []).append(handler)
+    for handlers in routes.values():
+        handlers.extend(catch_all)
+    get = routes.get
+    make = LogEvent
+    single = {t: hs[0] for t, hs in routes.items() if len(hs) == 1}
+    one = single.get
+    for row in events:
+        if row[3] == "sse" and row[6] is not None:
+            only = one(row[6])
+            if only is not None:
+                # Most events have one reader: no list to walk.
+                only(make(row))
+                continue
+            handlers = get(row[6], catch_all)
+            if not handlers:
+                continue
+        else:
+            handlers = every
+        ev = make(row)
+        for handler in handlers:
+            handler(ev)
 
 
 def _checkpoint_query(names: list[str]) -> sa.Select[Any]:
@@ -470,7 +730,7 @@ def _checkpoint_query(names: list[str]) -> sa.Select[Any]:
 
 
 def _apply_batch_locked(
-    store: EventStore, group: Sequence[type[Projection]], low: int, events: list[Parsed]
+    store: EventStore, group: Sequence[type[Projection]], low: int, events: Sequence[Row]
 ) -> bool:
     names = [p.name for p in group]
     projections: list[Projection] = []
@@ -483,29 +743,27 @@ def _apply_batch_locked(
         if any(current.get(n, (-1, ""))[0] != low for n in names):
             return False
         done: dict[tuple[str, str], Projection] = {}
+        followers: list[tuple[Projection, Projection]] = []
         for proj_cls in group:
             raw_state = current[proj_cls.name][1]
             proj = proj_cls(conn, json.loads(raw_state))
-            apply = proj.apply
-            wanted = proj_cls.sse_types
             key = (proj_cls.shared, raw_state) if proj_cls.shared else None
             if key is not None and key in done:
-                proj.adopt(done[key])
-            elif wanted is None:
-                for pe in events:
-                    apply(pe)
-            else:
-                # Most events are deltas few projections read: skip them unparsed.
-                for pe in [e for e in events if e.sse_type is None or e.sse_type in wanted]:
-                    apply(pe)
-            if key is not None:
-                done.setdefault(key, proj)
+                followers.append((proj, done[key]))
+            elif key is not None:
+                done[key] = proj
             projections.append(proj)
+        leaders = [p for p in projections if all(p is not f for f, _ in followers)]
+        for proj in leaders:
+            proj.prefetch(events)
+        _dispatch(leaders, events)
+        for proj, leader in followers:
+            proj.adopt(leader)
         conn.rollback()
     # Phase 2, under the write lock (held only for the writes): check that no
     # other reader moved the checkpoints, then write rows and checkpoints at once.
-    last = events[-1].position
-    with translate_errors(store.url), write_connection(store) as conn, conn.begin():
+    last = int(events[-1][0])
+    with _writing(store) as conn:
         query = _checkpoint_query(names)
         if store.backend == "postgresql":
             query = query.with_for_update()
