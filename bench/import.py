@@ -27,7 +27,9 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pg import pg_databases  # noqa: E402
 
 from recorder.events import Event, EventKind, new_id  # noqa: E402
 from recorder.store import EventStore, migrate  # noqa: E402
@@ -162,31 +164,11 @@ def main() -> None:
 
     if args.no_pg:
         return
-    from pg_server import PgServer, find_bindir
-
-    server = None
-    admin = args.pg_url
-    if admin is None:
-        bindir, reason = find_bindir()
-        if bindir is None:
-            print(f"PostgreSQL skipped: {reason}")
-            return
-        server = PgServer(bindir).start()
-        admin = server.admin_url
-    try:
-        with psycopg.connect(
-            admin.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-        ) as c:
-            for name in ("bench_codetape", "bench_raw"):
-                c.execute(f"DROP DATABASE IF EXISTS {name}")
-                c.execute(f"CREATE DATABASE {name}")
-        base = admin.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
-        ours, rows = time_codetape(f"{base}/bench_codetape", events, args.batch)
-        raw = time_raw_pg(f"{base}/bench_raw", rows)
-        report("PostgreSQL", n, ours, raw)
-    finally:
-        if server is not None:
-            server.stop()
+    with pg_databases(args.pg_url, "bench_codetape", "bench_raw") as urls:
+        if urls is not None:
+            ours, rows = time_codetape(urls["bench_codetape"], events, args.batch)
+            raw = time_raw_pg(urls["bench_raw"], rows)
+            report("PostgreSQL", n, ours, raw)
 
 
 if __name__ == "__main__":

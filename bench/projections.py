@@ -28,11 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pg import pg_databases  # noqa: E402
 
 from recorder import projections as P  # noqa: E402
 from recorder.events import Event, EventKind  # noqa: E402
@@ -164,27 +164,9 @@ def main() -> None:
 
     if args.no_pg:
         return
-    from pg_server import PgServer, find_bindir
-
-    server = None
-    admin = args.pg_url
-    if admin is None:
-        bindir, reason = find_bindir()
-        if bindir is None:
-            print(f"PostgreSQL skipped: {reason}")
-            return
-        server = PgServer(bindir).start()
-        admin = server.admin_url
-    try:
-        libpq = admin.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(libpq, autocommit=True) as c:
-            c.execute("DROP DATABASE IF EXISTS bench_projections")
-            c.execute("CREATE DATABASE bench_projections")
-        base = libpq.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
-        run("PostgreSQL", f"{base}/bench_projections", events)
-    finally:
-        if server is not None:
-            server.stop()
+    with pg_databases(args.pg_url, "bench_projections") as urls:
+        if urls is not None:
+            run("PostgreSQL", urls["bench_projections"], events)
 
 
 if __name__ == "__main__":

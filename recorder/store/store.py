@@ -242,7 +242,7 @@ class EventStore:
             rows: list[tuple[Any, ...]] = []
             # This loop runs once per recorded event, in the writer thread but
             # holding the GIL the client needs: it calls event_hash directly
-            # (the fields _row_hash passes, in its order) and builds each row once.
+            # and builds each row once.
             append_row = rows.append
             for ev in items:
                 position += 1
@@ -256,8 +256,8 @@ class EventStore:
                 # Most events (every SSE frame) have no meta: skip the encoder.
                 meta_json = canonical_json(dict(meta)) if meta else "{}"
                 kind = ev.kind._value_  # what .value returns, minus its descriptor
-                digest = event_hash(
-                    prev,
+                # The hash covers exactly the row's first 13 columns, in order.
+                fields = (
                     position,
                     ev.session_id,
                     ev.exchange_id,
@@ -272,26 +272,8 @@ class EventStore:
                     meta_json,
                     ev.payload,
                 )
-                append_row(
-                    (
-                        position,
-                        ev.session_id,
-                        ev.exchange_id,
-                        seq,
-                        kind,
-                        ev.recorded_at_ns,
-                        ev.offset_ns,
-                        ev.sse_event,
-                        ev.sse_type,
-                        ev.sequence_number,
-                        ev.response_id,
-                        meta_json,
-                        ev.payload,
-                        HASH_FORMAT,
-                        prev,
-                        digest,
-                    )
-                )
+                digest = event_hash(prev, *fields)
+                append_row((*fields, HASH_FORMAT, prev, digest))
                 prev = digest
             self._insert(conn, rows)
         return list(range(first, position + 1))
