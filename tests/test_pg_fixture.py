@@ -111,7 +111,7 @@ def test_pg(pg_url):
 
 @pytest.fixture
 def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("conftest.py", "pg_server.py"):
+    for name in ("conftest.py", "pg_server.py", "wheel_venv.py"):
         shutil.copy(TESTS_DIR / name, pytester.path / name)
     pytester.makeini(
         "[pytest]\naddopts = --strict-markers -p no:cacheprovider -p no:codetape\n"
