@@ -63,10 +63,15 @@ class CallTracker:
     def __init__(self, state: dict[str, Any]) -> None:
         self.exchanges: dict[str, dict[str, Any]] = state.setdefault("x", {})
         self.touched: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._last: dict[str, Any] | None = None
+        """The call ``touched`` got last: touching it again changes nothing there."""
 
     def _touch(self, xid: str, x: dict[str, Any], call: dict[str, Any], pe: Parsed) -> None:
-        call["last_position"] = max(call["last_position"], pe.position)
-        self.touched[(xid, call["id"])] = (x, call)
+        if pe.position > call["last_position"]:
+            call["last_position"] = pe.position
+        if call is not self._last:
+            self.touched[(xid, call["id"])] = (x, call)
+            self._last = call
 
     def _mark(self, xid: str, x: dict[str, Any], call: dict[str, Any], pe: Parsed) -> None:
         """A non-delta event that vouches for this call: remember its position."""
@@ -126,7 +131,12 @@ class CallTracker:
             off["first_delta"] = pe.offset_ns
         if delta is not None and not call["code_final"]:
             call["code"] += delta
-        self._touch(xid, x, call, pe)
+        # _touch, inline: code deltas are most of a call's events.
+        if pe.position > call["last_position"]:
+            call["last_position"] = pe.position
+        if call is not self._last:
+            self.touched[(xid, call["id"])] = (x, call)
+            self._last = call
 
     def _call(self, x: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
         item_id = data.get("item_id")

@@ -245,13 +245,25 @@ class ChunksProjection(Projection):
     def _code_delta(self, pe: Parsed) -> None:
         """``apply`` for a ``response.code_interpreter_call_code.delta`` frame."""
         xid = pe.exchange_id
-        x = self.exchanges.get(xid) if xid is not None else None
-        if x is not None:
-            call_id, delta = pe.delta_fields()
-            if call_id is not None:
-                self._ev = pe
-                x["calls"].setdefault(call_id, {"c": None, "open": True})
-                self._delta(x, "code_run", call_id, delta or "")
+        if xid is None:
+            return
+        x = self.exchanges.get(xid)
+        if x is None:
+            return
+        call_id, delta = pe.delta_fields()
+        if call_id is None:
+            return
+        calls = x["calls"]
+        if call_id not in calls:
+            calls[call_id] = {"c": None, "open": True}
+        run = x.get("run")
+        if run is not None and run["k"] == "code_run" and run["c"] == call_id:
+            # The run goes on (most code deltas): what _delta would do, inline.
+            run["items"].append([pe.position, delta or ""])
+            self._open[xid] = x
+            return
+        self._ev = pe
+        self._delta(x, "code_run", call_id, delta or "")
 
     def apply(self, pe: Parsed) -> None:
         ev = pe

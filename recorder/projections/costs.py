@@ -67,8 +67,18 @@ class CostsProjection(Projection):
         super().__init__(conn, state)
         self.exchanges: dict[str, dict[str, Any]] = state.setdefault("x", {})
         self.rows = RowBuffer(pj_costs, conn.dialect.name)
+        self._dirty: dict[str, dict[str, Any]] = {}
+        """Exchanges whose row changed in this batch, in the order they first did."""
 
     def _put(self, xid: str, x: dict[str, Any]) -> None:
+        """Mark the exchange's row for writing: built in :meth:`finish`, once.
+
+        Every change to what the row holds is followed by a ``_put``, so the
+        row built from ``x`` at the end is the one the last ``_put`` would build.
+        """
+        self._dirty[xid] = x
+
+    def _row(self, xid: str, x: dict[str, Any]) -> None:
         usage = x.get("usage") or {}
         self.rows.put(
             {
@@ -187,6 +197,8 @@ class CostsProjection(Projection):
                 self._put(xid, x4)
 
     def finish(self) -> None:
+        for xid, x in self._dirty.items():
+            self._row(xid, x)
         self.rows.flush(self.conn)
 
 
