@@ -33,20 +33,13 @@ class AuditProjection(CallsProjection):
 
     def finish(self) -> None:
         rows = RowBuffer(pj_audit, self.conn.dialect.name)
-        for (xid, _), (x, call) in self.tracker.touched.items():
+        for common, _, call in self.touched_calls():
             rows.put(
                 {
-                    "exchange_id": xid,
-                    "call_id": call["id"],
-                    "session_id": x["sid"],
-                    "response_id": x["rid"],
-                    "container_id": call["container_id"],
-                    "status": call["status"],
+                    **common,
                     "code": call["code"],
                     "outputs": None if call["outputs"] is None else json.dumps(call["outputs"]),
-                    "started_at_ns": call["started_at_ns"],
                     "finished_at_ns": call["finished_at_ns"],
-                    "first_position": call["first_position"],
                     "last_position": call["last_position"],
                     "positions": json.dumps(sorted(call["positions"])),
                 }

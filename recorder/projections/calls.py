@@ -10,7 +10,7 @@ JSON-able dict, so a projection can store it between batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -300,3 +300,21 @@ class CallsProjection(Projection):
     def adopt(self, other: Projection) -> None:
         assert isinstance(other, CallsProjection)
         self.tracker, self.state = other.tracker, other.state
+
+    def touched_calls(
+        self,
+    ) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+        """Each call this batch changed: the columns every call table shares, its
+        exchange's state and the call's."""
+        for (xid, _), (x, call) in self.tracker.touched.items():
+            common = {
+                "exchange_id": xid,
+                "call_id": call["id"],
+                "session_id": x["sid"],
+                "response_id": x["rid"],
+                "container_id": call["container_id"],
+                "status": call["status"],
+                "first_position": call["first_position"],
+                "started_at_ns": call["started_at_ns"],
+            }
+            yield common, x, call

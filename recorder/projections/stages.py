@@ -34,20 +34,13 @@ class StagesProjection(CallsProjection):
 
     def finish(self) -> None:
         rows = RowBuffer(pj_ci_stages, self.conn.dialect.name)
-        for (xid, _), (x, call) in self.tracker.touched.items():
+        for common, x, call in self.touched_calls():
             off = call["off"]
             rows.put(
                 {
-                    "exchange_id": xid,
-                    "call_id": call["id"],
-                    "session_id": x["sid"],
-                    "response_id": x["rid"],
-                    "container_id": call["container_id"],
+                    **common,
                     "output_index": call["output_index"],
-                    "status": call["status"],
                     "streamed": call["streamed"],
-                    "first_position": call["first_position"],
-                    "started_at_ns": call["started_at_ns"],
                     "started_ns": off["started"],
                     "in_progress_ns": off["in_progress"],
                     "first_delta_ns": off["first_delta"],
