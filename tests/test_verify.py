@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from recorder.cli import main
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
+from recorder.store.schema import events
 
 
 @pytest.fixture
@@ -50,24 +51,7 @@ def blob(store: EventStore, hex_bytes: str) -> str:
 
 
 def copy_row(position: int, new_position: int, source: str = "events", **changes: str) -> str:
-    columns = [
-        "position",
-        "session_id",
-        "exchange_id",
-        "seq",
-        "kind",
-        "recorded_at_ns",
-        "offset_ns",
-        "sse_event",
-        "sse_type",
-        "sequence_number",
-        "response_id",
-        "meta",
-        "payload",
-        "hash_format",
-        "prev_hash",
-        "hash",
-    ]
+    columns = [c.name for c in events.columns]
     values = [changes.get(c, c) for c in columns]
     values[0] = str(new_position)
     return (
