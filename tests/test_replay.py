@@ -318,7 +318,7 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(round(seconds, 6))
-        self.now += int(seconds * 1e9)
+        self.now += round(seconds * 1e9)  # int() would truncate 1 ns off some float round trips
 
     async def asleep(self, seconds: float) -> None:
         self.sleep(seconds)
