@@ -9,7 +9,11 @@ in process by ``httpx2.MockTransport`` one frame per chunk, so the figures
 measure the client side only. In one run it prints:
 
 * consume time, SDK alone vs SDK + codetape recorder (into SQLite), the ratio
-  (median of alternating rounds), and the recorder's drain time on close;
+  (median of alternating rounds), and the recorder's drain time on close, for
+  the default writer (``auto``: the recorder child process) and the thread
+  writer;
+* what opening a session costs: the first one starts the recorder child, the
+  next ones reuse it;
 * time to first event, with and without the recorder;
 * peak traced memory while recording 5,000 vs 50,000 events (flat = no
   whole-stream buffering);
@@ -34,6 +38,7 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recorder.capture import CaptureSession
 from recorder.capture.session import WriterMode
 from recorder.client import record
 from recorder.store import EventStore, migrate
@@ -135,7 +140,7 @@ def plain_run(deltas: int) -> tuple[float, float, int, float]:
 
 
 def recorded_run(
-    store: EventStore, deltas: int, writer: WriterMode = "thread"
+    store: EventStore, deltas: int, writer: WriterMode = "auto"
 ) -> tuple[float, float, float, int, float]:
     """As plain_run, plus the time the session's close takes to drain the writer."""
     with record(
@@ -194,15 +199,24 @@ def main() -> None:
         migrate.upgrade(url)
         with EventStore.open(url) as store:
             plain_run(200)  # warm up imports and pydantic models
+            start = time.perf_counter()
+            CaptureSession(store, "cold").close()
+            open_cold = time.perf_counter() - start
+            warm_opens = []
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                CaptureSession(store, "warm").close()
+                warm_opens.append(time.perf_counter() - start)
+            open_warm = statistics.median(warm_opens)
+            recorded_run(store, 200, "thread")
             recorded_run(store, 200)
-            recorded_run(store, 200, "process")
             plain: list[tuple[float, float, int, float]] = []
             recorded: list[tuple[float, float, float, int, float]] = []
             process: list[tuple[float, float, float, int, float]] = []
             for _ in range(args.rounds):
                 plain.append(plain_run(deltas))
-                recorded.append(recorded_run(store, deltas))
-                process.append(recorded_run(store, deltas, "process"))
+                recorded.append(recorded_run(store, deltas, "thread"))
+                process.append(recorded_run(store, deltas))
             events = plain[0][2]
             t_plain = statistics.median(r[0] for r in plain)
             t_rec = statistics.median(r[0] for r in recorded)
@@ -216,7 +230,9 @@ def main() -> None:
             cpu_rec = statistics.median(r[4] for r in recorded)
             cpu_proc = statistics.median(r[4] for r in process)
             discard = _DiscardingStore(store.engine, store.url)
-            t_tee = statistics.median(recorded_run(discard, deltas)[0] for _ in range(args.rounds))
+            t_tee = statistics.median(
+                recorded_run(discard, deltas, "thread")[0] for _ in range(args.rounds)
+            )
             vcr_times = [vcr_run(deltas, Path(tmp) / "cassette.yaml") for _ in range(3)]
             t_vcr = statistics.median(r[0] for r in vcr_times)
             ttfe_vcr = statistics.median(r[1] for r in vcr_times)
@@ -230,7 +246,7 @@ def main() -> None:
     print(
         f"  SDK alone               {t_plain * 1e3:8.1f} ms   (client CPU {cpu_plain * 1e3:.1f} ms)"
     )
-    print(f"  SDK + codetape, process {t_proc * 1e3:8.1f} ms   ratio {t_proc / t_plain:.3f}x")
+    print(f"  SDK + codetape, default {t_proc * 1e3:8.1f} ms   ratio {t_proc / t_plain:.3f}x")
     print(f"    client CPU            {cpu_proc * 1e3:8.1f} ms   ratio {cpu_proc / cpu_plain:.3f}x")
     print(f"    drain on close        {drain_proc * 1e3:8.1f} ms")
     print(f"  SDK + codetape, thread  {t_rec * 1e3:8.1f} ms   ratio {t_rec / t_plain:.3f}x")
@@ -240,9 +256,12 @@ def main() -> None:
     print(f"  SDK + vcrpy             {t_vcr * 1e3:8.1f} ms   ratio {t_vcr / t_plain:.3f}x")
     print("time to first event")
     print(f"  SDK alone               {ttfe_plain * 1e3:8.2f} ms")
-    print(f"  SDK + codetape, process {ttfe_proc * 1e3:8.2f} ms")
+    print(f"  SDK + codetape, default {ttfe_proc * 1e3:8.2f} ms")
     print(f"  SDK + codetape, thread  {ttfe_rec * 1e3:8.2f} ms")
     print(f"  SDK + vcrpy             {ttfe_vcr * 1e3:8.2f} ms   (vcrpy reads the whole body)")
+    print("opening a session (and closing it)")
+    print(f"  first, starts the child {open_cold * 1e3:8.1f} ms")
+    print(f"  next ones, child reused {open_warm * 1e3:8.1f} ms")
     print("peak memory while recording (thread mode)")
     print(f"  process RSS, 5,000      {rss_small / 1e6:8.1f} MB")
     print(

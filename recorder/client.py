@@ -66,7 +66,7 @@ def record(
     redact_headers: Iterable[str] = (),
     redact_json_paths: Iterable[str] = (),
     on_store_error: OnStoreError = "log",
-    writer: WriterMode = "thread",
+    writer: WriterMode = "auto",
     transport: httpx2.BaseTransport | None = None,
     **client_options: Any,
 ) -> Iterator[openai.OpenAI]:
@@ -104,7 +104,7 @@ async def record_async(
     redact_headers: Iterable[str] = (),
     redact_json_paths: Iterable[str] = (),
     on_store_error: OnStoreError = "log",
-    writer: WriterMode = "thread",
+    writer: WriterMode = "auto",
     transport: httpx2.AsyncBaseTransport | None = None,
     **client_options: Any,
 ) -> AsyncIterator[openai.AsyncOpenAI]:

@@ -193,7 +193,7 @@ def run_proxy(
     redact_headers: Iterable[str] = (),
     redact_json_paths: Iterable[str] = (),
     on_store_error: OnStoreError = "log",
-    writer: WriterMode = "thread",
+    writer: WriterMode = "auto",
 ) -> None:
     """Serve the proxy with uvicorn until interrupted; the session closes on exit."""
     import click

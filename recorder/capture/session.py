@@ -49,6 +49,7 @@ from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
 from recorder.redact import Redactor
 from recorder.repair import repair_dead_writers, writer_identity
 from recorder.sse import SSEFrame, SSESplitter
+from recorder.store.engine import is_process_local
 from recorder.store.store import EventStore
 from recorder.writer import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_PENDING_BYTES, Writer
 
@@ -63,14 +64,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from recorder.capture.worker import WriterProcess
+    from recorder.capture.worker import RemoteSession
 
 log = logging.getLogger("codetape.capture")
 
 OnStoreError = Literal["log", "raise"]
 _ON_STORE_ERROR = ("log", "raise")
-WriterMode = Literal["thread", "process"]
-_WRITER_MODES = ("thread", "process")
+WriterMode = Literal["auto", "thread", "process"]
+_WRITER_MODES = ("auto", "thread", "process")
 
 # A non-streamed body is stored in BODY events of at most this size, so a large
 # download never sits in memory whole; small JSON bodies stay one event.
@@ -129,6 +130,14 @@ class CaptureSession:
     (opened here and closed with the session). ``redact_headers`` and
     ``redact_json_paths`` add to the default redaction (see
     :class:`~recorder.redact.Redactor`).
+
+    ``writer`` says where the recording work (splitting, hashing, inserts)
+    runs: ``"process"`` in this process's recorder child (see
+    :mod:`recorder.capture.worker`), so the client's thread only taps chunks;
+    ``"thread"`` in a writer thread of this process, sharing its GIL;
+    ``"auto"`` (the default) picks ``"process"`` unless the store is an
+    in-memory SQLite database or a customised :class:`EventStore` subclass,
+    which a child process could not open as such.
     """
 
     def __init__(
@@ -145,7 +154,7 @@ class CaptureSession:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         repair_dead: bool = True,
-        writer: WriterMode = "thread",
+        writer: WriterMode = "auto",
         recorder_identity: dict[str, Any] | None = None,
     ) -> None:
         if writer not in _WRITER_MODES:
@@ -161,13 +170,17 @@ class CaptureSession:
         self.redactor = redactor or Redactor.with_extra(redact_headers, redact_json_paths)
         self._lock = threading.Lock()
         self._closed = False
-        self._remote: WriterProcess | None = None
-        if writer == "process":
-            from recorder.capture.worker import WriterProcess
+        self._remote: RemoteSession | None = None
+        url = store.url if isinstance(store, EventStore) else resolve_url(store)
+        self._url = url
+        self._owns_store = not isinstance(store, EventStore)
+        self._store = store if isinstance(store, EventStore) else None
+        if _writer_mode(writer, store, url) == "process":
+            from recorder.capture.worker import shared_worker
 
-            self._remote = WriterProcess(
+            self._remote = shared_worker().open_session(
                 {
-                    "url": store.url if isinstance(store, EventStore) else resolve_url(store),
+                    "url": url,
                     "name": name,
                     "labels": dict(labels or {}),
                     "metadata": dict(metadata or {}),
@@ -183,8 +196,7 @@ class CaptureSession:
             )
             self.id = self._remote.session_id
             return
-        self._owns_store = not isinstance(store, EventStore)
-        self.store = store if isinstance(store, EventStore) else EventStore.open(store)
+        self._store = self.store
         self._open: dict[str, ExchangeRecorder] = {}
         self._exchanges = 0
         self._recorder_errors = 0
@@ -208,6 +220,13 @@ class CaptureSession:
         )
         if self.strict:
             self.sync("opening the session")
+
+    @property
+    def store(self) -> EventStore:
+        """The store recorded into (in process mode, opened here on first use, for reading)."""
+        if self._store is None:
+            self._store = EventStore.open(self._url)
+        return self._store
 
     def _repair_dead(self) -> None:
         # Closing what dead recorders left open is housekeeping: it must never
@@ -240,8 +259,7 @@ class CaptureSession:
     def sync(self, what: str) -> None:
         """Strict mode: wait until everything submitted is stored, else raise."""
         if self._remote is not None:
-            reply = self._remote.request("F", True, _SYNC_TIMEOUT, timeout=_SYNC_TIMEOUT + 5)
-            stored = reply is not None and reply[0] == "ok" and bool(reply[1])
+            stored = self._remote.flush(_SYNC_TIMEOUT, fail_fast=True)
             stats = self._remote.stats
             if not stored or stats.store_errors or stats.events_lost:
                 raise CaptureError(self._failure_message(what))
@@ -251,7 +269,10 @@ class CaptureSession:
             raise CaptureError(self._failure_message(what))
 
     def _failure_message(self, what: str) -> str:
-        error = self.stats.last_error or "events were not stored"
+        error = self.stats.last_error
+        if error is None and self._remote is not None:
+            error = self._remote.failed
+        error = error or "events were not stored"
         return (
             f"codetape could not store the capture while {what} ({error}); on_store_error='raise'"
         )
@@ -274,9 +295,9 @@ class CaptureSession:
 
     @property
     def stats(self) -> CaptureStats:
-        """Counters; in process mode, as of the child's last report (flush, close, failure)."""
+        """Counters; in process mode as the child reports them now (or last did, once closed)."""
         if self._remote is not None:
-            return self._remote.stats
+            return self._remote.stats if self._closed else self._remote.current_stats()
         w = self.writer.stats
         with self._lock:
             return CaptureStats(
@@ -294,9 +315,7 @@ class CaptureSession:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event submitted so far is stored (or dropped)."""
         if self._remote is not None:
-            wait = 3600.0 if timeout is None else timeout
-            reply = self._remote.request("F", False, timeout, timeout=wait + 5)
-            return reply is not None and reply[0] == "ok" and bool(reply[1])
+            return self._remote.flush(timeout, fail_fast=False)
         return self.writer.flush(timeout)
 
     def close(self, reason: str | None = None) -> None:
@@ -307,6 +326,8 @@ class CaptureSession:
             self._closed = True
         if self._remote is not None:
             self._remote.close(reason)
+            if self._owns_store and self._store is not None:
+                self._store.close()
             return
         with self._lock:
             still_open = list(self._open.values())
@@ -330,6 +351,25 @@ class CaptureSession:
         tb: TracebackType | None,
     ) -> None:
         self.close(None if exc is None else f"{type(exc).__name__}: {exc}")
+
+
+def _writer_mode(
+    writer: WriterMode, store: EventStore | str | None, url: str
+) -> Literal["thread", "process"]:
+    """Where the recording work of a new session runs (see :class:`CaptureSession`)."""
+    if writer == "thread":
+        return "thread"
+    if is_process_local(url):
+        if writer == "process":
+            raise CodetapeError(
+                f"writer='process' cannot record into {url}: an in-memory SQLite database "
+                "exists in this process only; use writer='thread' or a file"
+            )
+        return "thread"
+    if writer == "auto" and isinstance(store, EventStore) and type(store) is not EventStore:
+        # A customised store may behave in ways a child opening the URL would not.
+        return "thread"
+    return "process"
 
 
 def session_for(
@@ -556,11 +596,14 @@ class ExchangeRecorder:
         except Exception as exc:
             self._guard(exc)
 
-    def already_read(self, content: bytes) -> None:
+    def already_read(
+        self, content: bytes, *, offset: int | None = None, finish: bool = True
+    ) -> None:
         """The inner transport returned a response it had read itself (``content`` decoded)."""
         self._decoder = None
-        self.feed(content)
-        self.finish()
+        self.feed(content, offset=offset)
+        if finish:
+            self.finish(offset=offset)
 
     def _frame(self, frame: SSEFrame, offset: int) -> None:
         # Once per frame on the client's thread, so kept flat: one parse (the

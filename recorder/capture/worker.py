@@ -1,26 +1,33 @@
 """``writer="process"``: the recording work runs in a child process, off the client's cores.
 
-With the default thread writer, the SSE splitting, event building, hashing and
-inserts share the client's interpreter (and its GIL) with the SDK. In process
-mode the client process only *taps*: each request, response head and body
-chunk is put, with its arrival time, on a queue that a sender thread pipes
+With the thread writer, the SSE splitting, event building, hashing and inserts
+share the client's interpreter (and its GIL) with the SDK. In process mode the
+client process only *taps*: each request, response head and body chunk is
+put, with its arrival time, on a queue that a sender thread pipes
 (``marshal``, one write per burst) to a child ``python -m
-recorder.capture.worker``. The child runs an ordinary
-:class:`~recorder.capture.session.CaptureSession`, so the events are exactly
-those of thread mode (same builders, same offsets, same outcomes).
+recorder.capture.worker``. The child runs ordinary
+:class:`~recorder.capture.session.CaptureSession` objects, so the events are
+exactly those of thread mode (same builders, same offsets, same outcomes).
+
+One child serves every process-mode session of a client process (whatever
+their stores): it starts with the first such session (about 0.3 s, mostly
+imports), stays for the next ones, and is drained and stopped when the
+interpreter exits. A forked client process starts its own.
 
 Guarantees: the tap never waits for the child or the database (strict mode
 aside, which waits for acknowledgements exactly where thread mode waits for
 commits). If the client process dies, the child reads end-of-file, stores
 everything it received and exits without closing anything, so ``repair``
-later marks the open exchanges interrupted; the session's recorder identity
+later marks the open exchanges interrupted; each session's recorder identity
 names the child too, and repair waits until both processes are gone. If the
 child dies, the client's calls go on unrecorded and the loss is logged (in
-strict mode, the next call raises :class:`CaptureError`).
+strict mode, the next call raises :class:`CaptureError`); the next session
+starts a new child.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import logging
@@ -47,13 +54,24 @@ from recorder.errors import CodetapeError
 from recorder.events import Outcome, new_id
 from recorder.redact import Redactor
 from recorder.repair import writer_identity
+from recorder.store.store import EventStore
 
-__all__ = ["RemoteExchange", "WriterProcess"]
+__all__ = ["RemoteExchange", "RemoteSession", "WriterProcess", "shared_worker"]
 
 log = logging.getLogger("codetape.capture")
 
-_SEND_LINGER = 0.005
+# The sender gathers a burst for this long: one pipe write per few hundred
+# chunks, not one per chunk (each write and thread switch costs the client more
+# than the chunk). It adds to the loss window, well inside the documented 200 ms.
+_SEND_LINGER = 0.02
+_STOP_TIMEOUT = 60.0
+_STATS_TIMEOUT = 5.0
+# Messages waiting for the pipe before the tap holds the client back: far more
+# than a burst (the sender empties the queue every few ms), a few MB at most for
+# a stream's chunks.
+_MAX_QUEUED = 4096
 _STATS_FIELDS = [f.name for f in dataclasses.fields(CaptureStats)]
+_NO_STATS = CaptureStats(0, 0, 0, 0, 0, 0, 0, 0, None)
 
 
 def _stats_tuple(stats: CaptureStats) -> tuple[Any, ...]:
@@ -63,16 +81,19 @@ def _stats_tuple(stats: CaptureStats) -> tuple[Any, ...]:
 class WriterProcess:
     """The client side of the child process: a message queue, a sender and a reply reader."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self) -> None:
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
         self._replies: dict[int, tuple[threading.Event, list[Any]]] = {}
         self._tokens = 0
         self._lock = threading.Lock()
+        self._sessions: dict[str, RemoteSession] = {}
+        self._dead = False
+        self._stopping = False
+        self._idle = False
+        self._urgent = threading.Event()
+        self.max_queued = _MAX_QUEUED
         self.failed: str | None = None
-        self._closing = False
-        self.session_id = ""
-        self.stats = CaptureStats(0, 0, 0, 0, 0, 0, 0, 0, None)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "recorder.capture.worker"],
             stdin=subprocess.PIPE,
@@ -85,23 +106,54 @@ class WriterProcess:
         self._reader = threading.Thread(target=self._read_loop, name="codetape-acks", daemon=True)
         self._sender.start()
         self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def open_session(self, config: dict[str, Any]) -> RemoteSession:
+        """Open a session in the child; raises :class:`CodetapeError` if the child refuses."""
         reply = self.request("open", config, timeout=120.0)
         if reply is None or reply[0] != "ok":
-            message = reply[1] if reply else "the recorder process did not start"
-            self._closing = True
-            self._shutdown()
+            message = reply[1] if reply else "the recorder process did not answer"
             raise CodetapeError(str(message))
-        self.session_id = str(reply[1])
+        session = RemoteSession(self, str(reply[1]))
+        with self._lock:
+            self._sessions[session.session_id] = session
+            session.failed = self.failed
+        return session
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
 
     def send(self, message: tuple[Any, ...]) -> None:
-        # deque.append is atomic; the Event wakes the sender only when it sleeps.
-        self._queue.append(message)
-        if not self._wake.is_set():
+        if self._dead:
+            return  # nobody would ever read it: do not let the queue grow
+        # deque.append is atomic; the sender needs waking only when it went idle.
+        queue = self._queue
+        queue.append(message)
+        if self._idle:
             self._wake.set()
+        if len(queue) > self.max_queued:
+            self._hold_back()
+
+    def _hold_back(self) -> None:
+        # The queue only grows while the pipe is full: the child is held back by
+        # a slow (healthy) store, whose writer makes it wait. Wait too, at most
+        # a second at a time as the thread writer does, so memory stays flat.
+        deadline = time.monotonic() + 1.0
+        while len(self._queue) > self.max_queued and not self._dead:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
 
     def request(self, kind: str, *args: Any, timeout: float = 60.0) -> tuple[Any, ...] | None:
-        """Send ``kind`` and wait for the child's reply (everything queued before is handled)."""
-        if not self._reader.is_alive():
+        """Send ``kind`` and wait for the child's reply (everything queued before is handled).
+
+        The reply is ``(status, *values)``; ``None`` when it did not come in time.
+        """
+        if self._dead:
             return ("error", self.failed or "the recorder process exited")
         with self._lock:
             self._tokens += 1
@@ -110,6 +162,7 @@ class WriterProcess:
             slot: list[Any] = []
             self._replies[token] = (done, slot)
         self.send((kind, token, *args))
+        self._urgent.set()
         if not done.wait(timeout):
             return None
         result: tuple[Any, ...] = slot[0]
@@ -118,23 +171,29 @@ class WriterProcess:
     def _send_loop(self) -> None:
         queue = self._queue
         while True:
-            self._wake.wait()
-            # Gather a burst: one pipe write per few ms, not one per chunk
-            # (each write and thread switch costs the client more than the chunk).
-            time.sleep(_SEND_LINGER)
-            self._wake.clear()
+            if not queue and not self._stopping:
+                self._idle = True
+                # Checked again once idleness is published: an append that saw
+                # the sender busy is not left waiting.
+                if not queue:
+                    self._wake.wait()
+                self._wake.clear()
+                self._idle = False
+            # Gather a burst, unless someone waits for an answer (a request, the stop).
+            self._urgent.wait(_SEND_LINGER)
+            self._urgent.clear()
             batch = []
             while queue:
                 batch.append(queue.popleft())
-            if not batch:
-                continue
             try:
-                marshal.dump(batch, self._stdin)
-                self._stdin.flush()
+                if batch:
+                    marshal.dump(batch, self._stdin)
+                    self._stdin.flush()
+                if self._stopping and not queue:
+                    self._stdin.close()  # end of input: the child stores what it has and exits
+                    return
             except (OSError, ValueError) as exc:
                 self._lost(f"the recorder process is gone ({type(exc).__name__})")
-                return
-            if any(m[0] == "C" for m in batch):
                 return
 
     def _read_loop(self) -> None:
@@ -144,63 +203,151 @@ class WriterProcess:
             except (EOFError, OSError, ValueError):
                 self._lost("the recorder process exited")
                 return
-            kind = reply[0]
-            if kind == "stats":
-                self.stats = CaptureStats(*reply[1])
-            elif kind == "failed":
-                self.failed = str(reply[1])
-                self.stats = CaptureStats(*reply[2])
-            else:
-                token = reply[1]
+            if reply[0] == "failed":
+                _, session_id, message, stats = reply
                 with self._lock:
-                    waiting = self._replies.pop(token, None)
-                if len(reply) > 3:
-                    self.stats = CaptureStats(*reply[3])
-                if waiting is not None:
-                    waiting[1].append((kind, *reply[2:]))
-                    waiting[0].set()
+                    session = self._sessions.get(session_id)
+                if session is not None:
+                    session.failed = str(message)
+                    session.stats = CaptureStats(*stats)
+                continue
+            with self._lock:
+                waiting = self._replies.pop(reply[1], None)
+            if waiting is not None:
+                waiting[1].append((reply[0], *reply[2:]))
+                waiting[0].set()
 
     def _lost(self, why: str) -> None:
-        if self.failed is None and not self._closing:
-            self.failed = why
-            log.warning("codetape: %s; calls continue unrecorded", why)
         with self._lock:
+            self._dead = True
+            if self.failed is None:
+                self.failed = why
+                if not self._stopping:
+                    log.warning("codetape: %s; calls continue unrecorded", why)
+            for session in self._sessions.values():
+                if session.failed is None:
+                    session.failed = why
             waiting = list(self._replies.values())
             self._replies.clear()
         for done, slot in waiting:
             slot.append(("error", why))
             done.set()
 
-    def close(self, reason: str | None) -> None:
-        self._closing = True
-        reply = self.request("C", reason, timeout=120.0)
-        if reply is None:
-            log.error("codetape: the recorder process did not finish in time")
-        self._shutdown()
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Hand over everything queued, end the child's input and wait until it has stored it.
 
-    def _shutdown(self) -> None:
+        Sessions still open stay open in the log (``repair`` closes them later).
+        """
+        self._stopping = True
         self._wake.set()
+        self._urgent.set()
+        self._sender.join(timeout)
         try:
-            self._proc.wait(30)
+            self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            log.error("codetape: the recorder process did not finish in %.0f s", timeout)
             self._proc.kill()
             self._proc.wait()
-        self._sender.join(5)
         self._reader.join(5)
-        self._stdin.close()
         self._stdout.close()
+
+    def forked(self) -> None:
+        """In a forked child: this pipe belongs to the parent. Drop it without a byte written."""
+        self._dead = True
+        self.failed = "the client process forked; this copy records nothing"
+        for session in self._sessions.values():
+            session.failed = self.failed
+        self._queue.clear()
+        # Pointing the descriptors at /dev/null (not closing them) keeps the
+        # file objects valid and lets the parent's child see end-of-file once
+        # the parent alone is gone; a buffered flush at exit goes nowhere.
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for stream in (self._stdin, self._stdout):
+                os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+
+
+class RemoteSession:
+    """A session held by the child: its id, its last reported stats, and whether it failed."""
+
+    __slots__ = ("_worker", "failed", "send", "session_id", "stats")
+
+    def __init__(self, worker: WriterProcess, session_id: str) -> None:
+        self._worker = worker
+        self.session_id = session_id
+        self.send = worker.send
+        self.failed: str | None = None
+        self.stats = _NO_STATS
+
+    def request(self, kind: str, *args: Any, timeout: float) -> tuple[Any, ...] | None:
+        reply = self._worker.request(kind, self.session_id, *args, timeout=timeout)
+        if reply is not None and reply[0] == "ok" and len(reply) > 2:
+            self.stats = CaptureStats(*reply[2])
+        return reply
+
+    def current_stats(self) -> CaptureStats:
+        """Asks the child; its last report when it does not answer promptly (or is gone)."""
+        if self.failed is None:
+            self.request("S", timeout=_STATS_TIMEOUT)
+        return self.stats
+
+    def flush(self, timeout: float | None, *, fail_fast: bool) -> bool:
+        wait = 3600.0 if timeout is None else timeout
+        reply = self.request("F", fail_fast, timeout, timeout=wait + 5)
+        return reply is not None and reply[0] == "ok" and bool(reply[1])
+
+    def close(self, reason: str | None) -> None:
+        try:
+            if self.request("C", reason, timeout=120.0) is None:
+                log.error("codetape: the recorder process did not close the session in time")
+        finally:
+            self._worker.forget(self.session_id)
+
+
+_shared: WriterProcess | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_worker() -> WriterProcess:
+    """This process's recorder child, started now if there is none (or it died)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.failed is not None:
+            _shared = WriterProcess()
+        return _shared
+
+
+@atexit.register
+def _stop_shared() -> None:
+    global _shared
+    with _shared_lock:
+        worker, _shared = _shared, None
+    if worker is not None:
+        worker.stop()
+
+
+def _after_fork_in_child() -> None:
+    global _shared
+    worker, _shared = _shared, None
+    if worker is not None:
+        worker.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RemoteExchange:
     """The tap for one exchange: the same calls as :class:`ExchangeRecorder`, sent to the child."""
 
-    __slots__ = ("_ended", "_proc", "_send", "_session", "_t0", "id")
+    __slots__ = ("_ended", "_remote", "_send", "_session", "_t0", "id")
 
-    def __init__(self, session: CaptureSession, proc: WriterProcess) -> None:
+    def __init__(self, session: CaptureSession, remote: RemoteSession) -> None:
         self.id = new_id()
         self._session = session
-        self._proc = proc
-        self._send = proc.send
+        self._remote = remote
+        self._send = remote.send
         self._t0 = 0
         self._ended = False
 
@@ -213,13 +360,15 @@ class RemoteExchange:
         return self._ended
 
     def _check(self) -> None:
-        if self._session.strict and self._proc.failed is not None:
+        if self._session.strict and self._remote.failed is not None:
             raise CaptureError(self._session._failure_message("recording"))
 
     def start(self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes) -> None:
         self._t0 = time.perf_counter_ns()
         pairs = [[k, v] for k, v in headers]
-        self._send(("s", self.id, method, url, pairs, body, time.time_ns()))
+        self._send(
+            ("s", self.id, self._remote.session_id, method, url, pairs, body, time.time_ns())
+        )
 
     def response(self, status: int, headers: list[tuple[str, str]], http_version: str) -> None:
         offset = time.perf_counter_ns() - self._t0
@@ -229,7 +378,7 @@ class RemoteExchange:
     def feed(self, chunk: bytes) -> None:
         # The hot path of process mode: a clock read and a queue append.
         self._send(("f", self.id, bytes(chunk), time.perf_counter_ns() - self._t0))
-        if self._proc.failed is not None:
+        if self._remote.failed is not None:
             self._check()
 
     def already_read(self, content: bytes) -> None:
@@ -273,20 +422,21 @@ class RemoteExchange:
 class _Child:
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
-        self.session: CaptureSession | None = None
+        self.sessions: dict[str, CaptureSession] = {}
+        self.stores: dict[str, EventStore] = {}
         self.exchanges: dict[str, ExchangeRecorder] = {}
-        self.failed = False
+        self.failed: set[str] = set()
 
     def reply(self, message: tuple[Any, ...]) -> None:
         marshal.dump(message, self.out)
         self.out.flush()
 
-    def stats(self) -> tuple[Any, ...]:
-        assert self.session is not None
-        return _stats_tuple(self.session.stats)
-
     def open(self, token: int, config: dict[str, Any]) -> None:
         try:
+            url = config.pop("url")
+            store = self.stores.get(url)
+            if store is None:
+                store = self.stores[url] = EventStore.open(url)
             redactor = Redactor(
                 headers=frozenset(config.pop("redact_headers")),
                 query_params=frozenset(config.pop("redact_query_params")),
@@ -296,8 +446,8 @@ class _Child:
             identity["writer"] = {
                 k: v for k, v in writer_identity().items() if k in ("pid", "start_ticks")
             }
-            self.session = CaptureSession(
-                config.pop("url"),
+            session = CaptureSession(
+                store,
                 config.pop("name"),
                 redactor=redactor,
                 writer="thread",
@@ -307,48 +457,63 @@ class _Child:
         except CodetapeError as exc:
             self.reply(("error", token, str(exc)))
             return
-        self.reply(("ok", token, self.session.id))
+        self.sessions[session.id] = session
+        self.reply(("ok", token, session.id))
 
-    def handle(self, message: tuple[Any, ...]) -> bool:
-        """Apply one message; False when the session is closed and the child should exit."""
+    def handle(self, message: tuple[Any, ...]) -> None:
+        """Apply one message; a store failure in strict mode is reported for its session."""
         kind = message[0]
-        session = self.session
         if kind == "open":
             self.open(message[1], message[2])
-            return True
-        assert session is not None
+            return
+        if kind in ("F", "C", "S", "s"):
+            session = self.sessions[message[2]]
+        else:
+            session = self.exchanges[message[1]]._session
+        try:
+            self._apply(kind, message, session)
+        except CaptureError as exc:
+            if session.id not in self.failed:
+                self.failed.add(session.id)
+                self.reply(("failed", session.id, str(exc), _stats_tuple(session.stats)))
+
+    def _apply(self, kind: str, message: tuple[Any, ...], session: CaptureSession) -> None:
         if kind == "F":
-            _, token, fail_fast, timeout = message
+            _, token, _sid, fail_fast, timeout = message
             ok = session.writer.flush(timeout, fail_fast=fail_fast)
-            self.reply(("ok", token, ok, self.stats()))
-            return True
+            self.reply(("ok", token, ok, _stats_tuple(session.stats)))
+            return
+        if kind == "S":
+            self.reply(("ok", message[1], True, _stats_tuple(session.stats)))
+            return
         if kind == "C":
-            session.close(message[2])
-            self.reply(("ok", message[1], True, self.stats()))
-            return False
+            del self.sessions[session.id]
+            session.close(message[3])
+            self.reply(("ok", message[1], True, _stats_tuple(session.stats)))
+            return
         xid = message[1]
         if kind == "s":
             x = ExchangeRecorder(session)
             x.id = xid
             self.exchanges[xid] = x
             x.start(
-                message[2],
                 message[3],
-                [(k, v) for k, v in message[4]],
-                message[5],
-                wall_ns=message[6],
+                message[4],
+                [(k, v) for k, v in message[5]],
+                message[6],
+                wall_ns=message[7],
             )
-            return True
+            return
         x = self.exchanges[xid]
         if kind == "f":
             x.feed(message[2], offset=message[3])
-            return True
+            return
+        if kind == "d":
+            x.already_read(message[2], offset=message[3], finish=False)
+            return
         if kind == "r":
             x.response(message[2], [(k, v) for k, v in message[3]], message[4], offset=message[5])
-            return True
-        if kind == "d":
-            x.feed(message[2], offset=message[3])
-            return True
+            return
         del self.exchanges[xid]
         if kind == "e":
             x.finish(offset=message[2])
@@ -358,7 +523,13 @@ class _Child:
             x.closed_early(message[2], message[3], offset=message[4])
         elif kind == "i":
             x.interrupt(message[2], offset=message[3])
-        return True
+
+    def finish(self) -> None:
+        """End of input: store what arrived for every open session, close nothing."""
+        for session in self.sessions.values():
+            session.writer.close()
+        for store in self.stores.values():
+            store.close()
 
 
 def main() -> None:
@@ -368,26 +539,18 @@ def main() -> None:
     os.dup2(2, 1)  # anything printed by accident goes to stderr, not the reply pipe
     child = _Child(out)
     stdin = sys.stdin.buffer
-    running = True
-    while running:
+    while True:
         try:
             batch = marshal.load(stdin)
         except (EOFError, ValueError):
-            break  # the client process is gone
+            break  # the client process is done or gone
         for message in batch:
             try:
-                running = child.handle(message)
-            except CaptureError as exc:
-                if not child.failed:
-                    child.failed = True
-                    child.reply(("failed", str(exc), child.stats()))
-            if not running:
-                break
-    if running and child.session is not None:
-        # End of input without a close: store what arrived, close nothing.
-        child.session.writer.close()
-        if child.session._owns_store:
-            child.session.store.close()
+                child.handle(message)
+            except Exception:
+                # One bad message must not cost the other sessions their records.
+                log.exception("codetape: the recorder process could not apply %r", message[:2])
+    child.finish()
     out.close()
 
 

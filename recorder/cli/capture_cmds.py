@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import click
 
 from recorder.cli.app import db_option, emit_json, json_option, main, open_store
 from recorder.errors import CodetapeError
 from recorder.repair import repair
+
+if TYPE_CHECKING:
+    from recorder.capture.session import WriterMode
 
 
 @main.command("repair")
@@ -68,10 +73,11 @@ def _listen(value: str) -> tuple[str, int]:
 @click.option("--strict", is_flag=True, help="Refuse to forward what cannot be stored.")
 @click.option(
     "--writer",
-    type=click.Choice(["thread", "process"]),
-    default="thread",
+    type=click.Choice(["auto", "thread", "process"]),
+    default="auto",
     show_default=True,
-    help="Where the recording work runs: a thread, or a child process (busy proxies).",
+    help="Where the recording work runs: a child process (auto, unless the database "
+    "is in memory) or a thread of the proxy.",
 )
 @db_option
 def proxy_cmd(
@@ -102,5 +108,5 @@ def proxy_cmd(
             redact_headers=redact_headers,
             redact_json_paths=redact_json_paths,
             on_store_error="raise" if strict else "log",
-            writer="process" if writer == "process" else "thread",
+            writer=cast("WriterMode", writer),
         )

@@ -52,6 +52,17 @@ def create_engine(url: str, *, create_dir: bool = False) -> Engine:
     )
 
 
+def is_process_local(url: str) -> bool:
+    """True for an in-memory SQLite database: no other process can open it."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return False  # opening it reports the mistake
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+
+
 def _sqlite_engine(parsed: sa.URL, *, create_dir: bool) -> Engine:
     database = parsed.database
     if database and database != ":memory:":
