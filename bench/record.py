@@ -15,8 +15,9 @@ measure the client side only. In one run it prints:
 * what opening a session costs: the first one starts the recorder child, the
   next ones reuse it;
 * time to first event, with and without the recorder;
-* peak traced memory while recording 5,000 vs 50,000 events (flat = no
-  whole-stream buffering);
+* peak memory while recording 5,000 vs 50,000 events (flat = no whole-stream
+  buffering): RSS of the client and of its recorder child, and of a thread
+  mode client (RSS and traced Python memory);
 * vcrpy recording the same stream, for comparison.
 """
 
@@ -170,22 +171,27 @@ def peak_memory(store: EventStore, deltas: int) -> int:
     """Peak traced Python memory while recording one stream (thread mode: all in-process)."""
     tracemalloc.start()
     tracemalloc.reset_peak()
-    recorded_run(store, deltas)
+    recorded_run(store, deltas, "thread")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak
 
 
-def peak_rss(url: str, deltas: int) -> int:
-    """Peak resident memory (bytes) of a fresh process recording one stream, untraced."""
+def peak_rss(url: str, deltas: int, writer: WriterMode) -> tuple[int, int]:
+    """Peak resident memory (bytes) of a fresh client process recording one stream, untraced,
+    and of its recorder child (0 in thread mode)."""
     bench = str(Path(__file__).resolve().parent)
     code = (
         f"import resource, sys; sys.path.insert(0, {bench!r}); import record as b; "
+        "from recorder.capture.worker import _stop_shared; "
         f"from recorder.store import EventStore; s = EventStore.open({url!r}); "
-        f"b.recorded_run(s, {deltas}); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        f"b.recorded_run(s, {deltas}, {writer!r}); _stop_shared(); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(out.stdout.split()[-1]) * 1024
+    client, child = out.stdout.split()[-2:]
+    return int(client) * 1024, int(child) * 1024
 
 
 def main() -> None:
@@ -238,8 +244,10 @@ def main() -> None:
             ttfe_vcr = statistics.median(r[1] for r in vcr_times)
             mem_small = peak_memory(store, 5000)
             mem_large = peak_memory(store, 50000)
-            rss_small = peak_rss(url, 5000)
-            rss_large = peak_rss(url, 50000)
+            rss_small = peak_rss(url, 5000, "thread")[0]
+            rss_large = peak_rss(url, 50000, "thread")[0]
+            split_small = peak_rss(url, 5000, "auto")
+            split_large = peak_rss(url, 50000, "auto")
             stored = store.last_position()
 
     print(f"synthetic code interpreter stream: {events} events, {args.rounds} rounds (median)")
@@ -262,14 +270,19 @@ def main() -> None:
     print("opening a session (and closing it)")
     print(f"  first, starts the child {open_cold * 1e3:8.1f} ms")
     print(f"  next ones, child reused {open_warm * 1e3:8.1f} ms")
-    print("peak memory while recording (thread mode)")
-    print(f"  process RSS, 5,000      {rss_small / 1e6:8.1f} MB")
-    print(
-        f"  process RSS, 50,000     {rss_large / 1e6:8.1f} MB   ratio {rss_large / rss_small:.2f}x"
-    )
-    print(f"  traced Python, 5,000    {mem_small / 1e6:8.2f} MB")
+    print("peak memory while recording")
+    print(f"  default: client RSS, 5,000   {split_small[0] / 1e6:8.1f} MB")
+    ratio = split_large[0] / split_small[0]
+    print(f"  default: client RSS, 50,000  {split_large[0] / 1e6:8.1f} MB   ratio {ratio:.2f}x")
+    print(f"  default: child RSS, 5,000    {split_small[1] / 1e6:8.1f} MB")
+    ratio = split_large[1] / split_small[1]
+    print(f"  default: child RSS, 50,000   {split_large[1] / 1e6:8.1f} MB   ratio {ratio:.2f}x")
+    print(f"  thread: process RSS, 5,000   {rss_small / 1e6:8.1f} MB")
+    ratio = rss_large / rss_small
+    print(f"  thread: process RSS, 50,000  {rss_large / 1e6:8.1f} MB   ratio {ratio:.2f}x")
+    print(f"  thread: traced Python, 5,000  {mem_small / 1e6:8.2f} MB")
     ratio = mem_large / mem_small
-    print(f"  traced Python, 50,000   {mem_large / 1e6:8.2f} MB   ratio {ratio:.2f}x")
+    print(f"  thread: traced Python, 50,000 {mem_large / 1e6:8.2f} MB   ratio {ratio:.2f}x")
     print("  (tracing slows the writer below the stream's pace: the queue then stays")
     print("   within the writer's 2 MiB backpressure bound, whatever the stream's length)")
 
