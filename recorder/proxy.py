@@ -13,6 +13,9 @@ Guarantees:
   query, headers and body (hop-by-hop headers excepted), and the client gets
   the upstream's status, headers and raw body bytes (still compressed if the
   upstream compressed them). The proxy adds no headers of its own.
+* A client hanging up ends its exchange at once (as ``client_closed``, "the
+  client disconnected") and closes the upstream stream, even while the
+  upstream is silent (a code interpreter call running its code).
 * Upstream failures become 502 (504 for timeouts) with an OpenAI-style JSON
   error; in strict mode a request that cannot be recorded is refused with 503
   before it reaches the upstream.
@@ -55,6 +58,9 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+
+
+_CLIENT_GONE = "the client disconnected"
 
 
 def _error_body(status: int, message: str, kind: str) -> bytes:
@@ -136,12 +142,18 @@ class RecordingProxy:
             if k.lower() not in _HOP_BY_HOP
         ]
         gone = asyncio.Event()
+        relay = asyncio.current_task()
+        assert relay is not None
 
         async def watch() -> None:
             # After the request body, the only message left is the disconnect.
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone.set()
+            # A code interpreter stream can be silent for minutes: stop waiting
+            # for the upstream now, not at its next chunk. The recorder ends
+            # the exchange as closed by the client, with this reason.
+            relay.cancel(_CLIENT_GONE)
 
         watcher = asyncio.create_task(watch())
         assert isinstance(response.stream, httpx2.AsyncByteStream)
@@ -155,6 +167,10 @@ class RecordingProxy:
                     return  # nobody to send to: stop reading the upstream
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise  # the server is stopping: not ours to swallow
+            relay.uncancel()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,4 @@
-"""The recorder child of process mode: shared by sessions, replaced when it dies, drained at exit."""
+"""The recorder child of process mode: shared, replaced when it dies, drained at exit."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_in_memory_databases_are_process_local(url: str, local: bool) -> None:
 
 
 def test_process_writer_refuses_an_in_memory_database() -> None:
-    with pytest.raises(CodetapeError, match="in-memory SQLite .* writer='thread'"):
+    with pytest.raises(CodetapeError, match=r"in-memory SQLite .* writer='thread'"):
         CaptureSession("sqlite://", "refused", writer="process")
 
 

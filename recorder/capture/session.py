@@ -412,7 +412,8 @@ def failure_ending(exc: BaseException) -> tuple[Outcome, str, dict[str, Any]]:
     if isinstance(exc, Exception):
         return Outcome.TRANSPORT_ERROR, f"{type(exc).__name__}: {exc}", details
     # Cancellation, KeyboardInterrupt: the client side stopped the call.
-    return Outcome.CLIENT_CLOSED, f"the call was stopped ({type(exc).__name__})", details
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Outcome.CLIENT_CLOSED, f"the call was stopped ({why})", details
 
 
 def early_close(in_flight: BaseException | None) -> tuple[str, dict[str, Any]]:
