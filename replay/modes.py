@@ -246,7 +246,7 @@ class Tape:
         from recorder.store.store import EventStore
 
         capture = self._capture
-        with EventStore.open(capture.store.url) as store:
+        with EventStore.open(capture.url) as store:
             new = list(store.session_events(capture.id))
         if not any(ev.exchange_id is not None for ev in new):
             return  # nothing was recorded: keep the tape as it was

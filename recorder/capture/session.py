@@ -172,7 +172,8 @@ class CaptureSession:
         self._closed = False
         self._remote: RemoteSession | None = None
         url = store.url if isinstance(store, EventStore) else resolve_url(store)
-        self._url = url
+        self.url = url
+        """The database recorded into."""
         self._owns_store = not isinstance(store, EventStore)
         self._store = store if isinstance(store, EventStore) else None
         if _writer_mode(writer, store, url) == "process":
@@ -225,7 +226,7 @@ class CaptureSession:
     def store(self) -> EventStore:
         """The store recorded into (in process mode, opened here on first use, for reading)."""
         if self._store is None:
-            self._store = EventStore.open(self._url)
+            self._store = EventStore.open(self.url)
         return self._store
 
     def _repair_dead(self) -> None:
