@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from recorder.projections.calls import CallsProjection
-from recorder.projections.runner import RowBuffer
+from recorder.projections.runner import RowBuffer, shared_json
 from recorder.store.schema import pj_audit
 
 __all__ = ["AuditEntry", "AuditProjection", "audit_rows"]
@@ -28,7 +28,8 @@ __all__ = ["AuditEntry", "AuditProjection", "audit_rows"]
 
 class AuditProjection(CallsProjection):
     name: ClassVar[str] = "audit"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    """2: outputs stored as compact JSON (the chunks projection's encoding)."""
     tables = (pj_audit,)
 
     def finish(self) -> None:
@@ -38,7 +39,8 @@ class AuditProjection(CallsProjection):
                 {
                     **common,
                     "code": call["code"],
-                    "outputs": None if call["outputs"] is None else json.dumps(call["outputs"]),
+                    # The chunks projection stores the same outputs: one encoding for both.
+                    "outputs": None if call["outputs"] is None else shared_json(call["outputs"]),
                     "finished_at_ns": call["finished_at_ns"],
                     "last_position": call["last_position"],
                     "positions": json.dumps(sorted(call["positions"])),

@@ -10,19 +10,20 @@ JSON-able dict, so a projection can store it between batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from recorder.events import EventKind
-from recorder.projections.runner import Parsed, Projection
+from recorder.projections.runner import DeltaHandler, Parsed, Projection, Row
 from recorder.projections.wire import (
     CI_ITEM,
     RESPONSE_EVENTS,
     TERMINAL_RESPONSE_EVENTS,
     int_or_none,
     response_object,
+    same_json,
     str_or_none,
 )
 
@@ -112,28 +113,35 @@ class CallTracker:
                     self._mark(xid, x, call, pe)
             del self.exchanges[xid]
 
-    def code_delta(self, pe: Parsed) -> None:
-        """``apply`` for a ``response.code_interpreter_call_code.delta`` frame."""
-        xid = pe.exchange_id
+    def code_delta(self, row: Row, item_id: str | None, delta: str | None) -> None:
+        """``apply`` for a ``response.code_interpreter_call_code.delta`` frame, from its fields."""
+        xid = row[2]
         if xid is not None:
             x = self.exchanges.get(xid)
             if x is not None:
-                self._code_delta(xid, x, pe)
+                self._code_delta(xid, x, row[0], row[5], item_id, delta)
 
-    def _code_delta(self, xid: str, x: dict[str, Any], pe: Parsed) -> None:
-        item_id, delta = pe.delta_fields()
+    def _code_delta(
+        self,
+        xid: str,
+        x: dict[str, Any],
+        position: int,
+        offset_ns: int | None,
+        item_id: str | None,
+        delta: str | None,
+    ) -> None:
         call = x["calls"].get(item_id) if item_id is not None else None
         if call is None:
             return
         call["deltas"] += 1
         off = call["off"]
         if off["first_delta"] is None:
-            off["first_delta"] = pe.offset_ns
+            off["first_delta"] = offset_ns
         if delta is not None and not call["code_final"]:
             call["code"] += delta
         # _touch, inline: code deltas are most of a call's events.
-        if pe.position > call["last_position"]:
-            call["last_position"] = pe.position
+        if position > call["last_position"]:
+            call["last_position"] = position
         if call is not self._last:
             self.touched[(xid, call["id"])] = (x, call)
             self._last = call
@@ -147,7 +155,7 @@ class CallTracker:
         if t is None or not (t.startswith("response.code_interpreter") or t in _ITEM_OR_RESPONSE):
             return
         if t == "response.code_interpreter_call_code.delta":
-            self._code_delta(xid, x, pe)
+            self._code_delta(xid, x, pe.position, pe.offset_ns, *pe.delta_fields())
             return
         data = pe.data
         if not isinstance(data, dict):
@@ -211,8 +219,15 @@ class CallTracker:
         if isinstance(code, str) and code:
             call["code"], call["code_final"] = code, True
         outputs = item.get("outputs")
-        if isinstance(outputs, list) and (outputs or call["outputs"] is None):
+        if (
+            isinstance(outputs, list)
+            and (outputs or call["outputs"] is None)
+            and not same_json(outputs, call["outputs"])
+        ):
             # [] on output_item.added means "none yet"; null means "not requested".
+            # The same outputs again (the final response repeats output_item.done's)
+            # keep the list already held, whose text the batch may have made already
+            # (shared_json).
             call["outputs"] = outputs
 
     def _response(
@@ -292,10 +307,12 @@ class CallsProjection(Projection):
     def apply(self, pe: Parsed) -> None:
         self.tracker.apply(pe)
 
-    def routes(self) -> dict[str, Callable[[Parsed], None]]:
-        routes = super().routes()
-        routes["response.code_interpreter_call_code.delta"] = self.tracker.code_delta
-        return routes
+    def delta_routes(self) -> dict[str, DeltaHandler]:
+        return {"response.code_interpreter_call_code.delta": self._code_delta}
+
+    def _code_delta(self, row: Row, item_id: str | None, delta: str | None) -> None:
+        # Through self, not bound to the tracker: adopt() may swap the tracker.
+        self.tracker.code_delta(row, item_id, delta)
 
     def adopt(self, other: Projection) -> None:
         assert isinstance(other, CallsProjection)

@@ -48,14 +48,22 @@ grows; :func:`chunk_rows` expands runs back into one chunk per delta.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from recorder.events import EventKind
-from recorder.projections.runner import LogEvent, Parsed, Projection, RowBuffer
+from recorder.projections.runner import (
+    DeltaHandler,
+    LogEvent,
+    Parsed,
+    Projection,
+    Row,
+    RowBuffer,
+    dump_json,
+    shared_json,
+)
 from recorder.projections.wire import (
     CI_ITEM,
     TERMINAL_RESPONSE_EVENTS,
@@ -87,8 +95,7 @@ _HANDLED = frozenset(
 )
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dump = dump_json
 
 
 def _response_summary(response: dict[str, Any], with_usage: bool) -> dict[str, Any]:
@@ -173,7 +180,8 @@ class ChunksProjection(Projection):
                 "first": ev.position,
                 "items": [],
             }
-        run["items"].append([ev.position, delta])
+        # A tuple: dumped as the same JSON array as the list a stored state loads as.
+        run["items"].append((ev.position, delta))
         self._open[ev.exchange_id or ""] = x
 
     def _close_run(self, x: dict[str, Any]) -> None:
@@ -192,20 +200,31 @@ class ChunksProjection(Projection):
                 "stage": "code_delta" if run["k"] == "code_run" else None,
                 "call_id": run["c"],
                 "output": "",
-                "data": json.dumps(run["items"], separators=(",", ":"), ensure_ascii=False),
+                "data": _dump(run["items"]),
             }
         )
 
-    def _ci(self, x: dict[str, Any], stage: str, call_id: str, extra: dict[str, Any]) -> None:
+    def _ci(
+        self,
+        x: dict[str, Any],
+        stage: str,
+        call_id: str,
+        extra: dict[str, Any],
+        outputs: list[Any] | None = None,
+    ) -> None:
+        """A code interpreter stage; ``outputs``, if given, is stored as ``extra``'s last key."""
         call = x["calls"].setdefault(call_id, {"c": None, "open": True})
         if stage in _TERMINAL:
             call["open"] = False
         if stage in ("started", *_TERMINAL):
             # The container is stored on these; read_chunks carries it to the others.
             extra = {"container_id": call["c"], **extra}
-        self._emit(
-            x, "code_interpreter", data=_dump(extra) if extra else "", stage=stage, call_id=call_id
-        )
+        data = _dump(extra) if extra else ""
+        if outputs is not None:
+            # The same text as dumping extra with outputs as its last key, the
+            # outputs part shared with the audit projection, which stores them too.
+            data = (data[:-1] + "," if extra else "{") + '"outputs":' + shared_json(outputs) + "}"
+        self._emit(x, "code_interpreter", data=data, stage=stage, call_id=call_id)
 
     def _close_open(self, x: dict[str, Any], status: str, reason: str | None) -> None:
         for call_id, call in x["calls"].items():
@@ -217,41 +236,37 @@ class ChunksProjection(Projection):
 
     # -- consuming -----------------------------------------------------------
 
-    def routes(self) -> dict[str, Callable[[Parsed], None]]:
-        routes = super().routes()
-        # Deltas are most of the log: handled without apply's dispatch.
-        routes["response.output_text.delta"] = self._text_delta
-        routes["response.code_interpreter_call_code.delta"] = self._code_delta
-        return routes
+    def delta_routes(self) -> dict[str, DeltaHandler]:
+        # Deltas are most of the log: handled from their fields, without apply's dispatch.
+        return {
+            "response.output_text.delta": self._text_delta,
+            "response.code_interpreter_call_code.delta": self._code_delta,
+        }
 
-    def _text_delta(self, pe: Parsed) -> None:
+    def _text_delta(self, row: Row, item_id: str | None, delta: str | None) -> None:
         """``apply`` for a ``response.output_text.delta`` frame."""
-        xid = pe.exchange_id
+        xid = row[2]
         if xid is None:
             return
         x = self.exchanges.get(xid)
         if x is None:
             return
-        delta = pe.delta_fields()[1] or ""
         run = x.get("run")
         if run is not None and run["k"] == "text_run" and run["c"] is None:
             # The run goes on (most text deltas): what _delta would do, inline.
-            run["items"].append([pe.position, delta])
+            run["items"].append((row[0], delta or ""))
             self._open[xid] = x
             return
-        self._ev = pe
-        self._delta(x, "text_run", None, delta)
+        self._ev = LogEvent(row)
+        self._delta(x, "text_run", None, delta or "")
 
-    def _code_delta(self, pe: Parsed) -> None:
+    def _code_delta(self, row: Row, call_id: str | None, delta: str | None) -> None:
         """``apply`` for a ``response.code_interpreter_call_code.delta`` frame."""
-        xid = pe.exchange_id
-        if xid is None:
+        xid = row[2]
+        if xid is None or call_id is None:
             return
         x = self.exchanges.get(xid)
         if x is None:
-            return
-        call_id, delta = pe.delta_fields()
-        if call_id is None:
             return
         calls = x["calls"]
         if call_id not in calls:
@@ -259,10 +274,10 @@ class ChunksProjection(Projection):
         run = x.get("run")
         if run is not None and run["k"] == "code_run" and run["c"] == call_id:
             # The run goes on (most code deltas): what _delta would do, inline.
-            run["items"].append([pe.position, delta or ""])
+            run["items"].append((row[0], delta or ""))
             self._open[xid] = x
             return
-        self._ev = pe
+        self._ev = LogEvent(row)
         self._delta(x, "code_run", call_id, delta or "")
 
     def apply(self, pe: Parsed) -> None:
@@ -345,8 +360,8 @@ class ChunksProjection(Projection):
             if t == "response.output_item.added":
                 self._ci(x, "started", call_id, {"status": item.get("status")})
             else:
-                stage, extra = self._terminal(item)
-                self._ci(x, stage, call_id, extra)
+                stage, extra, outputs = self._terminal(item)
+                self._ci(x, stage, call_id, extra, outputs)
             return
         if t == "response.created":
             response = response_object(t, data)
@@ -379,7 +394,8 @@ class ChunksProjection(Projection):
             self._emit(x, "error", data=_dump({"error": error}))
 
     @staticmethod
-    def _terminal(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _terminal(item: dict[str, Any]) -> tuple[str, dict[str, Any], list[Any] | None]:
+        """The terminal stage of a call item, its data and its outputs (if a list)."""
         status = item.get("status")
         stage = status if status in _TERMINAL else "completed"
         extra: dict[str, Any] = {"status": status}
@@ -387,9 +403,7 @@ class ChunksProjection(Projection):
         if isinstance(code, str) and code:
             extra["code"] = code
         outputs = item.get("outputs")
-        if isinstance(outputs, list):
-            extra["outputs"] = outputs
-        return str(stage), extra
+        return str(stage), extra, outputs if isinstance(outputs, list) else None
 
     def _body(self, x: dict[str, Any], data: Any) -> None:
         status = x.get("status")
@@ -410,8 +424,8 @@ class ChunksProjection(Projection):
                 call_id = item["id"]
                 x["calls"][call_id] = {"c": str_or_none(item.get("container_id")), "open": True}
                 self._ci(x, "started", call_id, {"status": "in_progress"})
-                stage, extra = self._terminal(item)
-                self._ci(x, stage, call_id, extra)
+                stage, extra, outputs = self._terminal(item)
+                self._ci(x, stage, call_id, extra, outputs)
             elif item.get("type") == "message":
                 for part in item.get("content") or []:
                     if not isinstance(part, dict) or part.get("type") != "output_text":

@@ -26,7 +26,9 @@ Throughput: a batch is read once for every projection at the same checkpoint,
 as plain rows; each SSE event goes only to the projections whose
 ``sse_types`` name it (a dict lookup, no parse for events nobody reads), and
 a projection may route its most frequent types to dedicated handlers
-(:meth:`Projection.routes`).
+(:meth:`Projection.routes`); delta events, most of the log, can be taken as
+just their ``item_id`` and ``delta``, cut out of the frame once for every
+projection (:meth:`Projection.delta_routes`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from recorder.store.store import EventStore
 __all__ = [
     "BATCH",
     "REBUILD_BATCH",
+    "DeltaHandler",
     "LogEvent",
     "Parsed",
     "Projection",
@@ -61,7 +64,10 @@ __all__ = [
     "UnknownProjection",
     "catch_up",
     "checkpoints",
+    "delta_fields",
+    "dump_json",
     "rebuild",
+    "shared_json",
     "write_connection",
 ]
 
@@ -88,11 +94,13 @@ class LogEvent:
     """One event row as projections read it, its payload's JSON parsed once, on demand.
 
     Only the columns projections use (no hashes: ``verify`` owns those).
+    ``meta`` and ``data`` are parsed once and shared by every projection the
+    event goes to: they must not be mutated.
     """
 
     __slots__ = (
         "_data",
-        "_fields",
+        "_meta",
         "exchange_id",
         "kind",
         "meta_json",
@@ -127,12 +135,15 @@ class LogEvent:
         self.kind: EventKind = _KINDS[kind]
         self.payload: bytes = payload if isinstance(payload, bytes) else bytes(payload)
         self._data: Any = _UNSET
-        self._fields: tuple[str | None, str | None] | None = None
+        self._meta: dict[str, Any] | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.meta_json)
-        return loaded
+        # Parsed once: every projection reads the meta of every non-SSE event.
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = json.loads(self.meta_json)
+        return meta
 
     @property
     def data(self) -> Any:
@@ -152,36 +163,11 @@ class LogEvent:
         return self._data
 
     def delta_fields(self) -> tuple[str | None, str | None]:
-        """(``item_id``, ``delta``) of a delta event, without parsing the whole frame.
-
-        Deltas are most of the log and these two strings are all projections
-        read from them, so they are cut out of the JSON text directly (by a
-        regex when the value holds no escape, else with the C string decoder
-        json uses); anything unexpected falls back to the full parse, so the
-        result is always what ``data`` would give.
-        """
-        fields = self._fields
-        if fields is not None:
-            return fields
+        """(``item_id``, ``delta``) of a delta event: :func:`delta_fields`, else from ``data``."""
         if self._data is _UNSET:
-            raw = self.payload
-            if raw.startswith(b"event: ") and b"\r" not in raw:
-                # The usual shape first: each key once, a plain string right
-                # after it (no space, no escape), matched by one regex each.
-                if raw.count(b'"delta":') == 1 and raw.count(b'"item_id":') == 1:
-                    found_delta = _PLAIN_DELTA.search(raw)
-                    found_item = _PLAIN_ITEM_ID.search(raw) if found_delta else None
-                    if found_delta is not None and found_item is not None:
-                        self._fields = (
-                            found_item.group(1).decode("utf-8", "replace"),
-                            found_delta.group(1).decode("utf-8", "replace"),
-                        )
-                        return self._fields
-                delta = _bytes_field(raw, b'"delta":')
-                item_id = _bytes_field(raw, b'"item_id":')
-                if delta is not None and item_id is not None:
-                    self._fields = (item_id, delta)
-                    return self._fields
+            fields = delta_fields(self.payload)
+            if fields is not None:
+                return fields
         data = self.data
         if not isinstance(data, dict):
             return None, None
@@ -190,6 +176,36 @@ class LogEvent:
             item_id if isinstance(item_id, str) else None,
             delta if isinstance(delta, str) else None,
         )
+
+
+def delta_fields(raw: bytes) -> tuple[str | None, str | None] | None:
+    """(``item_id``, ``delta``) cut out of a delta frame's JSON text, or None to parse it.
+
+    Deltas are most of the log and these two strings are all projections
+    read from them, so they are cut out of the JSON text directly (by a
+    regex when the value holds no escape, else with the C string decoder
+    json uses); a frame of any other shape gives None, and the caller parses
+    it (:meth:`LogEvent.delta_fields`), so the result is always what the
+    full parse would give.
+    """
+    if not raw.startswith(b"event: ") or b"\r" in raw:
+        return None
+    # The usual shape first: each key once, a plain string right after it
+    # (no space, no escape), matched by one regex each.
+    if raw.count(b'"delta":') == 1 and raw.count(b'"item_id":') == 1:
+        found_delta = _PLAIN_DELTA.search(raw)
+        if found_delta is not None:
+            found_item = _PLAIN_ITEM_ID.search(raw)
+            if found_item is not None:
+                return (
+                    found_item.group(1).decode("utf-8", "replace"),
+                    found_delta.group(1).decode("utf-8", "replace"),
+                )
+    delta = _bytes_field(raw, b'"delta":')
+    item_id = _bytes_field(raw, b'"item_id":')
+    if delta is not None and item_id is not None:
+        return item_id, delta
+    return None
 
 
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -247,6 +263,34 @@ def _string_field(text: str, key: str) -> str | None:
     return str(value)
 
 
+def dump_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept: the one encoding projections store JSON values in."""
+    return _dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_dumps = json.dumps
+_SHARED: dict[int, tuple[Any, str]] = {}
+
+
+def shared_json(value: list[Any]) -> str:
+    """:func:`dump_json` of a large parsed value that several projections store.
+
+    Code interpreter outputs are the bulk of the bytes the chunks and audit
+    projections write, and both store the same parsed list (the runner hands
+    every projection the same :class:`LogEvent`): the text is made once per
+    batch. Keyed by identity, and the entry holds the value, so an id cannot
+    be reused while it is remembered; parsed values are never mutated.
+    Forgotten at the end of every batch (:func:`_apply_batch`).
+    """
+    key = id(value)
+    found = _SHARED.get(key)
+    if found is not None and found[0] is value:
+        return found[1]
+    text = dump_json(value)
+    _SHARED[key] = (value, text)
+    return text
+
+
 Parsed = LogEvent
 """What :meth:`Projection.apply` receives."""
 
@@ -262,6 +306,9 @@ _READ_COLUMNS = (
 
 Row = Sequence[Any]
 """One event row as read: ``_READ_COLUMNS`` in order (what :class:`LogEvent` takes)."""
+
+DeltaHandler = Callable[[Row, str | None, str | None], None]
+"""Called with a delta event's row and its (``item_id``, ``delta``)."""
 
 
 def read_events(store: EventStore, after: int, until: int, limit: int) -> list[Row]:
@@ -431,6 +478,17 @@ class Projection(abc.ABC):
         frequent events; the handler must do exactly what ``apply`` would.
         """
         return dict.fromkeys(self.sse_types or (), self.apply)
+
+    def delta_routes(self) -> dict[str, DeltaHandler]:
+        """Handlers of delta event types that read nothing but ``item_id`` and ``delta``.
+
+        The runner calls such a handler instead of any route or :meth:`apply`
+        for that type, with the row and the event's
+        :meth:`LogEvent.delta_fields`, worked out once for every projection
+        and without making a :class:`LogEvent`: deltas are most of the log.
+        The handler must do exactly what ``apply`` would.
+        """
+        return {}
 
     def prefetch(self, events: Sequence[Row]) -> None:  # noqa: B027 - optional hook
         """Before :meth:`apply` sees ``events``: a chance to read stored rows in bulk.
@@ -613,7 +671,6 @@ def _run(
     progress: Progress | None,
 ) -> int:
     head = store.last_position() if until is None else until
-    consumed = 0
     start = min((checkpoints(store).get(p.name, (0, 0))[0] for p in projs), default=head)
     total = max(head - start, 0)
     # The next batch is read on another thread while this one is applied, so
@@ -622,31 +679,36 @@ def _run(
     # only if the checkpoint it started from is the one that iteration gets.
     ahead: tuple[int, Future[list[Row]]] | None = None
     pool = ThreadPoolExecutor(1) if _can_read_ahead(store) else None
-    try:
-        while True:
-            stored = checkpoints(store)
-            pending = [p for p in projs if stored[p.name][0] < head]
-            if not pending:
-                break
-            low = min(stored[p.name][0] for p in pending)
-            group = [p for p in pending if stored[p.name][0] == low]
-            if ahead is not None and ahead[0] == low:
-                events = ahead[1].result()
-            else:
-                events = read_events(store, low, head, batch)
-            ahead = None
-            if not events:
-                break
-            last = int(events[-1][0])
-            if pool is not None and len(events) == batch and last < head:
-                ahead = (last, pool.submit(read_events, store, last, head, batch))
-            if _apply_batch(store, group, low, events):
-                consumed += len(events)
-                if progress is not None:
-                    progress(min(last - start, total), total)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    consumed = 0
+    # The collector stays off for the whole run, not batch by batch: turned
+    # back on between batches, it walks each batch's rows (alive until the
+    # next batch replaces them) once per generation, and finds no garbage.
+    with _no_gc():
+        try:
+            while True:
+                stored = checkpoints(store)
+                pending = [p for p in projs if stored[p.name][0] < head]
+                if not pending:
+                    break
+                low = min(stored[p.name][0] for p in pending)
+                group = [p for p in pending if stored[p.name][0] == low]
+                if ahead is not None and ahead[0] == low:
+                    events = ahead[1].result()
+                else:
+                    events = read_events(store, low, head, batch)
+                ahead = None
+                if not events:
+                    break
+                last = int(events[-1][0])
+                if pool is not None and len(events) == batch and last < head:
+                    ahead = (last, pool.submit(read_events, store, last, head, batch))
+                if _apply_batch(store, group, low, events):
+                    consumed += len(events)
+                    if progress is not None:
+                        progress(min(last - start, total), total)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     return consumed
 
 
@@ -663,8 +725,11 @@ def _apply_batch(
     store: EventStore, group: Sequence[type[Projection]], low: int, events: Sequence[Row]
 ) -> bool:
     """Apply ``events`` to every projection of ``group``; False if another reader won."""
-    with _no_gc():
-        return _apply_batch_locked(store, group, low, events)
+    try:
+        with _no_gc():
+            return _apply_batch_locked(store, group, low, events)
+    finally:
+        _SHARED.clear()
 
 
 @contextlib.contextmanager
@@ -687,33 +752,61 @@ def _dispatch(projections: Sequence[Projection], events: Sequence[Row]) -> None:
 
     SSE events are routed by type through a dict (most are deltas few
     projections read, and the rest are skipped without making a
-    :class:`LogEvent`); every other event, and an SSE frame without a type,
-    goes to every projection's ``apply``. Each projection still sees its
-    events in position order; projections never read each other's state, so
-    interleaving them is the same as running them one after another.
+    :class:`LogEvent`); a delta type some projection takes as fields
+    (:meth:`Projection.delta_routes`) has its fields cut out once for all of
+    them; every other event, and an SSE frame without a type, goes to every
+    projection's ``apply``. Each projection still sees its events in position
+    order; projections never read each other's state, so interleaving them is
+    the same as running them one after another.
     """
     Handler = Callable[[Parsed], None]
     every: list[Handler] = [p.apply for p in projections]
     catch_all: list[Handler] = [p.apply for p in projections if p.sse_types is None]
     routes: dict[str, list[Handler]] = {}
+    by_fields: dict[str, list[DeltaHandler]] = {}
     for proj in projections:
+        own_deltas = proj.delta_routes()
+        for sse_type, delta_handler in own_deltas.items():
+            by_fields.setdefault(sse_type, []).append(delta_handler)
         if proj.sse_types is not None:
             for sse_type, handler in proj.routes().items():
-                routes.setdefault(sse_type, []).append(handler)
+                if sse_type not in own_deltas:
+                    routes.setdefault(sse_type, []).append(handler)
     for handlers in routes.values():
         handlers.extend(catch_all)
+    # A delta type also read whole (by another projection's route, or a
+    # catch-all) gets both: fields to some, a LogEvent to the others.
+    also_whole = {t: routes.pop(t, catch_all) for t in by_fields}
+    also_whole = {t: hs for t, hs in also_whole.items() if hs}
     get = routes.get
     make = LogEvent
     single = {t: hs[0] for t, hs in routes.items() if len(hs) == 1}
     one = single.get
+    fields_of = by_fields.get
+    cut = delta_fields
     for row in events:
-        if row[3] == "sse" and row[6] is not None:
-            only = one(row[6])
+        sse_type = row[6]
+        if sse_type is not None and row[3] == "sse":
+            takes_fields = fields_of(sse_type)
+            if takes_fields is not None:
+                raw = row[8]
+                fields = cut(raw) if type(raw) is bytes else None
+                if fields is None:
+                    fields = make(row).delta_fields()
+                item_id, delta = fields
+                for delta_handler in takes_fields:
+                    delta_handler(row, item_id, delta)
+                if also_whole and sse_type in also_whole:
+                    ev = make(row)
+                    for handler in also_whole[sse_type]:
+                        handler(ev)
+                continue
+            only = one(sse_type)
             if only is not None:
-                # Most events have one reader: no list to walk.
+                # Most other events have one reader: no list to walk.
                 only(make(row))
                 continue
-            handlers = get(row[6], catch_all)
+            handlers = get(sse_type, catch_all)
             if not handlers:
                 continue
         else:

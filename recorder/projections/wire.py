@@ -22,6 +22,7 @@ __all__ = [
     "classify_url",
     "code_interpreter_config",
     "response_object",
+    "same_json",
     "usage_numbers",
 ]
 
@@ -145,3 +146,24 @@ def str_or_none(value: Any) -> str | None:
 
 def int_or_none(value: Any) -> int | None:
     return _int(value)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` encode to the same JSON text (parsed JSON values only).
+
+    Stricter than ``==``, which calls ``1``, ``1.0`` and ``True`` equal, and
+    dicts with the same items in another order: keeping either of two values
+    for which this holds never changes what is stored.
+    """
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return len(a) == len(b) and all(
+            ka == kb and same_json(va, vb)
+            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if type(a) is list:
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is float:
+        return repr(a) == repr(b)
+    return bool(a == b)
