@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -256,3 +257,30 @@ def test_a_stalled_child_holds_the_client_back_instead_of_queueing_without_bound
     [recorded] = store.exchanges(session.id)
     assert recorded.sse_events == 400  # all of them, once the child went on
     assert recorded.reason == "stream ended without a terminal event"
+
+
+def test_the_child_lets_go_of_a_database_once_its_last_session_closes(tmp_path: Path) -> None:
+    # A test run records each tape into a temporary database it then deletes.
+    url = f"sqlite:///{tmp_path}/short-lived.db"
+    migrate.upgrade(url)
+    first, second = CaptureSession(url, "one"), CaptureSession(url, "two")
+    child = shared_worker().pid
+
+    def held() -> bool:
+        targets = []
+        for fd in Path(f"/proc/{child}/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed while we look
+                targets.append(os.readlink(fd))
+        return any(str(tmp_path) in target for target in targets)
+
+    assert stream_once(first.store, first) == 491
+    first.close()
+    assert held()  # the second session still records there
+    second.close()
+    assert not held()
+    third = CaptureSession(url, "three")  # and it opens again when needed
+    assert stream_once(third.store, third) == 491
+    third.close()
+    with EventStore.open(url) as store:
+        assert [s.name for s in store.sessions()] == ["one", "two", "three"]
+        assert store.verify().ok

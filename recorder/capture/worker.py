@@ -424,6 +424,7 @@ class _Child:
         self.out = out
         self.sessions: dict[str, CaptureSession] = {}
         self.stores: dict[str, EventStore] = {}
+        self.urls: dict[str, str] = {}  # session id -> its key in self.stores
         self.exchanges: dict[str, ExchangeRecorder] = {}
         self.failed: set[str] = set()
 
@@ -432,8 +433,8 @@ class _Child:
         self.out.flush()
 
     def open(self, token: int, config: dict[str, Any]) -> None:
+        url = config.pop("url")
         try:
-            url = config.pop("url")
             store = self.stores.get(url)
             if store is None:
                 store = self.stores[url] = EventStore.open(url)
@@ -455,10 +456,21 @@ class _Child:
                 **config,
             )
         except CodetapeError as exc:
+            self._release(url)
             self.reply(("error", token, str(exc)))
             return
         self.sessions[session.id] = session
+        self.urls[session.id] = url
         self.reply(("ok", token, session.id))
+
+    def _release(self, url: str) -> None:
+        # A long test run records into many short-lived databases (a temporary
+        # one per tape): a store no session uses is closed, not kept open.
+        store = self.stores.get(url)
+        if store is None or any(s.store is store for s in self.sessions.values()):
+            return
+        del self.stores[url]
+        store.close()
 
     def handle(self, message: tuple[Any, ...]) -> None:
         """Apply one message; a store failure in strict mode is reported for its session."""
@@ -488,7 +500,10 @@ class _Child:
             return
         if kind == "C":
             del self.sessions[session.id]
-            session.close(message[3])
+            try:
+                session.close(message[3])
+            finally:
+                self._release(self.urls.pop(session.id))
             self.reply(("ok", message[1], True, _stats_tuple(session.stats)))
             return
         xid = message[1]
