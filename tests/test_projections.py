@@ -449,6 +449,44 @@ def test_rebuild_reports_progress(store: EventStore) -> None:
     assert len(seen) == -(-store.last_position() // 4)
 
 
+def test_read_ahead_only_where_a_reader_never_blocks_the_writer(store: EventStore) -> None:
+    import types
+
+    from recorder.projections.runner import _can_read_ahead
+
+    # Every database codetape opens reads ahead (SQLite files are in WAL mode)...
+    assert _can_read_ahead(store)
+    # ...but not an in-memory SQLite database, whose connections are not one
+    # shared database the way a WAL file's are.
+    memory = sa.create_engine("sqlite://")
+    try:
+        assert not _can_read_ahead(
+            types.SimpleNamespace(backend="sqlite", url="sqlite://", engine=memory)  # type: ignore[arg-type]
+        )
+    finally:
+        memory.dispose()
+
+
+def test_rebuild_reading_ahead_equals_one_batch(store: EventStore) -> None:
+    for path in (VERCEL_CI, PYD_THINK):
+        import_file(store, path)
+    store.append(synthetic_session())
+    P.rebuild(store, batch=store.last_position())
+    whole = _tables(store)
+    P.rebuild(store, batch=7)  # many batches, each read while the one before is written
+    assert _tables(store) == whole
+
+
+def _tables(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:
+    result = {}
+    with store.engine.connect() as conn:
+        for name, table in metadata.tables.items():
+            if name.startswith("pj_"):
+                cols = [c for c in table.columns if c.name != "updated_at_ns"]
+                result[name] = sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
+    return result
+
+
 def _log_event(payload: bytes, sse_type: str = "response.output_text.delta") -> Any:
     from recorder.projections.runner import LogEvent
 

@@ -89,7 +89,7 @@ class ContainersProjection(Projection):
             payload, meta = row[8], row[7]
             if b"cntr_" in payload:
                 ids.update(m.decode("ascii") for m in _CONTAINER_ID.findall(bytes(payload)))
-            if "cntr_" in meta:
+            if meta is not None and "cntr_" in meta:
                 ids.update(_CONTAINER_ID_TEXT.findall(meta))
         todo = sorted(ids.difference(self._cache))
         if not todo:

@@ -118,7 +118,8 @@ class LogEvent:
     recorded_at_ns: int
     offset_ns: int | None
     sse_type: str | None
-    meta_json: str
+    meta_json: str | None
+    """None for SSE events, whose meta is always empty (not read, see ``_READ_COLUMNS``)."""
 
     def __init__(self, row: Sequence[Any]) -> None:
         (
@@ -142,7 +143,7 @@ class LogEvent:
         # Parsed once: every projection reads the meta of every non-SSE event.
         meta = self._meta
         if meta is None:
-            meta = self._meta = json.loads(self.meta_json)
+            meta = self._meta = json.loads(self.meta_json) if self.meta_json is not None else {}
         return meta
 
     @property
@@ -297,10 +298,11 @@ Parsed = LogEvent
 _UNSET: Any = object()
 
 
-# meta is "{}" on SSE rows (most of the log): not worth fetching there.
+# meta is "{}" on SSE rows (most of the log): not worth fetching there, and
+# NULL (None) costs the driver less than any string.
 _READ_COLUMNS = (
     "position, session_id, exchange_id, kind, recorded_at_ns, offset_ns, sse_type, "
-    "CASE WHEN kind = 'sse' THEN '{}' ELSE meta END, payload"
+    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, payload"
 )
 
 
@@ -673,12 +675,12 @@ def _run(
     head = store.last_position() if until is None else until
     start = min((checkpoints(store).get(p.name, (0, 0))[0] for p in projs), default=head)
     total = max(head - start, 0)
-    # The next batch is read on another thread while this one is applied, so
-    # the database server works while Python does. Events never change, so a
-    # read ahead is what the next iteration would read itself, and it is used
-    # only if the checkpoint it started from is the one that iteration gets.
+    # The next batch is read on another thread while this one is applied and
+    # written (see _can_read_ahead). Events never change, so a read ahead is
+    # what the next iteration would read itself, and it is used only if the
+    # checkpoint it started from is the one that iteration gets.
     ahead: tuple[int, Future[list[Row]]] | None = None
-    pool = ThreadPoolExecutor(1) if _can_read_ahead(store) else None
+    pool = ThreadPoolExecutor(1) if total > batch and _can_read_ahead(store) else None
     consumed = 0
     # The collector stays off for the whole run, not batch by batch: turned
     # back on between batches, it walks each batch's rows (alive until the
@@ -713,12 +715,21 @@ def _run(
 
 
 def _can_read_ahead(store: EventStore) -> bool:
-    """Read ahead on PostgreSQL only: its server works while Python does.
+    """Read ahead where a reader on its own connection never blocks the writer.
 
-    SQLite reads in this process, mostly holding the GIL, so a reading thread
-    would only compete with the one applying (measured: no faster).
+    PostgreSQL: its server works while Python does. SQLite only in WAL mode
+    (every file database codetape opens; never an in-memory one, whose
+    connections do not share one database the same way): the read runs mostly
+    while this thread is inside the driver writing and committing the batch
+    before, with the GIL released (measured over 200k events: 2.17 s instead
+    of 2.36 s per rebuild).
     """
-    return store.backend == "postgresql"
+    if store.backend == "postgresql":
+        return True
+    with translate_errors(store.url), store.engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        conn.rollback()
+    return str(mode).lower() == "wal"
 
 
 def _apply_batch(
