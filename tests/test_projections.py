@@ -387,6 +387,30 @@ def test_audit_trail_lists_the_code_that_ran_with_vouching_positions(store: Even
     assert len(P.audit(store)) == 6
 
 
+def test_a_lone_surrogate_in_an_output_is_shown_as_u_fffd_and_kept_in_the_log(
+    store: EventStore, tmp_path: Path
+) -> None:
+    # JSON may escape a lone surrogate ("\\ud800"), which no database stores
+    # as text. The tape is the real fixture with one inserted in its logs:
+    # generated here, not a recording.
+    text = VERCEL_CI.read_text()
+    assert text.count('\\"logs\\":\\"') == 6
+    tape = tmp_path / "lone-surrogate.jsonl"
+    tape.write_text(text.replace('\\"logs\\":\\"', '\\"logs\\":\\"\\\\ud800 '))
+    import_file(store, tape)
+    session = store.find_session("vercel-ai/openai-code-interpreter-tool.1")
+    entries = P.audit(store, session.id)
+    assert entries[0].outputs == [{"type": "logs", "logs": "\ufffd (2, 12, 69868, 6.9868)"}]
+    logs = [
+        c.metadata["code_interpreter"]["data"]["outputs"][0]["logs"]
+        for c in P.chunks(store, session.id)
+        if c.metadata.get("code_interpreter", {}).get("stage") == "completed"
+    ]
+    assert logs and all(text.startswith("\ufffd ") for text in logs)
+    assert any(b"\\ud800 (2, 12" in ev.payload for ev in store.session_events(session.id))
+    assert store.verify().ok
+
+
 def _unescaped(payload: bytes) -> bytes:
     """The frame's JSON data with string escapes undone, to search for code in it."""
     text = payload.decode()
@@ -502,6 +526,7 @@ def _log_event(payload: bytes, sse_type: str = "response.output_text.delta") -> 
         '{"type":"t","delta":null,"item_id":"i"}',
         '{"type":"t","item_id":"i","logprobs":[{"token":"\\"delta\\":"}],"delta":"z"}',
         '{"type":"t","delta":"no item id"}',
+        '{"type":"t","item_id":"i","delta":"lone \\ud800, pair \\ud83d\\ude00"}',
         "not json",
     ],
 )

@@ -161,6 +161,8 @@ class LogEvent:
                         value = json.loads(self.payload)
                     except (ValueError, RecursionError):
                         value = None
+                    if _MAY_HOLD_SURROGATES(self.payload):
+                        value = valid_unicode(value)
             self._data = value
         return self._data
 
@@ -262,7 +264,7 @@ def _string_field(text: str, key: str) -> str | None:
         value, _ = _scanstring(text, end + 1)
     except ValueError:
         return None
-    return str(value)
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def dump_json(value: Any) -> str:
@@ -345,18 +347,46 @@ def read_events(store: EventStore, after: int, until: int, limit: int) -> list[R
 
 
 def _sse_json(raw: bytes) -> Any:
-    """A frame's ``data`` as JSON; same result as ``parse_frame(raw).json()``."""
+    """A frame's ``data`` as JSON; same result as ``parse_frame(raw).json()``.
+
+    Except for lone surrogates, which become U+FFFD (see :func:`valid_unicode`).
+    """
     # Fast path for the shape OpenAI sends, exactly "event: X\ndata: {...}\n\n":
     # one data line, no CR, no comment, nothing after it.
     if raw.startswith(b"event: ") and raw.endswith(b"}\n\n") and b"\r" not in raw:
         at = raw.find(b"\ndata: ")
         if at > 0 and raw.count(b"\n", at + 1) == 2:
             try:
-                return json.loads(raw[at + 7 : -2].decode("utf-8", "replace"))
+                value = json.loads(raw[at + 7 : -2].decode("utf-8", "replace"))
             except (ValueError, RecursionError):
                 return None
+            return valid_unicode(value) if _MAY_HOLD_SURROGATES(raw) else value
     # Only a stream's first frame can hold a BOM; ignoring one elsewhere is harmless.
-    return parse_frame(raw).json()
+    value = parse_frame(raw).json()
+    # A copy: the frame caches its parse.
+    return valid_unicode(value) if _MAY_HOLD_SURROGATES(raw) else value
+
+
+# Only a \uDXXX escape can put a surrogate into parsed JSON (raw bytes are
+# decoded with "replace"); json.loads joins a valid pair into one character,
+# so any surrogate left is alone and cannot be stored as UTF-8 text.
+_MAY_HOLD_SURROGATES = re.compile(rb"\\u[dD]").search
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(value: Any) -> Any:
+    """``value`` (parsed JSON) with every lone surrogate replaced by U+FFFD.
+
+    JSON may escape one (``"\\ud800"``); no database stores it as text. The
+    projections show U+FFFD; the log keeps the exact bytes.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {valid_unicode(k): valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_unicode(v) for v in value]
+    return value
 
 
 class RowBuffer:
