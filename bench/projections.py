@@ -21,7 +21,7 @@ On PostgreSQL the freshly loaded log is vacuumed (``VACUUM (ANALYZE)``)
 before anything is measured, as autovacuum would long since have done on a
 real log of this size. Without it autovacuum's first pass over the million
 new rows (about 20 s of one of this machine's two cores) starts about a
-minute of the load and lands in whichever measurement runs then: it made
+minute after the load and lands in whichever measurement runs then: it made
 a rebuild 2.6x slower than the same rebuild after it. The baseline and the
 rebuild read the same vacuumed table on the same server, with its settings
 untouched (tests/pg_server.py: 128 MB shared_buffers, fsync off).
