@@ -80,8 +80,7 @@ class CallTracker:
             call["positions"].append(pe.position)
         self._touch(xid, x, call, pe)
 
-    def apply(self, pe: Parsed) -> None:
-        ev = pe
+    def apply(self, ev: Parsed) -> None:
         xid = ev.exchange_id
         if xid is None:
             return
@@ -99,18 +98,18 @@ class CallTracker:
         if x is None:
             return
         if kind is EventKind.SSE:
-            self._sse(xid, x, pe)
+            self._sse(xid, x, ev)
         elif kind is EventKind.BODY:
-            response = response_object(None, pe.data)
+            response = response_object(None, ev.data)
             if response is not None:
-                self._response(xid, x, pe, response, streamed=False)
+                self._response(xid, x, ev, response, streamed=False)
         elif kind is EventKind.EXCHANGE_END:
             outcome = ev.meta.get("outcome")
             status = "failed" if outcome == "failed" else "incomplete"
             for call in x["calls"].values():
                 if call["status"] not in TERMINAL:
                     call["status"] = status
-                    self._mark(xid, x, call, pe)
+                    self._mark(xid, x, call, ev)
             del self.exchanges[xid]
 
     def code_delta(self, row: Row, item_id: str | None, delta: str | None) -> None:

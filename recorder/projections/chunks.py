@@ -280,8 +280,7 @@ class ChunksProjection(Projection):
         self._ev = LogEvent(row)
         self._delta(x, "code_run", call_id, delta or "")
 
-    def apply(self, pe: Parsed) -> None:
-        ev = pe
+    def apply(self, ev: Parsed) -> None:
         xid = ev.exchange_id
         if xid is None:
             return
@@ -292,18 +291,18 @@ class ChunksProjection(Projection):
             x = self.exchanges.get(xid)
             if x is None:
                 return
-            self._ev, self._part = pe, 0
+            self._ev, self._part = ev, 0
             t = ev.sse_type
             if t == "response.output_text.delta":
-                delta = pe.delta_fields()[1]
+                delta = ev.delta_fields()[1]
                 self._delta(x, "text_run", None, delta or "")
             elif t == "response.code_interpreter_call_code.delta":
-                call_id, delta = pe.delta_fields()
+                call_id, delta = ev.delta_fields()
                 if call_id is not None:
                     x["calls"].setdefault(call_id, {"c": None, "open": True})
                     self._delta(x, "code_run", call_id, delta or "")
             else:
-                self._sse(x, t, pe.data)
+                self._sse(x, t, ev.data)
         elif kind is EventKind.REQUEST:
             self.exchanges[xid] = {"rid": None, "calls": {}}
         elif kind is EventKind.RESPONSE_HEAD:
@@ -314,13 +313,13 @@ class ChunksProjection(Projection):
             x = self.exchanges.get(xid)
             if x is None:
                 return
-            self._ev, self._part = pe, 0
-            self._body(x, pe.data)
+            self._ev, self._part = ev, 0
+            self._body(x, ev.data)
         elif kind is EventKind.EXCHANGE_END:
             x = self.exchanges.pop(xid, None)
             if x is None:
                 return
-            self._ev, self._part = pe, 0
+            self._ev, self._part = ev, 0
             outcome = ev.meta.get("outcome")
             self._close_open(
                 x, "failed" if outcome == "failed" else "incomplete", ev.meta.get("reason")

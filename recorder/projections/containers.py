@@ -186,8 +186,7 @@ class ContainersProjection(Projection):
 
     # -- consuming -----------------------------------------------------------
 
-    def apply(self, pe: Parsed) -> None:
-        ev = pe
+    def apply(self, ev: Parsed) -> None:
         xid = ev.exchange_id
         if xid is None:
             return
@@ -198,7 +197,7 @@ class ContainersProjection(Projection):
                 return
             x = self.exchanges.get(xid)
             if x is not None:
-                self._sse(pe, xid, x, t)
+                self._sse(ev, xid, x, t)
         elif kind is EventKind.REQUEST:
             meta = ev.meta
             endpoint = classify_url(str(meta.get("method", "")), str(meta.get("url", "")))
@@ -207,7 +206,7 @@ class ContainersProjection(Projection):
                 new["cid"] = endpoint.container_id
             if endpoint.file_id:
                 new["fid"] = endpoint.file_id
-            body = pe.data if endpoint.kind in ("responses", "containers.create") else None
+            body = ev.data if endpoint.kind in ("responses", "containers.create") else None
             if isinstance(body, dict):
                 if endpoint.kind == "responses":
                     cfg = code_interpreter_config(body.get("tools"))
@@ -223,7 +222,7 @@ class ContainersProjection(Projection):
         elif kind is EventKind.BODY:
             x3 = self.exchanges.get(xid)
             if x3 is not None and _ok(x3):
-                self._body(pe, xid, x3)
+                self._body(ev, xid, x3)
         elif kind is EventKind.EXCHANGE_END:
             self.exchanges.pop(xid, None)
 

@@ -133,8 +133,7 @@ class CostsProjection(Projection):
         if cid and cid not in containers:
             containers.append(cid)
 
-    def apply(self, pe: Parsed) -> None:
-        ev = pe
+    def apply(self, ev: Parsed) -> None:
         xid = ev.exchange_id
         if xid is None:
             return
@@ -144,7 +143,7 @@ class CostsProjection(Projection):
             x = self.exchanges.get(xid)
             if x is None or t not in _SSE_TYPES:
                 return
-            data = pe.data
+            data = ev.data
             if not isinstance(data, dict):
                 return
             if t == "response.output_item.added":
@@ -167,7 +166,7 @@ class CostsProjection(Projection):
                 "at": ev.recorded_at_ns,
                 "pos": ev.position,
             }
-            body = pe.data
+            body = ev.data
             if isinstance(body, dict):
                 new["req_model"] = str_or_none(body.get("model"))
                 cfg = code_interpreter_config(body.get("tools"))
@@ -186,7 +185,7 @@ class CostsProjection(Projection):
         elif kind is EventKind.BODY:
             x3 = self.exchanges.get(xid)
             if x3 is not None:
-                response = response_object(None, pe.data)
+                response = response_object(None, ev.data)
                 if response is not None:
                     self._response(x3, response)
                     self._put(xid, x3)
