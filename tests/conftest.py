@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import psycopg
 import pytest
@@ -36,6 +36,9 @@ if _HERE not in sys.path:  # for pg_server, under any --import-mode
     sys.path.insert(0, _HERE)
 from pg_server import PgServer, PgServerError, find_bindir  # noqa: E402
 from wheel_venv import WheelVenv, install_wheel  # noqa: E402
+
+if TYPE_CHECKING:
+    from recorder.store import EventStore
 
 pytest_plugins = ["pytester"]  # tests/test_pg_fixture.py runs inner sessions
 
@@ -135,6 +138,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
     # getfixturevalue, so the PostgreSQL server only starts when a postgres case runs.
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    """An upgraded, open store on each backend (through ``db_url``)."""
+    from recorder.store import EventStore, migrate
+
+    migrate.upgrade(db_url)
+    with EventStore.open(db_url) as opened:
+        yield opened
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

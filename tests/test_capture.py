@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,13 @@ from recorder.client import record, record_async
 from recorder.errors import CodetapeError
 from recorder.events import EventKind, StoredEvent
 from recorder.export import export_sessions
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 from recorder.tape import read_tape
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 # A fake key, spelled in pieces so that secret scanners do not flag this file.
 KEY = "sk-" + "proj-" + "SECRETKEY0123456789abcdefghij"
 BASE = "https://api.openai.com/v1"
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def exchanges(store: EventStore, name: str) -> list[list[StoredEvent]]:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from recorder.cli import main
 from recorder.errors import StoreError
 from recorder.events import Event, EventKind, new_id
 from recorder.repair import process_state, repair, writer_identity
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 WINDOW_S = 0.2  # the documented loss window
@@ -36,13 +35,6 @@ with record({url!r}, "killed", transport=upstream.transport(), api_key="k",
     for n, event in enumerate(client.responses.create(model="m", input="x", stream=True)):
         print(n, time.monotonic(), flush=True)
 """
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ stored before, during and after the failure is known exactly.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -23,13 +23,6 @@ from recorder.store import EventStore, migrate
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 BASE = "https://api.openai.com/v1"
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def refuse_inserts(store: EventStore, on: bool) -> None:

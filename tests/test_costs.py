@@ -8,7 +8,6 @@ output 0.60; gpt-5.5 input 5, output 30. Container fees from the shipped table.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,11 @@ from recorder import projections as P
 from recorder.events import Event, EventKind
 from recorder.ingest import import_file
 from recorder.projections.fees import FeeTableError, load_fee_table
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "realdata"
 SECOND = 10**9
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def session_report(report: dict[str, Any], session_id: str) -> dict[str, Any]:

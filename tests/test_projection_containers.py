@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from recorder import projections as P
 from recorder.ingest import import_file
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "realdata"
 SECOND = 10**9
 MINUTE = 60 * SECOND
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def test_auto_container_creation_files_and_idle_rule(store: EventStore) -> None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,20 +23,13 @@ from recorder import projections as P
 from recorder.events import Event, EventKind
 from recorder.ingest import import_file
 from recorder.projections.runner import _prepare, resolve
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 from recorder.store.schema import metadata
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "realdata"
 SECOND = 10**9
 MS = 10**6
 API = "https://api.openai.com/v1"
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def projection_tables(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:

@@ -8,7 +8,6 @@ exchange built here with known offsets; it is never presented as real.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from recorder import projections as P
 from recorder.events import Event, EventKind
 from recorder.ingest import import_file
 from recorder.projections.runner import UnknownProjection
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 from recorder.store.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +33,6 @@ PYD_THINK = (
     / "test_openai_responses_thinking_with_code_execution_tool_stream.jsonl"
 )
 MS = 1_000_000
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def all_fixture_paths() -> list[Path]:

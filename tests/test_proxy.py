@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import httpx2
 import openai
@@ -18,13 +17,6 @@ from recorder.store import EventStore, migrate
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 # A fake key, spelled in pieces so that secret scanners do not flag this file.
 KEY = "sk-" + "proxy-SECRET-0123456789"
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def test_sdk_through_the_proxy_streams_and_records(store: EventStore) -> None:

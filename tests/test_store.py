@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -17,13 +16,6 @@ from recorder.errors import (
 )
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def session_batch(name: str = "s", frames: int = 3) -> tuple[str, str, list[Event]]:

@@ -18,13 +18,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TAPES = sorted((FIXTURES / "realdata").rglob("*.jsonl"))
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
-
-
 def test_there_are_fixture_tapes() -> None:
     assert len(TAPES) == 24
 

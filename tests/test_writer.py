@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from recorder.events import Event, EventKind, new_id
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore
 from recorder.writer import Writer
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
-        yield opened
 
 
 def frames(session_id: str, exchange_id: str, n: int) -> list[Event]:
