@@ -242,14 +242,7 @@ class ContainersProjection(Projection):
             response = response_object(t, data)
             if response is None:
                 return
-            if "cfg" not in x:
-                cfg = code_interpreter_config(response.get("tools"))
-                if cfg is not None:
-                    # The request body was not recorded: the response echoes its tools.
-                    x["cfg"] = [cfg.container, cfg.memory_limit]
-            completed = int_or_none(response.get("completed_at"))
-            if completed is not None:
-                x["completed_at"] = completed
+            if _response_facts(x, response) is not None:
                 for cid in x.get("seen", []):
                     self._touch(cid, pe, xid, x)
 
@@ -271,13 +264,7 @@ class ContainersProjection(Projection):
             response = response_object(None, data)
             if response is None:
                 return
-            if "cfg" not in x:
-                cfg = code_interpreter_config(response.get("tools"))
-                if cfg is not None:
-                    x["cfg"] = [cfg.container, cfg.memory_limit]
-            completed = int_or_none(response.get("completed_at"))
-            if completed is not None:
-                x["completed_at"] = completed
+            _response_facts(x, response)
             for item in response.get("output") or []:
                 if not isinstance(item, dict):
                     continue
@@ -447,3 +434,19 @@ def container_rows(conn: sa.Connection) -> list[ContainerInfo]:
         )
         for r in conn.execute(sa.select(t).order_by(t.c.first_position)).mappings()
     ]
+
+
+def _response_facts(x: dict[str, Any], response: dict[str, Any]) -> int | None:
+    """Note a response's code interpreter config and completion time in its exchange ``x``.
+
+    The config comes from the response only when the request body was not
+    recorded (the response echoes its tools). Returns the completion time.
+    """
+    if "cfg" not in x:
+        cfg = code_interpreter_config(response.get("tools"))
+        if cfg is not None:
+            x["cfg"] = [cfg.container, cfg.memory_limit]
+    completed = int_or_none(response.get("completed_at"))
+    if completed is not None:
+        x["completed_at"] = completed
+    return completed
