@@ -88,12 +88,11 @@ class WriterProcess:
         self._tokens = 0
         self._lock = threading.Lock()
         self._sessions: dict[str, RemoteSession] = {}
-        self._dead = False
         self._stopping = False
         self._idle = False
         self._urgent = threading.Event()
         self.max_queued = _MAX_QUEUED
-        self.failed: str | None = None
+        self.failed: str | None = None  # why the child is lost to us; then nothing is sent
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "recorder.capture.worker"],
             stdin=subprocess.PIPE,
@@ -128,7 +127,7 @@ class WriterProcess:
             self._sessions.pop(session_id, None)
 
     def send(self, message: tuple[Any, ...]) -> None:
-        if self._dead:
+        if self.failed is not None:
             return  # nobody would ever read it: do not let the queue grow
         # deque.append is atomic; the sender needs waking only when it went idle.
         queue = self._queue
@@ -143,7 +142,7 @@ class WriterProcess:
         # a slow (healthy) store, whose writer makes it wait. Wait too, at most
         # a second at a time as the thread writer does, so memory stays flat.
         deadline = time.monotonic() + 1.0
-        while len(self._queue) > self.max_queued and not self._dead:
+        while len(self._queue) > self.max_queued and self.failed is None:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.001)
@@ -153,8 +152,8 @@ class WriterProcess:
 
         The reply is ``(status, *values)``; ``None`` when it did not come in time.
         """
-        if self._dead:
-            return ("error", self.failed or "the recorder process exited")
+        if self.failed is not None:
+            return ("error", self.failed)
         with self._lock:
             self._tokens += 1
             token = self._tokens
@@ -219,7 +218,6 @@ class WriterProcess:
 
     def _lost(self, why: str) -> None:
         with self._lock:
-            self._dead = True
             if self.failed is None:
                 self.failed = why
                 if not self._stopping:
@@ -253,7 +251,6 @@ class WriterProcess:
 
     def forked(self) -> None:
         """In a forked child: this pipe belongs to the parent. Drop it without a byte written."""
-        self._dead = True
         self.failed = "the client process forked; this copy records nothing"
         for session in self._sessions.values():
             session.failed = self.failed
