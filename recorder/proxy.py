@@ -163,8 +163,6 @@ class RecordingProxy:
                 {"type": "http.response.start", "status": response.status_code, "headers": headers}
             )
             async for chunk in chunks:
-                if gone.is_set():
-                    return  # nobody to send to: stop reading the upstream
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
