@@ -16,6 +16,11 @@ Guarantees:
 * A client hanging up ends its exchange at once (as ``client_closed``, "the
   client disconnected") and closes the upstream stream, even while the
   upstream is silent (a code interpreter call running its code).
+* Goes only where it is told: every forwarded URL is the ``--upstream``'s
+  scheme, host and port plus the client's path and query; a target that is
+  not a plain path (``@host``, ``//host``, an absolute URL, ``*``, ``..``
+  segments, CONNECT) is answered 400/405 and sent nowhere (see
+  :mod:`recorder.upstream`).
 * Upstream failures become 502 (504 for timeouts) with an OpenAI-style JSON
   error; in strict mode a request that cannot be recorded is refused with 503
   before it reaches the upstream.
@@ -36,6 +41,7 @@ import httpx2
 from recorder.capture.session import CaptureError, CaptureSession, OnStoreError, WriterMode
 from recorder.capture.transport import AsyncRecordingTransport
 from recorder.store.store import EventStore
+from recorder.upstream import BadTarget, parse_upstream, upstream_url
 
 __all__ = ["RecordingProxy", "run_proxy"]
 
@@ -79,7 +85,7 @@ class RecordingProxy:
         timeout: httpx2.Timeout | None = None,
     ) -> None:
         self.session = session
-        self.upstream = upstream.rstrip("/")
+        self.upstream = parse_upstream(upstream)
         inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
         self.transport = AsyncRecordingTransport(inner, session=session)
         # Code interpreter streams can pause for minutes between events.
@@ -97,7 +103,11 @@ class RecordingProxy:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        request = self._upstream_request(scope, bytes(body))
+        try:
+            request = self._upstream_request(scope, bytes(body))
+        except BadTarget as exc:
+            await self._reply(send, exc.status, _error_body(exc.status, str(exc), "proxy_error"))
+            return
         try:
             response = await self.transport.handle_async_request(request)
         except CaptureError as exc:
@@ -115,11 +125,9 @@ class RecordingProxy:
         await self._relay(response, send, receive)
 
     def _upstream_request(self, scope: Scope, body: bytes) -> httpx2.Request:
-        path = scope.get("raw_path") or scope["path"].encode()
+        raw_target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string") or b""
-        url = self.upstream + path.decode("latin-1")
-        if query:
-            url += "?" + query.decode("latin-1")
+        url = upstream_url(self.upstream, scope["method"], raw_target, query)
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
@@ -213,6 +221,7 @@ def run_proxy(
     import click
     import uvicorn
 
+    parse_upstream(upstream)  # a bad --upstream is refused before a session is opened
     capture = CaptureSession(
         store,
         session,
