@@ -15,6 +15,7 @@ __all__ = [
     "ImmutableLogError",
     "NotUpgraded",
     "SessionExists",
+    "StoreBusy",
     "StoreError",
     "TapeError",
     "UnknownSession",
@@ -31,6 +32,10 @@ class StoreError(CodetapeError):
 
 class DatabaseUnavailable(StoreError):
     """The database cannot be reached or opened."""
+
+
+class StoreBusy(StoreError):
+    """The database is locked by another writer: a delay, not a refusal (retry later)."""
 
 
 class NotUpgraded(StoreError):

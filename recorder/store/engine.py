@@ -4,6 +4,11 @@ Guarantees: a SQLite engine runs in WAL mode with ``synchronous=NORMAL`` (a
 committed append survives a crash of the process; see the README's durability
 section) and takes the write lock at ``BEGIN`` for appends, so two writers never
 interleave a hash chain; a PostgreSQL engine uses psycopg 3.
+
+A SQLite connection waits up to its busy timeout for another writer's lock
+(30 s, or the URL's ``?timeout=SECONDS``); past it, and for PostgreSQL lock,
+deadlock and statement timeouts, the error is :class:`StoreBusy`: the store
+is busy, not refusing, and a writer may simply try again.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from recorder.errors import DatabaseUnavailable, ImmutableLogError, StoreError
+from recorder.errors import DatabaseUnavailable, ImmutableLogError, StoreBusy, StoreError
 
 __all__ = ["create_engine", "describe_url", "translate_errors"]
 
-_BUSY_TIMEOUT_MS = 30_000
+_BUSY_TIMEOUT = 30.0
+# SQLite result codes (the low byte of an extended code): another connection
+# holds the lock (SQLITE_BUSY), or a table lock in shared cache (SQLITE_LOCKED).
+_SQLITE_BUSY_CODES = (5, 6)
+# PostgreSQL: lock_not_available (lock_timeout), serialization_failure,
+# deadlock_detected, query_canceled (statement_timeout): all worth a retry.
+_PG_BUSY_STATES = ("55P03", "40001", "40P01", "57014")
 
 
 def describe_url(url: str) -> str:
@@ -71,7 +82,8 @@ def _sqlite_engine(parsed: sa.URL, *, create_dir: bool) -> Engine:
             parent.mkdir(parents=True, exist_ok=True)
         elif not parent.is_dir():
             raise DatabaseUnavailable(f"cannot open {parsed}: directory {parent} does not exist")
-    engine = sa.create_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000})
+    busy_ms = int(_busy_timeout(parsed) * 1000)
+    engine = sa.create_engine(parsed, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -79,7 +91,7 @@ def _sqlite_engine(parsed: sa.URL, *, create_dir: bool) -> Engine:
         # transaction starts, so appends can take the write lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -90,6 +102,20 @@ def _sqlite_engine(parsed: sa.URL, *, create_dir: bool) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _busy_timeout(parsed: sa.URL) -> float:
+    """Seconds a SQLite connection waits for another writer's lock (``?timeout=`` in the URL)."""
+    value = parsed.query.get("timeout")
+    if value is None:
+        return _BUSY_TIMEOUT
+    try:
+        seconds = float(value if isinstance(value, str) else value[-1])
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise DatabaseUnavailable(f"timeout={value!r} in {parsed} is not a number of seconds")
+    return seconds
 
 
 @contextlib.contextmanager
@@ -106,11 +132,22 @@ def _translate(exc: DBAPIError, url: str) -> StoreError:
     where = describe_url(url)
     if "immutable" in text:
         return ImmutableLogError(f"events are immutable: {text}")
+    if _is_busy(exc):
+        return StoreBusy(f"the database at {where} is busy: {text}")
     if exc.connection_invalidated or _is_connect_error(exc):
         return DatabaseUnavailable(f"cannot reach the database at {where}: {text}")
     if isinstance(exc, (OperationalError, ProgrammingError)):
         return StoreError(f"database error at {where}: {text}")
     return StoreError(f"database error at {where}: {text}")
+
+
+def _is_busy(exc: DBAPIError) -> bool:
+    """Another writer holds a lock we waited for too long: worth retrying, nothing refused."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_BUSY_CODES
+    return getattr(orig, "sqlstate", None) in _PG_BUSY_STATES
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
