@@ -387,6 +387,8 @@ class Writer:
         xid = event.exchange_id
         assert xid is not None
         damage = self._damaged[xid]
+        if event.seq is not None and event.seq < damage.first_lost_seq:
+            return event, ()  # it came before the loss (queued with the bad event's batch)
         if event.kind is not EventKind.EXCHANGE_END:
             damage.lost += 1
             self.stats.lost += 1
