@@ -116,6 +116,7 @@ _live: weakref.WeakSet[Writer] = weakref.WeakSet()
 def _close_all() -> None:
     # A daemon writer thread dies with the interpreter: store what is queued first.
     for writer in list(_live):
+        writer.forked()  # a copy from a fork no hook reset holds the parent's locks and queue
         writer.close(timeout=5.0)
 
 

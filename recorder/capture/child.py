@@ -477,6 +477,10 @@ def shared_channel() -> RecorderChannel:
     """This process's recorder child, started now if there is none (or it could not go on)."""
     global _shared
     with _shared_lock:
+        if _shared is not None and _shared._pid != os.getpid():
+            # Forked, and no fork hook ran (os.register_at_fork is missing here).
+            _shared.forked()
+            _shared = None
         if _shared is None or _shared.failed is not None:
             _shared = RecorderChannel()
         return _shared
