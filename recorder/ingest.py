@@ -2,8 +2,19 @@
 
 Guarantees:
 
-* One file is one atomic append: either every session in it lands, or nothing
-  does (a bad line, an unknown format or a duplicate session writes nothing).
+* A file is checked whole before anything is written: a bad line, an unknown
+  format or a session already in the log writes nothing.
+* Bounded transactions: events are appended in batches of at most
+  :data:`BATCH_EVENTS` events (or :data:`BATCH_BYTES` of payload), one
+  transaction each, so a long import never holds the log's write lock for
+  more than a fraction of a second: a live recorder waiting for it gets it
+  between two batches (the importer pauses briefly after each one).
+* Complete or re-runnable: an import that returns has stored the whole file.
+  One that is interrupted (killed, the database gone) leaves each of the
+  file's sessions complete, absent, or stopped at a batch boundary (listed as
+  open by ``codetape sessions``); importing the same file again stores exactly
+  what is missing, so nothing is stored twice. A session the log holds with
+  other content than the file's is refused as a duplicate.
 * Recordings from other tools are redacted (:mod:`recorder.redact`) before
   events are built; SSE bodies are cut into one event per frame by the shared
   splitter, so the frames concatenate back to the source body exactly.
@@ -18,10 +29,13 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from recorder.capture.build import (
     body_event,
@@ -37,12 +51,25 @@ from recorder.importers.model import RecordedExchange, RecordedSession
 from recorder.outcome import StreamOutcome, outcome_for_body
 from recorder.redact import Redactor
 from recorder.sse import split_sse
+from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
 from recorder.tape import read_tape
 
-__all__ = ["FORMATS", "ImportResult", "import_file", "recorded_session_events"]
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_EVENTS",
+    "FORMATS",
+    "ImportResult",
+    "append_in_batches",
+    "import_file",
+    "recorded_session_events",
+]
 
 FORMATS = ("auto", "tape", "vcr", "chunks", "testproxy")
+BATCH_EVENTS = 2000
+BATCH_BYTES = 8 * 1024 * 1024
+# After each batch the lock is left free this long, for a writer waiting on it.
+_BATCH_PAUSE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,16 +288,69 @@ def file_events(
 def import_file(
     store: EventStore, path: Path, fmt: str = "auto", redactor: Redactor | None = None
 ) -> ImportResult:
-    """Import one file into ``store`` atomically."""
+    """Import one file into ``store`` (see the module docstring for what is guaranteed)."""
     path = Path(path)
     fmt, events = file_events(path, fmt, redactor)
     sessions = _session_ids(events)
     if not sessions:
         raise TapeError(f"{path}: holds no session")
+    missing = _missing(store, events)
     for session_id, name in sessions.items():
-        if store.has_session(session_id):
+        if store.has_session(session_id) and (
+            not missing or not _resumable(store, session_id, events)
+        ):
             raise SessionExists(
                 f"{path}: session {name!r} ({session_id}) is already in the database"
             )
-    store.append(events)
+    append_in_batches(store, missing)
     return ImportResult(path, fmt, list(sessions.items()), len(events))
+
+
+def _missing(store: EventStore, events: Sequence[Event]) -> list[Event]:
+    """The events of ``events`` not in the log yet: all of them, unless an import of
+    the same file was interrupted (its events are in the log in file order)."""
+    stored: dict[str, int] = {}
+    for session_id in {ev.session_id for ev in events}:
+        for stream_id, seq in _stored_seqs(store, session_id).items():
+            stored[stream_id] = seq
+    if not stored:
+        return list(events)
+    return [ev for ev in events if ev.seq is None or ev.seq > stored.get(ev.stream_id, -1)]
+
+
+def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
+    """Highest seq stored for each stream of the session (its own and its exchanges')."""
+    query = sa.text(
+        "SELECT coalesce(exchange_id, session_id), max(seq) FROM events "
+        "WHERE session_id = :s GROUP BY coalesce(exchange_id, session_id)"
+    )
+    with translate_errors(store.url), store.engine.connect() as conn:
+        return {str(stream): int(seq) for stream, seq in conn.execute(query, {"s": session_id})}
+
+
+def _resumable(store: EventStore, session_id: str, events: Sequence[Event]) -> bool:
+    """Whether what the log holds of the session is exactly a prefix of the file's events."""
+    mine = [ev for ev in events if ev.session_id == session_id]
+    held = list(store.session_events(session_id))
+    if len(held) > len(mine):
+        return False
+    return all(
+        (h.kind, h.exchange_id, h.seq, h.payload) == (m.kind, m.exchange_id, m.seq, m.payload)
+        for h, m in zip(held, mine, strict=False)
+    )
+
+
+def append_in_batches(store: EventStore, events: Sequence[Event]) -> int:
+    """Append ``events`` in order, in transactions of at most :data:`BATCH_EVENTS` events
+    (and :data:`BATCH_BYTES`); the number appended."""
+    start = 0
+    while start < len(events):
+        end, size = start, 0
+        while end < len(events) and end - start < BATCH_EVENTS and size < BATCH_BYTES:
+            size += len(events[end].payload)
+            end += 1
+        store.append(events[start:end])
+        start = end
+        if start < len(events):
+            time.sleep(_BATCH_PAUSE)
+    return len(events)

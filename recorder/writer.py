@@ -57,6 +57,7 @@ from typing import Any
 from recorder.errors import StoreBusy, StoreError
 from recorder.events import Event, EventKind, canonical_json
 from recorder.process_exit import at_exit
+from recorder.store.engine import is_process_local
 from recorder.store.store import EventStore
 from recorder.waiting import Waiters
 
@@ -363,8 +364,10 @@ class Writer:
         self._init_state()
         self._closed = closed
         # The pooled connections belong to the parent: drop them without closing
-        # them (as SQLAlchemy advises), so this process opens its own.
-        self.store.engine.dispose(close=False)
+        # them (as SQLAlchemy advises), so this process opens its own. An
+        # in-memory database is this process's copy: keep its one connection.
+        if not is_process_local(self.store.url):
+            self.store.forked()
 
     # -- loss bookkeeping (lock held) ----------------------------------------
 

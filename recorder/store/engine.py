@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from recorder.errors import DatabaseUnavailable, ImmutableLogError, StoreBusy, StoreError
 
-__all__ = ["create_engine", "describe_url", "translate_errors"]
+__all__ = ["create_engine", "describe_url", "sqlite_busy_timeout", "translate_errors"]
 
 _BUSY_TIMEOUT = 30.0
 # SQLite result codes (the low byte of an extended code): another connection
@@ -45,15 +45,21 @@ def describe_url(url: str) -> str:
         return url
 
 
-def create_engine(url: str, *, create_dir: bool = False) -> Engine:
-    """An engine for ``url`` with the backend's pragmas and transaction rules."""
+def create_engine(
+    url: str, *, create_dir: bool = False, busy_timeout: float | None = None
+) -> Engine:
+    """An engine for ``url`` with the backend's pragmas and transaction rules.
+
+    ``busy_timeout`` (SQLite) overrides the URL's: how long one statement waits
+    for another connection's lock before it fails with :class:`StoreBusy`.
+    """
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise DatabaseUnavailable(f"not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed, create_dir=create_dir)
+        return _sqlite_engine(parsed, create_dir=create_dir, busy_timeout=busy_timeout)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -74,7 +80,12 @@ def is_process_local(url: str) -> bool:
     return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
 
 
-def _sqlite_engine(parsed: sa.URL, *, create_dir: bool) -> Engine:
+def sqlite_busy_timeout(url: str) -> float:
+    """Seconds a SQLite connection to ``url`` waits for another writer's lock."""
+    return _busy_timeout(sa.make_url(url))
+
+
+def _sqlite_engine(parsed: sa.URL, *, create_dir: bool, busy_timeout: float | None) -> Engine:
     database = parsed.database
     if database and database != ":memory:":
         parent = Path(database).expanduser().parent
@@ -82,7 +93,7 @@ def _sqlite_engine(parsed: sa.URL, *, create_dir: bool) -> Engine:
             parent.mkdir(parents=True, exist_ok=True)
         elif not parent.is_dir():
             raise DatabaseUnavailable(f"cannot open {parsed}: directory {parent} does not exist")
-    busy_ms = int(_busy_timeout(parsed) * 1000)
+    busy_ms = int((_busy_timeout(parsed) if busy_timeout is None else busy_timeout) * 1000)
     engine = sa.create_engine(parsed, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")

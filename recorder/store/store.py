@@ -11,6 +11,12 @@ Guarantees:
   has seen position N never later finds a new row below N. That makes
   "read from position onward" safe for projections, and lets one hash chain
   run over the whole log.
+* **Waiting for the lock, fairly.** PostgreSQL queues lock requests in order.
+  SQLite has no queue: its own wait polls only every 100 ms after a while, so
+  a writer between another's short transactions could wait for a whole long
+  import. An append therefore tries for the lock every few milliseconds (a
+  connection with a 20 ms busy timeout, retried) until the database's busy
+  timeout has passed, then fails with :class:`~recorder.errors.StoreBusy`.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
   no read loads the whole table.
 """
@@ -18,6 +24,8 @@ Guarantees:
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +36,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import NotUpgraded, UnknownSession
+from recorder.errors import NotUpgraded, StoreBusy, UnknownSession
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
-from recorder.store.engine import create_engine, describe_url, translate_errors
+from recorder.store.engine import (
+    create_engine,
+    describe_url,
+    is_process_local,
+    sqlite_busy_timeout,
+    translate_errors,
+)
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.schema import SCHEMA_REVISION
 
@@ -56,9 +70,12 @@ _COLUMNS = (
 )
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
 _PAGE = 2000
-# Rows per multi-row INSERT on SQLite: 50 x 16 columns stays under 999, the
-# bound-parameter limit of SQLite builds before 3.32.
-_ROWS_PER_INSERT = 50
+# Rows per multi-row INSERT on SQLite: 250 x 16 columns stays under 32,766,
+# the bound-parameter limit since SQLite 3.32 (50 x 16 under 999 before it).
+# Few statements per batch matter: the driver releases the GIL around each.
+_ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
+# SQLite: one try for the write lock waits this long (see the module docstring).
+_LOCK_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +187,8 @@ class EventStore:
         self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
         self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
         self._multi_sql: dict[int, str] = {}
+        self._write_engine: Engine | None = None
+        self._busy_timeout: float | None = None
 
     # -- opening -------------------------------------------------------------
 
@@ -213,6 +232,14 @@ class EventStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._write_engine is not None:
+            self._write_engine.dispose()
+
+    def forked(self) -> None:
+        """In a forked child: drop the parent's pooled connections (unclosed) to open our own."""
+        self.engine.dispose(close=False)
+        if self._write_engine is not None:
+            self._write_engine.dispose(close=False)
 
     def __enter__(self) -> EventStore:
         return self
@@ -230,6 +257,20 @@ class EventStore:
         items = list(batch)
         if not items:
             return []
+        if self.backend != "sqlite":
+            return self._append(items)
+        if self._busy_timeout is None:
+            self._busy_timeout = sqlite_busy_timeout(self.url)
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return self._append(items)
+            except StoreBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.001)
+
+    def _append(self, items: list[Event]) -> list[int]:
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             if self.backend == "postgresql":
                 conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
@@ -299,10 +340,15 @@ class EventStore:
         return sql
 
     def _write_connection(self) -> sa.Connection:
-        conn = self.engine.connect()
-        if self.backend == "sqlite":
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        return conn
+        if self.backend != "sqlite":
+            return self.engine.connect()
+        engine = self.engine
+        if not is_process_local(self.url):
+            # Its own connections, whose lock waits are short: append() retries.
+            if self._write_engine is None:
+                self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
+            engine = self._write_engine
+        return engine.connect().execution_options(sqlite_begin="IMMEDIATE")
 
     def _next_seqs(self, conn: sa.Connection, items: list[Event]) -> dict[str, int]:
         """Next free seq for each stream that has an event asking for one."""
