@@ -23,6 +23,7 @@ from recorder.events import EventKind
 from recorder.repair import process_state
 from recorder.store import EventStore, migrate
 from recorder.store.engine import is_process_local
+from recorder.writer import Writer
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 BASE = "https://api.openai.com/v1"
@@ -39,13 +40,13 @@ def test_sessions_share_one_child_and_each_is_recorded_whole(
 ) -> None:
     other_url = f"sqlite:///{tmp_path}/other.db"
     migrate.upgrade(other_url)
-    first = CaptureSession(store, "first")
-    second = CaptureSession(other_url, "second")
+    first = CaptureSession(store, "first", writer="process")
+    second = CaptureSession(other_url, "second", writer="process")
     child = shared_channel().pid
     assert stream_once(store, first) == 491 and stream_once(store, second) == 491
     first.close()
     second.close()
-    third = CaptureSession(store, "third")
+    third = CaptureSession(store, "third", writer="process")
     third.close()
     assert shared_channel().pid == child  # the child outlives the sessions it served
 
@@ -60,7 +61,9 @@ def test_sessions_share_one_child_and_each_is_recorded_whole(
     assert first.stats.events_stored == second.stats.events_stored == 1 + 2 + 491 + 1 + 1
 
 
-def test_auto_keeps_a_customised_store_in_this_process(store: EventStore) -> None:
+def test_the_default_sink_is_a_writer_thread_even_for_a_customised_store(
+    store: EventStore,
+) -> None:
     class Counting(EventStore):
         appended = 0
 
@@ -71,11 +74,13 @@ def test_auto_keeps_a_customised_store_in_this_process(store: EventStore) -> Non
 
     counting = Counting(store.engine, store.url)
     session = CaptureSession(counting, "custom")
-    assert not isinstance(session.sink, ProcessSink)  # a child opening the URL would not count
+    assert isinstance(session.sink, Writer)  # a child opening the URL would not count
     assert stream_once(counting, session) == 491
     session.close()
     assert Counting.appended == 1 + 2 + 491 + 1 + 1
-    assert isinstance(CaptureSession(store, "plain").sink, ProcessSink)
+    for writer, sink in (("auto", Writer), ("thread", Writer), ("process", ProcessSink)):
+        with CaptureSession(store, writer, writer=writer) as other:  # type: ignore[arg-type]
+            assert isinstance(other.sink, sink)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +111,7 @@ def _reaped(pid: int) -> bool:
 def test_a_child_killed_mid_stream_is_replaced_at_once_and_nothing_is_lost(
     store: EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session = CaptureSession(store, "survivor")
+    session = CaptureSession(store, "survivor", writer="process")
     channel = shared_channel()
     first = channel.pid
 
@@ -135,7 +140,9 @@ def test_the_proxy_keeps_recording_after_its_child_is_killed(store: EventStore) 
 
     from recorder.proxy import RecordingProxy
 
-    session = CaptureSession(store, "proxied")  # one session for the proxy's whole life
+    session = CaptureSession(
+        store, "proxied", writer="process"
+    )  # one session for the proxy's whole life
     upstream = Upstream(load_tape(CI_STREAM) * 3, any_path=True)
     with (
         serve(upstream) as upstream_url,
@@ -158,8 +165,8 @@ def test_a_child_that_keeps_dying_is_given_up_loudly_and_the_loss_is_in_the_log(
 ) -> None:
     from recorder.capture import CaptureError
 
-    session = CaptureSession(store, "doomed")
-    strict = CaptureSession(store, "strict", on_store_error="raise")
+    session = CaptureSession(store, "doomed", writer="process")
+    strict = CaptureSession(store, "strict", on_store_error="raise", writer="process")
     channel = shared_channel()
     x = session.exchange()
     x.start("POST", BASE + "/responses", [], b"{}")
@@ -190,7 +197,7 @@ def test_a_child_that_keeps_dying_is_given_up_loudly_and_the_loss_is_in_the_log(
     gaps = [e for e in store.session_events(session.id) if e.kind is EventKind.CAPTURE_GAP]
     assert gaps and "keeps exiting" in gaps[0].meta["reason"]
     assert sum(g.meta["lost_events"] for g in gaps) >= 1
-    fresh = CaptureSession(store, "after")  # a new session gets a new child
+    fresh = CaptureSession(store, "after", writer="process")  # a new session gets a new child
     assert shared_channel() is not channel
     assert stream_once(store, fresh) == 491
     fresh.close()
@@ -205,7 +212,7 @@ from fake_upstream import Upstream, load_tape
 from recorder.capture import CaptureSession
 from recorder.client import record
 from recorder.capture.child import ProcessSink, shared_channel
-session = CaptureSession({url!r}, "left-open")
+session = CaptureSession({url!r}, "left-open", writer="process")
 upstream = Upstream(load_tape({tape!r}))
 with record({url!r}, session, transport=upstream.transport(), api_key="k",
             base_url="https://api.openai.com/v1") as client:
@@ -241,7 +248,7 @@ parent_child = shared_channel().pid
 pid = os.fork()
 if pid == 0:
     # The fork gets a recorder child of its own; the parent's pipe is not touched.
-    session = CaptureSession({url!r}, "in-fork")
+    session = CaptureSession({url!r}, "in-fork", writer="process")
     upstream = Upstream(load_tape({tape!r}))
     with record({url!r}, session, transport=upstream.transport(), api_key="k",
                 base_url="https://api.openai.com/v1") as client:
@@ -250,7 +257,7 @@ if pid == 0:
     print("fork", n, shared_channel().pid != parent_child, flush=True)
     sys.exit(0)
 os.waitpid(pid, 0)
-session = CaptureSession({url!r}, "in-parent")
+session = CaptureSession({url!r}, "in-parent", writer="process")
 upstream = Upstream(load_tape({tape!r}))
 with record({url!r}, session, transport=upstream.transport(), api_key="k",
             base_url="https://api.openai.com/v1") as client:
@@ -280,7 +287,7 @@ def test_a_stalled_child_holds_the_client_back_instead_of_queueing_without_bound
     import threading
 
     bound = 1024 * 1024
-    session = CaptureSession(store, "stalled", max_pending_bytes=bound)
+    session = CaptureSession(store, "stalled", max_pending_bytes=bound, writer="process")
     sink = session.sink
     assert isinstance(sink, ProcessSink)
     x = session.exchange()
@@ -324,7 +331,10 @@ def test_the_child_lets_go_of_a_database_once_its_last_session_closes(tmp_path: 
     # A test run records each tape into a temporary database it then deletes.
     url = f"sqlite:///{tmp_path}/short-lived.db"
     migrate.upgrade(url)
-    first, second = CaptureSession(url, "one"), CaptureSession(url, "two")
+    first, second = (
+        CaptureSession(url, "one", writer="process"),
+        CaptureSession(url, "two", writer="process"),
+    )
     child = shared_channel().pid
 
     def held() -> bool:
@@ -339,7 +349,7 @@ def test_the_child_lets_go_of_a_database_once_its_last_session_closes(tmp_path: 
     assert held()  # the second session still records there
     second.close()
     assert not held()
-    third = CaptureSession(url, "three")  # and it opens again when needed
+    third = CaptureSession(url, "three", writer="process")  # and it opens again when needed
     assert stream_once(third.store, third) == 491
     third.close()
     with EventStore.open(url) as store:

@@ -18,11 +18,10 @@ Guarantees:
   the loss is logged and counted and calls go on unrecorded.
 * **A dead client loses at most its last burst.** What reached the pipe is
   stored by the child, which then exits (``repair`` closes the session).
-* **The loss window and the memory bound of the thread writer**, enforced
-  here: producers are asked to wait once the oldest event the child has not
-  resolved is ``max_lag`` old (unless the child reports its store stalled),
-  once ``max_pending_bytes`` are unresolved, or once ``_MAX_QUEUED`` events
-  wait for the pipe.
+* **The memory bound of the thread writer**, enforced here: producers are
+  asked to wait once ``max_pending_bytes`` are unresolved, or once
+  ``_MAX_QUEUED`` events wait for the pipe (the child stalled). The loss
+  window needs no limit here: a client killed loses only its last burst.
 * **Fork-safe.** In a forked child the parent's pipe is pointed at
   ``/dev/null`` and never written; the fork starts a recorder child of its
   own on its first event, and its sessions re-attach to it.
@@ -41,7 +40,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -67,7 +65,7 @@ from recorder.events import Event, EventKind
 from recorder.process_exit import at_exit
 from recorder.store.store import EventStore
 from recorder.waiting import Waiters
-from recorder.writer import DEFAULT_MAX_LAG, DEFAULT_MAX_PENDING_BYTES, WriterStats
+from recorder.writer import DEFAULT_MAX_PENDING_BYTES, WriterStats
 
 __all__ = ["ProcessSink", "RecorderChannel", "shared_channel"]
 
@@ -93,7 +91,6 @@ class _Sent:
     ticket: int
     rows: list[EventRow]
     size: int
-    first_at: float
 
 
 @dataclass(slots=True)
@@ -128,7 +125,7 @@ class RecorderChannel:
     """This process's recorder child: the pipe to it, the acknowledgements, its replacement."""
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[ProcessSink | None, Any, float]] = deque()
+        self.queue: deque[tuple[ProcessSink | None, Any]] = deque()
         self.idle = False
         self.failed: str | None = None
         self._pid = os.getpid()
@@ -211,7 +208,7 @@ class RecorderChannel:
 
     def send(self, message: Message) -> None:
         """Queue a control message, in order with the events queued before it."""
-        self.queue.append((None, message, 0.0))
+        self.queue.append((None, message))
         self._wake.set()
 
     # -- the sender thread ---------------------------------------------------------
@@ -247,25 +244,24 @@ class RecorderChannel:
                 # The child is gone: what it had not resolved goes to the next one.
                 self._child.dead = True
 
-    def _encode(self, items: list[tuple[ProcessSink | None, Any, float]]) -> bytes:
+    def _encode(self, items: list[tuple[ProcessSink | None, Any]]) -> bytes:
         """One marshal record for ``items``, in order; each run of a session's events is one
         :class:`Events`."""
         encoded: list[tuple[Any, ...]] = []
         run: ProcessSink | None = None
         rows: list[EventRow] = []
-        first_at = 0.0
-        for sink, payload, at in items:
+        for sink, payload in items:
             if sink is not run:
                 if run is not None:
-                    encoded.append(encode(run._sending(rows, first_at)))
+                    encoded.append(encode(run._sending(rows)))
                 run = sink
-                rows, first_at = [], at
+                rows = []
             if sink is None:
                 encoded.append(encode(payload))
             else:
                 rows.append(event_row(payload))
         if run is not None:
-            encoded.append(encode(run._sending(rows, first_at)))
+            encoded.append(encode(run._sending(rows)))
         try:
             return marshal.dumps(encoded)
         except ValueError:
@@ -374,7 +370,7 @@ class RecorderChannel:
             self._requests.clear()
         queued: dict[int, int] = {}
         while self.queue:
-            sink, _, _ = self.queue.popleft()
+            sink, _ = self.queue.popleft()
             if sink is not None:
                 queued[id(sink)] = queued.get(id(sink), 0) + 1
         losses = [(sink, sink._lost_with_child(why, queued.get(id(sink), 0))) for sink in sinks]
@@ -512,7 +508,6 @@ class ProcessSink:
         self.session_id = session_id
         self.repair_dead = repair_dead
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.max_lag: float = self.options.get("max_lag", DEFAULT_MAX_LAG)
         self.max_pending_bytes: int = self.options.get(
             "max_pending_bytes", DEFAULT_MAX_PENDING_BYTES
         )
@@ -535,9 +530,8 @@ class ProcessSink:
         self._channel = None
         self._unacked: deque[_Sent] = deque()
         self._unacked_bytes = 0
-        self._oldest_at = 0.0
+        self._queued_bytes = 0  # submitted, not yet taken by the sender
         self._ticket = 0
-        self._stalled = False
         self._failing = False
         self._failed: str | None = None
         self._closed = False
@@ -558,34 +552,31 @@ class ProcessSink:
                 self._lost_here += 1
                 self._submitted += 1
             return False
-        now = time.monotonic()
+        size = len(event.payload) + 256
+        with self._lock:
+            self._queued_bytes += size
         queue = channel.queue
-        queue.append((self, event, now))
+        queue.append((self, event))
         if channel.idle:
             channel.wake()
-        self._evaluate(now, len(queue))
+        self._evaluate(len(queue))
         return True
 
-    def _evaluate(self, now: float, queued: int) -> None:
-        """Set :attr:`congested` from what the child has not resolved (lock-free reads)."""
+    def _evaluate(self, queued: int) -> None:
+        """Set :attr:`congested` from what the child has not resolved (lock-free reads).
+
+        No age limit here, unlike the thread writer: a client killed loses only
+        what had not reached the pipe; the child stores the rest, however old.
+        """
         if self._failed is not None or self._failing or self._closed:
             self.congested = False
-        elif queued > _MAX_QUEUED or self._unacked_bytes > self.max_pending_bytes:
-            self.congested = True
-        elif self._stalled:
-            self.congested = False
         else:
-            oldest = self._oldest_at
-            if not oldest and self._channel is not None and self._channel.queue:
-                try:
-                    oldest = self._channel.queue[0][2]
-                except IndexError:
-                    oldest = 0.0
-            self.congested = bool(oldest) and now - oldest > self.max_lag
+            outstanding = self._queued_bytes + self._unacked_bytes
+            self.congested = queued > _MAX_QUEUED or outstanding > self.max_pending_bytes
 
     def _blocked(self) -> bool:
         channel = self._channel
-        self._evaluate(time.monotonic(), len(channel.queue) if channel is not None else 0)
+        self._evaluate(len(channel.queue) if channel is not None else 0)
         if self.congested and channel is not None:
             channel._urgent.set()  # the sender should not linger while someone waits
         return self.congested
@@ -603,16 +594,15 @@ class ProcessSink:
 
     # -- the sender's and the reader's side --------------------------------------------
 
-    def _sending(self, rows: list[EventRow], first_at: float) -> Events:
+    def _sending(self, rows: list[EventRow]) -> Events:
         """Number the burst ``rows`` and keep it until the child resolves it (sender thread)."""
         size = sum(len(row[6]) for row in rows) + 256 * len(rows)
         with self._lock:
+            self._queued_bytes -= size
             self._ticket += len(rows)
             self._submitted += len(rows)
-            self._unacked.append(_Sent(self._ticket, rows, size, first_at))
+            self._unacked.append(_Sent(self._ticket, rows, size))
             self._unacked_bytes += size
-            if not self._oldest_at:
-                self._oldest_at = first_at
             return Events(self.session_id, self._ticket, rows)
 
     def _unresolved(self) -> list[_Sent]:
@@ -627,8 +617,6 @@ class ProcessSink:
             unacked = self._unacked
             while unacked and unacked[0].ticket <= message.ticket:
                 self._unacked_bytes -= unacked.popleft().size
-            self._oldest_at = unacked[0].first_at if unacked else 0.0
-            self._stalled = message.stalled
             self._failing = message.failing
             if message.stats:
                 self._child_stats = WriterStats(*message.stats)
@@ -648,7 +636,7 @@ class ProcessSink:
             self._lost_here += lost
             self._unacked.clear()
             self._unacked_bytes = 0
-            self._oldest_at = 0.0
+            self._queued_bytes = 0
             self.congested = False
             self._room.wake()
         return lost
