@@ -17,7 +17,7 @@ Guarantees:
 * **Order.** Events are appended in submission order, so each exchange's
   events keep their order and ``seq`` stays dense.
 * **Loss window.** While the store keeps up, nothing waits uncommitted for
-  longer than ``max_lag`` (default 150 ms) plus one commit: past it the
+  longer than ``max_lag`` (default 120 ms) plus one commit: past it the
   producer is asked to wait. A process killed with SIGKILL therefore loses
   at most the events of the last ``max_lag`` + one commit (under 200 ms on a
   healthy store, measured on fast streams by the durability tests).
@@ -66,7 +66,7 @@ __all__ = ["Writer", "WriterStats"]
 log = logging.getLogger("codetape.capture")
 
 DEFAULT_FLUSH_INTERVAL = 0.05
-DEFAULT_MAX_LAG = 0.15
+DEFAULT_MAX_LAG = 0.12
 DEFAULT_STALL_AFTER = 0.5
 DEFAULT_MAX_BATCH = 2000
 DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
