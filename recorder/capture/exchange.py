@@ -40,7 +40,7 @@ from recorder.capture.build import (
     response_head_event,
     sse_frame_event,
 )
-from recorder.capture.scan import frame_fields
+from recorder.capture.scan import frame_fields, simple_frame
 from recorder.capture.sink import CaptureError
 from recorder.events import Event, EventKind, Outcome, new_id
 from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
@@ -252,8 +252,10 @@ class ExchangeRecorder:
             if self._decoder is not None:
                 chunk = b"".join(self._decoder.decode(chunk))
             if self._streamed:
-                for frame in self._splitter.feed(chunk):
-                    self._frame(frame, offset)
+                splitter = self._splitter
+                if not splitter.is_whole(chunk) or not self._simple_frame(chunk, offset):
+                    for frame in splitter.feed(chunk):
+                        self._frame(frame, offset)
                 if self._status >= 400 and len(self._error_prefix) < _ERROR_PREFIX:
                     self._error_prefix += chunk[: _ERROR_PREFIX - len(self._error_prefix)]
             else:
@@ -269,6 +271,33 @@ class ExchangeRecorder:
         self._decoder = None
         self.feed(content)
         self.finish()
+
+    def _simple_frame(self, raw: bytes, offset: int) -> bool:
+        """The common case, cheaply: ``raw`` is one whole frame of the usual shape.
+
+        False when it is not (the caller then hands it to the splitter as usual).
+        """
+        fields = simple_frame(raw)
+        if fields is None:
+            return False
+        event_type, number = fields
+        # This is where a frame's raw bytes become its event (see also _frame).
+        event = sse_frame_event(
+            self._session.id,
+            self.id,
+            self._seq,
+            raw,
+            event_type,
+            event_type,
+            number,
+            self._response_id,
+            self._wall0 + offset,
+            offset,
+        )
+        if not self._submit_event(event) and self._session.strict:
+            raise CaptureError(self._session._failure_message("recording"))
+        self._seq += 1
+        return True
 
     def _frame(self, frame: SSEFrame, offset: int) -> None:
         # Once per frame on the client's thread, so kept flat: no full JSON

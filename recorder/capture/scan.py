@@ -9,6 +9,10 @@ more than everything else capture does per frame. Frames that need more
 and the terminal events that decide the outcome) and frames of any other
 shape are parsed in full.
 
+:func:`simple_frame` does the same on a frame's raw bytes, for a chunk the
+splitter has vouched is exactly one frame: then not even the frame's text is
+decoded.
+
 Guarantee: for a frame whose ``data`` is one JSON object without duplicate
 keys, the type and sequence number are those a full parse gives (the stored
 payload is the wire's bytes either way; these fields are conveniences).
@@ -21,11 +25,49 @@ from typing import Any, Final
 from recorder.outcome import _TERMINAL as TERMINAL_TYPES
 from recorder.sse import SSEFrame
 
-__all__ = ["frame_fields"]
+__all__ = ["frame_fields", "simple_frame"]
 
 _TYPE_KEY: Final = '{"type":"'
 _NUMBER_KEY: Final = ',"sequence_number":'
 _RESPONSE_KEY: Final = ',"response":'
+
+
+_B_EVENT: Final = b"event: "
+_B_DATA_TYPE: Final = b'data: {"type":"'
+_B_NUMBER_KEY: Final = b',"sequence_number":'
+_B_RESPONSE_KEY: Final = b',"response":'
+
+
+def simple_frame(raw: bytes) -> tuple[str, int] | None:
+    """``(type, sequence_number)`` of a whole frame that is exactly
+    ``event: T`` and ``data: {"type":"T","sequence_number":N,...}``, when capture
+    needs nothing more from it; None for any other frame (parse it in full).
+    """
+    if not raw.startswith(_B_EVENT):
+        return None
+    eol = raw.find(b"\n", 7)
+    start = eol + 16
+    if eol < 8 or not raw.startswith(_B_DATA_TYPE, eol + 1):
+        return None
+    end = raw.find(b'"', start)
+    name = raw[7:eol]
+    if raw[start:end] != name or b"\\" in name or not raw.startswith(_B_NUMBER_KEY, end + 1):
+        return None
+    first = end + 20
+    stop = raw.find(b",", first)
+    digits = raw[first:stop]
+    if (
+        stop <= first
+        or not digits.isdigit()
+        or (digits[0] == 48 and stop > first + 1)  # a leading zero is not JSON
+        or raw.startswith(_B_RESPONSE_KEY, stop)
+        or raw.find(b"\n", stop) != len(raw) - 2  # one data line, nothing after it
+    ):
+        return None
+    event_type = name.decode("utf-8", "replace")
+    if event_type in TERMINAL_TYPES:
+        return None
+    return event_type, int(digits)
 
 
 def frame_fields(frame: SSEFrame) -> tuple[str | None, int | None, Any]:
