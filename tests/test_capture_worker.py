@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,12 @@ from typing import Any
 
 import openai
 import pytest
+from click.testing import CliRunner
 from fake_upstream import Upstream, load_tape
 
 from recorder.capture import CaptureSession
 from recorder.capture.child import ProcessSink, shared_channel
+from recorder.cli import main
 from recorder.client import record
 from recorder.errors import CodetapeError
 from recorder.events import EventKind
@@ -194,6 +197,8 @@ def test_a_child_that_keeps_dying_is_given_up_loudly_and_the_loss_is_in_the_log(
 
     report = store.verify()
     assert report.ok and report.capture_gaps >= 1
+    verified = CliRunner().invoke(main, ["verify", "--db", store.url, "--json"])
+    assert json.loads(verified.output)["capture_gaps"] == report.capture_gaps
     gaps = [e for e in store.session_events(session.id) if e.kind is EventKind.CAPTURE_GAP]
     assert gaps and "keeps exiting" in gaps[0].meta["reason"]
     assert sum(g.meta["lost_events"] for g in gaps) >= 1
@@ -210,6 +215,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from fake_upstream import Upstream, load_tape
 from recorder.capture import CaptureSession
+from recorder.cli import main
 from recorder.client import record
 from recorder.capture.child import ProcessSink, shared_channel
 session = CaptureSession({url!r}, "left-open", writer="process")
@@ -242,6 +248,7 @@ import os, sys
 sys.path.insert(0, {tests!r})
 from fake_upstream import Upstream, load_tape
 from recorder.capture import CaptureSession
+from recorder.cli import main
 from recorder.client import record
 from recorder.capture.child import ProcessSink, shared_channel
 parent_child = shared_channel().pid
