@@ -39,6 +39,9 @@ client = openai.OpenAI(
     ),
 )
 
+def say(line):
+    os.write(1, (line + "\\n").encode())  # one write: forked processes share the pipe
+
 def call(_n=0):
     started = time.monotonic()
     count = sum(1 for _ in client.responses.create(model="m", input="x", stream=True))
@@ -52,14 +55,14 @@ for _ in range(2):
     pid = os.fork()
     if pid == 0:
         count, took = call()  # ...each child in the fork...
-        print("child", count, round(took, 1), flush=True)
+        say(f"child {count} {took:.1f}")
         sys.exit(0)
     children.append(pid)
 for pid in children:
     assert os.waitpid(pid, 0)[1] == 0
 count, _ = call()  # ...and the parent after it
 session.close()
-print("parent", count, flush=True)
+say(f"parent {count}")
 """
 
 _MP_POOL = """
@@ -76,7 +79,7 @@ if __name__ == "__main__":
     worker.join()
     assert worker.exitcode == 0
     session.close()
-    print("pool", [count for count, _ in results], flush=True)
+    say(f"pool {[count for count, _ in results]}")
 """
 
 # Like gunicorn's arbiter: the application is loaded before the workers are
@@ -89,14 +92,14 @@ for _ in range(3):
         try:
             for request in range(2):
                 count, took = call()
-                print("served", count, round(took, 1), flush=True)
+                say(f"served {count} {took:.1f}")
             sys.exit(0)
         finally:
             pass
     workers.append(pid)
 for pid in workers:
     assert os.waitpid(pid, 0)[1] == 0
-print("master done", flush=True)
+say("master done")
 # The master never closes the application's session: it stays open, as a
 # long-lived server's does, and its events are all stored at exit.
 """
