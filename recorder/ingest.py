@@ -164,8 +164,15 @@ def _exchange_events(
         response_id: str | None = None
         for frame in split_sse(exchange.response_body):
             response_id = frame.response_id or response_id
-            tracker.observe(frame.type, frame.json())
-            events.append(sse_event(session_id, exchange_id, seq, frame, response_id, at_ns=at_ns))
+            if frame.cut:
+                tracker.cut(frame.type)  # the client dropped it: it decides nothing
+            else:
+                tracker.observe(frame.type, frame.json())
+            events.append(
+                sse_event(
+                    session_id, exchange_id, seq, frame, response_id, at_ns=at_ns, redactor=redactor
+                )
+            )
             seq += 1
         outcome, reason = tracker.result()
         if exchange.status >= 400:
@@ -174,7 +181,13 @@ def _exchange_events(
         body = exchange.response_body
         events.append(
             body_event(
-                session_id, exchange_id, seq, body, at_ns=at_ns, response_id=body_response_id(body)
+                session_id,
+                exchange_id,
+                seq,
+                body,
+                at_ns=at_ns,
+                response_id=body_response_id(body),
+                redactor=redactor,
             )
         )
         seq += 1

@@ -3,8 +3,12 @@
 Guarantees: every exchange event codetape writes has the shape built here, so
 replay and projections cannot tell a captured exchange from an imported one
 except by its times and fidelity. Headers, URLs and request bodies pass through
-the :class:`~recorder.redact.Redactor` before an event exists; payloads are
-the bytes given, never re-encoded.
+the :class:`~recorder.redact.Redactor` before an event exists, and so do the
+response objects that echo the request (lifecycle SSE frames, JSON bodies).
+Payloads are the bytes given, never re-encoded, except the values a redactor
+replaced, which the event's meta names (``redacted_paths``). A last SSE frame
+that a client would drop (no blank line after it) is stored as it came and
+marked ``unterminated``.
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from recorder.events import Event, EventKind, Outcome
-from recorder.redact import Redactor
+from recorder.redact import ECHO_TYPES, Redactor
 from recorder.sse import SSEFrame
 
 __all__ = [
     "body_event",
     "body_response_id",
     "end_event",
+    "redact_frame",
     "request_event",
     "response_head_event",
     "sse_event",
     "sse_frame_event",
+    "unterminated_sse_event",
 ]
 
 
@@ -41,16 +47,26 @@ def request_event(
     at_ns: int,
     offset_ns: int | None = None,
 ) -> Event:
-    """The exchange's REQUEST (seq 0), redacted."""
+    """The exchange's REQUEST (seq 0), redacted.
+
+    The meta says what was redacted, so replay can leave exactly that out of
+    matching without being told: a header or query value that was replaced
+    reads :data:`~recorder.redact.REDACTED` where it stood, ``redacted_paths``
+    lists the JSON paths replaced in the body (a JSON value could be that
+    string for real) and ``redacted_userinfo`` says the URL lost its user info.
+    """
     payload, redacted_paths = redactor.body(body)
+    stored_url, _, userinfo = redactor.url_redacted(url)
     meta: dict[str, Any] = {
         "method": method.upper(),
-        "url": redactor.url(url),
+        "url": stored_url,
         "headers": redactor.header_pairs(headers),
         "fidelity": fidelity,
     }
     if redacted_paths:
         meta["redacted_paths"] = redacted_paths
+    if userinfo:
+        meta["redacted_userinfo"] = True
     return Event(
         session_id,
         EventKind.REQUEST,
@@ -105,20 +121,83 @@ def sse_event(
     *,
     at_ns: int,
     offset_ns: int | None = None,
+    redactor: Redactor | None = None,
 ) -> Event:
-    """One SSE frame, its payload exactly ``frame.raw``."""
+    """One SSE frame: its payload exactly ``frame.raw``, unless ``redactor`` replaced an echo.
+
+    A frame cut off before its blank line becomes :func:`unterminated_sse_event`.
+    """
+    if frame.cut:
+        return unterminated_sse_event(
+            session_id,
+            exchange_id,
+            seq,
+            frame,
+            response_id,
+            redactor,
+            at_ns=at_ns,
+            offset_ns=offset_ns,
+        )
     sse_type, sequence_number, _ = frame.fields()
+    raw, meta = frame.raw, None
+    if redactor is not None and (sse_type in ECHO_TYPES or type(frame.json()) is not dict):
+        raw, meta = redact_frame(redactor, raw)
     return sse_frame_event(
         session_id,
         exchange_id,
         seq,
-        frame.raw,
+        raw,
         frame.event,
         sse_type,
         sequence_number,
         response_id,
         at_ns,
         offset_ns,
+        meta,
+    )
+
+
+def redact_frame(redactor: Redactor, raw: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    """``raw`` with the request paths its response object echoes replaced, and the
+    event meta that says so (``None`` when nothing was replaced: the wire's bytes)."""
+    redacted = redactor.frame(raw)
+    if redacted is None:
+        return raw, None
+    return redacted[0], {"redacted_paths": redacted[1]}
+
+
+def unterminated_sse_event(
+    session_id: str,
+    exchange_id: str,
+    seq: int,
+    frame: SSEFrame,
+    response_id: str | None,
+    redactor: Redactor | None,
+    *,
+    at_ns: int,
+    offset_ns: int | None = None,
+) -> Event:
+    """A last frame without its blank line (the stream stopped mid-event).
+
+    Its bytes are stored as they came (echoes redacted), with meta
+    ``unterminated: true``; a client drops such a frame (the openai SDK
+    dispatches an event only at a blank line), so it carries no parsed
+    ``sse_event``, ``sse_type`` or ``sequence_number`` and no projection counts
+    it as an event the client saw.
+    """
+    raw, meta = frame.raw, None
+    if redactor is not None:
+        raw, meta = redact_frame(redactor, raw)
+    return Event(
+        session_id,
+        EventKind.SSE,
+        seq,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        payload=raw,
+        meta={**(meta or {}), "unterminated": True},
+        response_id=response_id,
     )
 
 
@@ -150,8 +229,11 @@ def sse_frame_event(
     response_id: str | None,
     at_ns: int,
     offset_ns: int | None,
+    meta: dict[str, Any] | None = None,
 ) -> Event:
-    """``Event(session_id, EventKind.SSE, seq, exchange_id, ...)`` (no meta), built cheaply.
+    """``Event(session_id, EventKind.SSE, seq, exchange_id, ...)``, built cheaply.
+
+    ``meta`` is empty unless the frame was redacted (see :func:`redact_frame`).
 
     Capture builds one per frame on the client's thread: the frozen
     dataclass's ``__init__`` (a checked ``object.__setattr__`` per field) costs
@@ -165,7 +247,7 @@ def sse_frame_event(
     _set_recorded_at_ns(event, at_ns)
     _set_offset_ns(event, offset_ns)
     _set_payload(event, raw)
-    _set_meta(event, {})
+    _set_meta(event, {} if meta is None else meta)
     _set_sse_event(event, sse_event)
     _set_sse_type(event, sse_type)
     _set_sequence_number(event, sequence_number)
@@ -196,8 +278,18 @@ def body_event(
     at_ns: int,
     offset_ns: int | None = None,
     response_id: str | None = None,
+    redactor: Redactor | None = None,
 ) -> Event:
-    """A whole non-streamed body, or one chunk of a large one."""
+    """A whole non-streamed body, or one chunk of a large one.
+
+    With a ``redactor`` (for a whole body only), the request paths a JSON
+    body echoes are replaced, and meta ``redacted_paths`` names them.
+    """
+    meta: dict[str, Any] = {}
+    if redactor is not None:
+        body, hits = redactor.response_body(body)
+        if hits:
+            meta["redacted_paths"] = hits
     return Event(
         session_id,
         EventKind.BODY,
@@ -206,6 +298,7 @@ def body_event(
         recorded_at_ns=at_ns,
         offset_ns=offset_ns,
         payload=body,
+        meta=meta,
         response_id=response_id,
     )
 
