@@ -4,8 +4,8 @@ Guarantees:
 
 * One file is one atomic append: either every session in it lands, or nothing
   does (a bad line, an unknown format or a duplicate session writes nothing).
-* Recordings from other tools are redacted (:mod:`recorder.redact`) before
-  events are built; SSE bodies are cut into one event per frame by the shared
+* Recordings, tapes included, are redacted (:mod:`recorder.redact`) before
+  anything is stored; SSE bodies are cut into one event per frame by the shared
   splitter, so the frames concatenate back to the source body exactly.
 * Imports are deterministic: session and exchange ids derive from the file's
   content and times from the recording itself (the response's ``created_at``
@@ -27,6 +27,7 @@ from recorder.capture.build import (
     body_event,
     body_response_id,
     end_event,
+    redact_event,
     request_event,
     response_head_event,
     sse_event,
@@ -261,7 +262,10 @@ def file_events(
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "tape":
-        tape_events = read_tape(path)
+        # A tape may come from anywhere (an older codetape, a hand edit): it is
+        # redacted like any other recording; an already redacted one is unchanged.
+        scrub = redactor or Redactor()
+        tape_events = [redact_event(ev, scrub) for ev in read_tape(path)]
         _check_streams(tape_events, path)
         return fmt, tape_events
     content_key = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -39,7 +39,10 @@ from recorder.cli import main
 from recorder.client import record
 from recorder.events import EventKind
 from recorder.export import export_sessions
+from recorder.ingest import file_events, import_file
+from recorder.redact import Redactor
 from recorder.store import EventStore, migrate
+from recorder.tape import write_tape
 from replay import ReplayTransport
 
 # Unique per run, so a leftover from another test can never be mistaken for a leak.
@@ -402,3 +405,54 @@ def test_import_stores_no_secret(db_url: str, tmp_path: Path) -> None:
     blobs |= export_tape(db_url, session.id, tmp_path)
     assert_no_secret(blobs)
     check_recording(db_url, session.id, tmp_path, userinfo=True)
+
+
+class _NoRedaction(Redactor):
+    """Redacts nothing: writes a tape with every secret in clear, as an old tool might."""
+
+    def header_pairs(self, pairs: Any) -> list[list[str]]:
+        return [[k, v] for k, v in pairs]
+
+    def url(self, url: str) -> str:
+        return url
+
+    def url_redacted(self, url: str) -> tuple[str, list[str], bool]:
+        return url, [], False
+
+    def body(self, body: bytes) -> tuple[bytes, list[str]]:
+        return body, []
+
+    def response_body(self, body: bytes) -> tuple[bytes, list[str]]:
+        return body, []
+
+    def frame(self, raw: bytes) -> None:
+        return None
+
+
+def test_import_of_a_tape_holding_secrets_stores_none(db_url: str, tmp_path: Path) -> None:
+    """A tape from elsewhere (an older codetape, a hand edit) is redacted like any import."""
+    migrate.upgrade(db_url)
+    taps: list[_Tap] = []
+
+    def make_client(**kw: Any) -> Any:
+        taps.append(_Tap(httpx2.HTTPTransport()))
+        return openai.OpenAI(http_client=httpx2.Client(transport=taps[-1]), **kw)
+
+    with serve(EchoAPI()) as url:
+        drive(make_client, url + "/v1")
+    recording = tmp_path / "SessionRecords" / "Echo" / "plain.json"
+    recording.parent.mkdir(parents=True)
+    entries = [entry for tap in taps for entry in tap.entries]
+    recording.write_text(json.dumps({"Entries": entries}))
+    _, events = file_events(recording, "testproxy", _NoRedaction())
+    tape = tmp_path / "plain.jsonl"
+    write_tape(events, tape)
+    text = tape.read_text()
+    assert [what for what, secret in SECRETS.items() if secret not in text] == []
+    with EventStore.open(db_url) as store:
+        [(session_id, _)] = import_file(
+            store, tape, "tape", Redactor.with_extra(json_paths=PATHS)
+        ).sessions
+        assert store.verify().ok
+    blobs = dump_database(db_url) | export_tape(db_url, session_id, tmp_path)
+    assert_no_secret(blobs)

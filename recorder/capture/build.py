@@ -13,6 +13,7 @@ marked ``unterminated``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "body_event",
     "body_response_id",
     "end_event",
+    "redact_event",
     "redact_frame",
     "request_event",
     "response_head_event",
@@ -329,3 +331,41 @@ def end_event(
         offset_ns=offset_ns,
         meta=meta,
     )
+
+
+def redact_event(event: Event, redactor: Redactor) -> Event:
+    """A stored event (from a tape) redacted as if it were being recorded now.
+
+    Headers, URLs, request bodies and the echoes in SSE frames and whole JSON
+    bodies pass through ``redactor``; the event comes back unchanged (the
+    same object) when nothing was replaced, so an already redacted tape
+    imports byte for byte. A large JSON body a tape holds in several ``body``
+    events cannot be parsed piece by piece and is left as it is.
+    """
+    if event.kind in (EventKind.SSE, EventKind.BODY) and not redactor.json_paths:
+        return event  # most of a tape: only configured paths could change them
+    meta = dict(event.meta)
+    payload = event.payload
+    hits: list[str] = []
+    if event.kind in (EventKind.REQUEST, EventKind.RESPONSE_HEAD):
+        pairs = [(str(p[0]), str(p[1])) for p in meta.get("headers") or () if len(p) == 2]
+        headers = redactor.header_pairs(pairs)
+        if headers != [list(p) for p in pairs]:
+            meta["headers"] = headers
+    if event.kind is EventKind.REQUEST:
+        url, _, userinfo = redactor.url_redacted(str(meta.get("url", "")))
+        if url != meta.get("url", ""):
+            meta["url"] = url
+        if userinfo:
+            meta["redacted_userinfo"] = True
+        payload, hits = redactor.body(payload)
+    elif event.kind is EventKind.SSE:
+        payload, frame_meta = redact_frame(redactor, payload)
+        hits = frame_meta["redacted_paths"] if frame_meta else []
+    elif event.kind is EventKind.BODY:
+        payload, hits = redactor.response_body(payload)
+    if hits:
+        meta["redacted_paths"] = sorted({*meta.get("redacted_paths", ()), *hits})
+    if meta == event.meta and payload == event.payload:
+        return event
+    return dataclasses.replace(event, meta=meta, payload=payload)
