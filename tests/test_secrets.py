@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -456,3 +456,68 @@ def test_import_of_a_tape_holding_secrets_stores_none(db_url: str, tmp_path: Pat
         assert store.verify().ok
     blobs = dump_database(db_url) | export_tape(db_url, session_id, tmp_path)
     assert_no_secret(blobs)
+
+
+class _Pieces(httpx2.SyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.data), 65536):
+            yield self.data[start : start + 65536]
+
+
+def test_a_large_json_body_is_held_whole_to_be_redacted(db_url: str) -> None:
+    """Bodies over the 256 KiB event size are stored in pieces, which no parser could redact."""
+    migrate.upgrade(db_url)
+    response = {
+        "id": "resp_big",
+        "object": "response",
+        "status": "completed",
+        "created_at": 1,
+        "model": "m",
+        "output": [
+            {
+                "type": "message",
+                "id": "m1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "x" * 700_000, "annotations": []}],
+            }
+        ],
+        "metadata": {"user_key": USER_KEY},
+    }
+    body = json.dumps(response, indent=2).encode()
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, headers={"content-type": "application/json"}, stream=_Pieces(body)
+        )
+
+    for name, paths in (("held", PATHS), ("chunked", [])):
+        with record(
+            db_url,
+            name,
+            transport=httpx2.MockTransport(handle),
+            api_key=KEY,
+            max_retries=0,
+            redact_json_paths=paths,
+        ) as client:
+            got = client.responses.create(model="m", input="x", metadata={"user_key": USER_KEY})
+            assert got.metadata == {"user_key": USER_KEY}  # the client gets the wire's bytes
+    with EventStore.open(db_url) as store:
+        bodies = {
+            name: [
+                e
+                for x in store.exchanges(store.find_session(name).id)
+                for e in store.exchange_events(x.id)
+                if e.kind is EventKind.BODY
+            ]
+            for name in ("held", "chunked")
+        }
+    [held] = bodies["held"]
+    assert held.payload == body.replace(USER_KEY.encode(), b"<redacted>")
+    assert held.meta == {"redacted_paths": PATHS} and held.response_id == "resp_big"
+    # Without paths to redact, nothing is held: the body goes in 256 KiB pieces.
+    assert len(bodies["chunked"]) == 3
+    assert b"".join(e.payload for e in bodies["chunked"]) == body
