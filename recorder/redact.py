@@ -260,7 +260,7 @@ class Redactor:
         """
         if not self.json_paths or b"data" not in raw:
             return None
-        lines = _LINE.findall(raw)
+        lines = raw.splitlines(keepends=True)  # bytes split on CR, LF and CRLF only
         data_lines: list[tuple[int, bytes, bytes, bytes]] = []
         for index, line in enumerate(lines):
             content = line.rstrip(b"\r\n")
@@ -292,7 +292,6 @@ class Redactor:
 
 
 _BOM: Final = b"\xef\xbb\xbf"
-_LINE: Final = re.compile(rb"[^\r\n]+(?:\r\n|\r|\n)?|\r\n|\r|\n")
 
 
 def _strip_userinfo(url: str) -> tuple[str, bool]:
@@ -361,6 +360,7 @@ def _redact_json_text(
 _DECODER: Any = json.JSONDecoder()  # Any: typeshed does not declare scan_once
 _scan_once: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once
 _WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
+_SPACES: Final = frozenset(" \t\n\r")
 
 
 class _End(Exception):
@@ -368,6 +368,8 @@ class _End(Exception):
 
 
 def _skip(text: str, i: int) -> int:
+    if text[i : i + 1] not in _SPACES:
+        return i  # compact JSON, the API's own: no whitespace to skip
     match = _WHITESPACE.match(text, i)
     assert match is not None  # the pattern matches the empty string
     return match.end()
