@@ -123,6 +123,7 @@ class Redactor:
     query_params: frozenset[str] = DEFAULT_QUERY_PARAMS
     """Query parameter names (lower case) always redacted."""
     json_paths: tuple[Path, ...] = ()
+    """Request body paths, redacted in the request and in the response objects echoing it."""
     keep: frozenset[str] = DEFAULT_KEEP
     """Header and query parameter names (lower case) the secret-word rule leaves alone."""
 
