@@ -38,15 +38,17 @@ from recorder.capture.build import (
     body_event,
     body_response_id,
     end_event,
+    redact_frame,
     request_event,
     response_head_event,
     sse_frame_event,
+    unterminated_sse_event,
 )
 from recorder.config import resolve_url
 from recorder.errors import CodetapeError
 from recorder.events import Event, EventKind, Outcome, new_id
 from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
-from recorder.redact import Redactor
+from recorder.redact import ECHO_TYPES, Redactor
 from recorder.repair import repair_dead_writers, writer_identity
 from recorder.sse import SSEFrame, SSESplitter
 from recorder.store.engine import is_process_local
@@ -185,9 +187,7 @@ class CaptureSession:
                     "name": name,
                     "labels": dict(labels or {}),
                     "metadata": dict(metadata or {}),
-                    "redact_headers": sorted(self.redactor.headers),
-                    "redact_query_params": sorted(self.redactor.query_params),
-                    "redact_json_paths": [list(p) for p in self.redactor.json_paths],
+                    "redactor": self.redactor.to_config(),
                     "on_store_error": on_store_error,
                     "flush_interval": flush_interval,
                     "max_pending_bytes": max_pending_bytes,
@@ -628,23 +628,29 @@ class ExchangeRecorder:
             if event_type in _TERMINAL:
                 self._tracker.observe(event_type, obj)
         session = self._session
+        raw, meta = frame.raw, None
+        if event_type in ECHO_TYPES or type(obj) is not dict:
+            raw, meta = redact_frame(session.redactor, raw)  # the response echoes the request
         event = sse_frame_event(
             session.id,
             self.id,
             self._seq,
-            frame.raw,
+            raw,
             frame.event,
             event_type,
             number,
             self._response_id,
             self._wall0 + offset,
             offset,
+            meta,
         )
         if not session.writer.submit(event) and session.strict:
             raise CaptureError(session._failure_message("recording"))
         self._seq += 1
 
     def _body_event(self, offset: int, *, final: bool) -> None:
+        if not final and self._seq == 2 and self._session.redactor.holds_body(self._body):
+            return  # a JSON body to redact is stored whole (see Redactor.holds_body)
         body = bytes(self._body)
         self._body.clear()
         if not self._error_prefix:
@@ -662,6 +668,7 @@ class ExchangeRecorder:
                 at_ns=self._wall0 + offset,
                 offset_ns=offset,
                 response_id=body_response_id(body) if single else None,
+                redactor=self._session.redactor if single else None,
             )
         )
 
@@ -674,9 +681,28 @@ class ExchangeRecorder:
                 self.feed(tail, offset=offset)
         if self._streamed:
             for frame in self._splitter.flush():
-                self._frame(frame, offset)
+                if frame.cut:
+                    self._cut_frame(frame, offset)
+                else:
+                    self._frame(frame, offset)
         elif self._body or self._seq == 2:
             self._body_event(offset, final=True)
+
+    def _cut_frame(self, frame: SSEFrame, offset: int) -> None:
+        """The stream stopped inside this last frame: the client dropped it, so must the outcome."""
+        self._tracker.cut(frame.type)
+        self._submit(
+            unterminated_sse_event(
+                self._session.id,
+                self.id,
+                self._seq,
+                frame,
+                self._response_id,
+                self._session.redactor,
+                at_ns=self._wall0 + offset,
+                offset_ns=offset,
+            )
+        )
 
     # -- endings -------------------------------------------------------------
 

@@ -435,11 +435,7 @@ class _Child:
             store = self.stores.get(url)
             if store is None:
                 store = self.stores[url] = EventStore.open(url)
-            redactor = Redactor(
-                headers=frozenset(config.pop("redact_headers")),
-                query_params=frozenset(config.pop("redact_query_params")),
-                json_paths=tuple(tuple(p) for p in config.pop("redact_json_paths")),
-            )
+            redactor = Redactor.from_config(config.pop("redactor"))
             identity = config.pop("identity")
             identity["writer"] = {
                 k: v for k, v in writer_identity().items() if k in ("pid", "start_ticks")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from recorder.cli.app import db_option, emit_json, json_option, main, open_store
+from recorder.cli.redaction import redaction_options, redactor_from
 from recorder.errors import CodetapeError
 from recorder.repair import repair
 
@@ -66,10 +67,7 @@ def _listen(value: str) -> tuple[str, int]:
     help="Where requests go (the API's origin; request paths are kept).",
 )
 @click.option("--session", "session_name", default="proxy", show_default=True, help="Session name.")
-@click.option("--redact-header", "redact_headers", multiple=True, help="Another header to redact.")
-@click.option(
-    "--redact-json", "redact_json_paths", multiple=True, help="A request JSON path to redact (a.b)."
-)
+@redaction_options
 @click.option("--strict", is_flag=True, help="Refuse to forward what cannot be stored.")
 @click.option(
     "--writer",
@@ -86,6 +84,7 @@ def proxy_cmd(
     session_name: str,
     redact_headers: tuple[str, ...],
     redact_json_paths: tuple[str, ...],
+    keep: tuple[str, ...],
     strict: bool,
     writer: str,
     db: str | None,
@@ -105,8 +104,7 @@ def proxy_cmd(
             host=host,
             port=port,
             session=session_name,
-            redact_headers=redact_headers,
-            redact_json_paths=redact_json_paths,
+            redactor=redactor_from(redact_headers, redact_json_paths, keep),
             on_store_error="raise" if strict else "log",
             writer=cast("WriterMode", writer),
         )

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
+from recorder.cli.redaction import redaction_options, redactor_from
 from recorder.config import resolve_url
 from recorder.events import EventKind
 from recorder.export import export_sessions
@@ -168,17 +169,28 @@ def show(session: str, db: str | None, as_json: bool) -> None:
     show_default=True,
     help="Source format; auto detects it from the content.",
 )
+@redaction_options
 @db_option
 @json_option
-def import_cmd(files: tuple[Path, ...], fmt: str, db: str | None, as_json: bool) -> None:
+def import_cmd(
+    files: tuple[Path, ...],
+    fmt: str,
+    redact_headers: tuple[str, ...],
+    redact_json_paths: tuple[str, ...],
+    keep: tuple[str, ...],
+    db: str | None,
+    as_json: bool,
+) -> None:
     """Import tapes or other tools' recordings (VCR.py YAML, vercel chunks, test-proxy JSON).
 
-    Each file is imported atomically: all of its sessions or none.
+    Each file is imported atomically: all of its sessions or none. Secrets are
+    redacted before anything is stored, as when recording.
     """
+    redactor = redactor_from(redact_headers, redact_json_paths, keep)
     results = []
     with open_store(db) as store:
         for path in files:
-            result = import_file(store, path, fmt)
+            result = import_file(store, path, fmt, redactor)
             results.append(result)
             if not as_json:
                 names = ", ".join(name for _, name in result.sessions)
