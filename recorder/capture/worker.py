@@ -52,6 +52,7 @@ from recorder.capture.session import (
 )
 from recorder.errors import CodetapeError
 from recorder.events import Outcome, new_id
+from recorder.lease import abandon_leases
 from recorder.redact import Redactor
 from recorder.repair import writer_identity
 from recorder.store.store import EventStore
@@ -541,6 +542,9 @@ class _Child:
         for session in self.sessions.values():
             session.writer.close()
         for store in self.stores.values():
+            # Nothing more will be written to the sessions left open: their
+            # leases may expire now, so a repair need not wait for them.
+            abandon_leases(store)
             store.close()
 
 
