@@ -440,8 +440,8 @@ class LeaseKeeper:
             with translate_errors(self.store.url), self._write() as conn, conn.begin():
                 rows = conn.execute(
                     sa.text(
-                        f"UPDATE leases SET renewed_at_ns = {self._now}, "
-                        f"expires_at_ns = {self._now} + duration_ns "
+                        "UPDATE leases SET renewed_at_ns = t.n, expires_at_ns = t.n + duration_ns "
+                        f"FROM (SELECT {self._now} AS n) t "
                         "WHERE holder = :h RETURNING session_id"
                     ),
                     {"h": self.holder},

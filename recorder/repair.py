@@ -340,7 +340,7 @@ def _sweep(store: EventStore) -> None:
     """Drop expired lease rows of sessions that are closed (a release that never happened)."""
     now = now_sql(store.backend)
     stale = (
-        f"FROM leases WHERE expires_at_ns < {now} AND session_id IN "
+        f"FROM leases WHERE expires_at_ns <= {now} AND session_id IN "
         "(SELECT session_id FROM events WHERE kind = 'session_close')"
     )
     try:
