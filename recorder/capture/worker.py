@@ -17,9 +17,9 @@ interpreter exits. A forked client process starts its own.
 Guarantees: the tap never waits for the child or the database (strict mode
 aside, which waits for acknowledgements exactly where thread mode waits for
 commits). If the client process dies, the child reads end-of-file, stores
-everything it received and exits without closing anything, so ``repair``
-later marks the open exchanges interrupted; each session's recorder identity
-names the child too, and repair waits until both processes are gone. If the
+everything it received, gives up its sessions' leases (the child holds them:
+it writes the events) and exits without closing anything, so ``repair`` then
+marks the open exchanges interrupted. If the
 child dies, the client's calls go on unrecorded and the loss is logged (in
 strict mode, the next call raises :class:`CaptureError`); the next session
 starts a new child.
