@@ -343,6 +343,8 @@ class LeaseKeeper:
         self.identity = identity or {"host": socket.gethostname(), "pid": os.getpid()}
         self.holder = new_id()
         self._now = now_sql(store.backend)
+        marker = "?" if store.backend == "sqlite" else "%s"
+        self._held_sql = f"SELECT 1 FROM leases WHERE session_id = {marker} AND holder = {marker}"
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
         self._thread: threading.Thread | None = None
@@ -518,10 +520,9 @@ class LeaseKeeper:
                 plan.marked_open = self._marked(opening)
                 plan.untouched = False
             return
-        alive = conn.execute(
-            sa.text("SELECT 1 FROM leases WHERE session_id = :s AND holder = :h"),
-            {"s": held.current, "h": self.holder},
-        ).first()
+        # Once per append of a held session: the driver's SQL directly, as
+        # the store's own hot statements are.
+        alive = conn.exec_driver_sql(self._held_sql, (held.current, self.holder)).first()
         if alive is None:
             self._continue(conn, plan)
         plan.untouched = plan.target == held.session_id and not held.lost and alive is not None
