@@ -48,6 +48,10 @@ Guarantees:
   repair ended as ``interrupted`` cannot be recorded: their later events are
   counted, and when each such exchange ends a ``capture_gap`` in the
   continuation names it, its session and how many events were lost.
+* **Take over.** A writer that replaces a dead one for a session already in
+  the log holds it with ``take_over=True``: its first append moves the row to
+  it, in the append's transaction (or goes on in a continuation if a repair
+  closed the session meanwhile).
 * **Release.** :meth:`LeaseKeeper.release`, called once the session's
   ``session_close`` is stored, deletes the row. :meth:`LeaseKeeper.abandon`
   (a recorder stopping with sessions left open) makes its leases expire at
@@ -254,6 +258,8 @@ class _Held:
     lost: dict[str, _Lost] = field(default_factory=dict)
     lost_events: int = 0
     continuations: int = 0
+    take_over: bool = False
+    """The session is in the log already (its writer was replaced): take its row."""
 
 
 class HeldLease:
@@ -357,12 +363,18 @@ class LeaseKeeper:
 
     # -- holding -------------------------------------------------------------
 
-    def hold(self, session_id: str) -> HeldLease:
-        """Hold ``session_id`` from its ``session_open`` on (call before submitting it)."""
+    def hold(self, session_id: str, *, take_over: bool = False) -> HeldLease:
+        """Hold ``session_id`` from its ``session_open`` on (call before submitting it).
+
+        ``take_over``: the session is open in the log already and its writer
+        is gone (a replaced writer process): the next append of its events
+        takes its lease row over, or, if a repair closed the session
+        meanwhile, goes on in a continuation as described above.
+        """
         with self._lock:
             held = self._held.get(session_id)
             if held is None:
-                held = self._held[session_id] = _Held(session_id, session_id)
+                held = self._held[session_id] = _Held(session_id, session_id, take_over=take_over)
             if self._thread is None:
                 self._stop = threading.Event()
                 self._thread = threading.Thread(
@@ -505,6 +517,9 @@ class LeaseKeeper:
 
     def _check(self, conn: sa.Connection, plan: _Plan, items: list[Event]) -> None:
         held = plan.held
+        if not held.opened and held.take_over:
+            self._take_over(conn, plan)
+            return
         if not held.opened:
             opening = next(
                 (
@@ -527,13 +542,38 @@ class LeaseKeeper:
             self._continue(conn, plan)
         plan.untouched = plan.target == held.session_id and not held.lost and alive is not None
 
+    def _take_over(self, conn: sa.Connection, plan: _Plan) -> None:
+        held = plan.held
+        opening = conn.execute(
+            sa.text("SELECT meta FROM events WHERE session_id = :s AND kind = 'session_open'"),
+            {"s": held.session_id},
+        ).scalar()
+        plan.open_meta = json.loads(opening) if opening else {}
+        taken = conn.execute(
+            sa.text(
+                "UPDATE leases SET holder = :h, recorder = :r, duration_ns = :d, "
+                "renewed_at_ns = t.n, expires_at_ns = t.n + :d "
+                f"FROM (SELECT {self._now} AS n) t WHERE session_id = :s RETURNING session_id"
+            ),
+            {
+                "s": held.session_id,
+                "h": self.holder,
+                "r": canonical_json(self.identity),
+                "d": int(self.duration * 1e9),
+            },
+        ).first()
+        if taken is None:
+            self._continue(conn, plan)
+            plan.untouched = False
+
     def _continue(self, conn: sa.Connection, plan: _Plan) -> None:
         """The lease on ``plan``'s session is gone: open a continuation in this transaction."""
         held = plan.held
         old = held.current
         new = new_id()
         self._insert(conn, new)
-        meta = {k: v for k, v in held.open_meta.items() if k not in ("lease", "continues")}
+        source = plan.open_meta if plan.open_meta is not None else held.open_meta
+        meta = {k: v for k, v in source.items() if k not in ("lease", "continues")}
         meta["continues"] = old
         reason = _LOST_REASON.format(old=old)
         plan.prologue = [

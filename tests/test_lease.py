@@ -339,3 +339,55 @@ def test_repair_sweeps_lease_rows_of_sessions_that_are_closed(
     repair(other)
     assert _lease_rows(store) == []
     session.close()
+
+
+def _writer_dies(store: EventStore) -> None:
+    """The keeper's process is gone: it renews and releases nothing more (no database write)."""
+    lease_keeper(store)._forked()
+
+
+def test_a_replacement_writer_takes_the_lease_over(store: EventStore, other: EventStore) -> None:
+    session = CaptureSession(store, "replaced", writer="thread")
+    assert session.flush(10)
+    _writer_dies(store)
+    replacement = lease_keeper(other)
+    held = replacement.hold(session.id, take_over=True)
+    other.append([_exchange_event(session.id, EventKind.REQUEST, 0)])
+    assert _lease_rows(store) == [(session.id, replacement.holder)]
+    assert held.current_session_id == session.id and held.continuations == 0
+    assert repair(store).sessions_closed == []  # live, under its new holder
+    other.append([Event(session.id, EventKind.SESSION_CLOSE, None)])
+    held.release()
+    assert _lease_rows(store) == [] and store.find_session(session.id).closed
+    assert _named(store, "replaced") == [session.id]
+    session.writer.close()
+
+
+def test_a_replacement_writer_for_a_repaired_session_goes_on_in_a_continuation(
+    store: EventStore, other: EventStore
+) -> None:
+    session = CaptureSession(store, "replaced", writer="thread", labels={"k": "v"})
+    assert session.flush(10)
+    _writer_dies(store)
+    assert repair(other, force=True).sessions_closed == [session.id]
+    replacement = lease_keeper(other)
+    held = replacement.hold(session.id, take_over=True)
+    other.append([_exchange_event(session.id, EventKind.REQUEST, 0)])
+    [old, new] = _named(store, "replaced")
+    assert old == session.id and held.current_session_id == new
+    assert store.find_session(new).labels == {"k": "v"}
+    assert next(iter(store.session_events(new))).meta["continues"] == old
+    [x] = store.exchanges(new)
+    assert x.method == "POST"
+    assert _lease_rows(store) == [(new, replacement.holder)]
+    held.release()
+    session.writer.close()
+
+
+_XID = "9" * 32
+
+
+def _exchange_event(session_id: str, kind: EventKind, seq: int) -> Event:
+    return Event(
+        session_id, kind, seq, _XID, meta={"method": "POST", "url": "https://x/v1/responses"}
+    )
