@@ -357,6 +357,7 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self.renewals = 0
         self.renewal_failures = 0
+        """Failed renewals in a row (0 when the last one succeeded)."""
         self._reported: set[str] = set()
         store.guard = _Guard(self)
         _keepers.add(self)
@@ -462,12 +463,18 @@ class LeaseKeeper:
                 ).all()
         except Exception as exc:
             self.renewal_failures += 1
-            log.warning(
-                "codetape: could not renew the recorder's leases (%s); retrying in %g s",
-                exc,
-                self.renew_every,
-            )
+            if self.renewal_failures == 1:  # once per outage, not every few seconds
+                log.warning(
+                    "codetape: could not renew the recorder's leases (%s); retrying every %g s "
+                    "(after %g s without renewal, a repair may close its sessions)",
+                    exc,
+                    self.renew_every,
+                    self.duration,
+                )
             return set()
+        if self.renewal_failures:
+            log.warning("codetape: the recorder's leases are renewed again")
+        self.renewal_failures = 0
         self.renewals += 1
         with self._lock:
             # A continuation made meanwhile replaced what was expected: not lost.

@@ -162,7 +162,7 @@ class Liveness:
             return f"lease live (expires in {self.expires_in_s:.0f} s unless renewed)"
         if self.lease == "expired":
             if self.expires_in_s is None:
-                return "lease expired (released without closing the session)"
+                return "lease gone (its row was removed): `codetape repair` closes it"
             return f"lease expired {-self.expires_in_s:.0f} s ago: `codetape repair` closes it"
         if self.process == "alive":
             return "no lease (recorded before leases); its recorder process is running"

@@ -391,3 +391,42 @@ def _exchange_event(session_id: str, kind: EventKind, seq: int) -> Event:
     return Event(
         session_id, kind, seq, _XID, meta={"method": "POST", "url": "https://x/v1/responses"}
     )
+
+
+@pytest.mark.postgres
+def test_a_database_outage_is_logged_once_and_the_leases_renewed_after_it(
+    pg_server: object, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    from recorder.lease import LeaseKeeper
+    from recorder.store import migrate
+
+    migrate.upgrade(pg_url)
+    name = sa.make_url(pg_url).database
+    admin = pg_server.admin_url  # type: ignore[attr-defined]
+    with EventStore.open(pg_url) as store:
+        # Renewed by hand below: the background renewal would not come for 50 s.
+        keeper = LeaseKeeper(store, duration=60, renew_every=50)
+        session = CaptureSession(store, "outage", writer="thread")
+        assert session.flush(10)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        try:
+            for _ in range(3):
+                assert keeper.renew() == set()  # failed, but not lost
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert keeper.renewal_failures == 3
+        warnings = [r.getMessage() for r in caplog.records if "renew" in r.getMessage()]
+        assert len(warnings) == 1 and "could not renew" in warnings[0]
+        assert keeper.renew() == set() and keeper.renewal_failures == 0
+        assert "renewed again" in caplog.records[-1].getMessage()
+        assert read_leases(store, [session.id])[session.id].live
+        session.close()
