@@ -339,9 +339,11 @@ def _close(store: EventStore, state: Liveness, *, force: bool) -> tuple[list[str
 def _sweep(store: EventStore) -> None:
     """Drop expired lease rows of sessions that are closed (a release that never happened)."""
     now = now_sql(store.backend)
+    # EXISTS, not IN: one index probe per (rare) lease row, never a scan of
+    # every closed session in the log; this runs whenever a recorder starts.
     stale = (
-        f"FROM leases WHERE expires_at_ns <= {now} AND session_id IN "
-        "(SELECT session_id FROM events WHERE kind = 'session_close')"
+        f"FROM leases WHERE expires_at_ns <= {now} AND EXISTS (SELECT 1 FROM events e "
+        "WHERE e.kind = 'session_close' AND e.session_id = leases.session_id)"
     )
     try:
         with translate_errors(store.url), store.engine.connect() as conn:
