@@ -388,8 +388,6 @@ class LeaseKeeper:
         """Stop holding ``session_id`` (after its ``session_close`` is stored) and drop its row."""
         with self._lock:
             held = self._held.pop(session_id, None)
-            if not self._held:
-                self._stop_renewer()
         if held is None or not held.opened:
             return
         if held.lost:
@@ -432,7 +430,7 @@ class LeaseKeeper:
             return list(self._held)
 
     def _stop_renewer(self) -> None:
-        # Lock held. The thread exits at its next wake-up; hold() starts another.
+        # Lock held. The thread exits at once; hold() starts another.
         self._stop.set()
         self._thread = None
 
@@ -443,6 +441,14 @@ class LeaseKeeper:
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self.renew_every):
+            with self._lock:
+                if not self._held:
+                    # Idle for a whole interval: stop. The thread outlives a
+                    # release so that back-to-back sessions do not each pay
+                    # for starting one (a millisecond or more on a busy host).
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    return
             self.renew()
 
     def renew(self) -> set[str]:
