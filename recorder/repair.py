@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +44,7 @@ from recorder.errors import StoreError
 from recorder.events import Event, EventKind, Outcome, now_ns
 from recorder.lease import LeaseRow, now_sql, read_leases, take_expired
 from recorder.store.engine import translate_errors
-from recorder.store.store import EventStore
+from recorder.store.store import Committed, EventStore
 
 __all__ = [
     "Liveness",
@@ -299,8 +298,8 @@ def _close(store: EventStore, state: Liveness, *, force: bool) -> tuple[list[str
     outcome: dict[str, Any] = {"skipped": "repaired concurrently by another process"}
 
     def prepare(
-        conn: sa.Connection, _batch: list[Event]
-    ) -> tuple[list[Event], Callable[[], None] | None]:
+        conn: sa.Connection, _batch: list[Event], _head: int
+    ) -> tuple[list[Event], Committed | None]:
         if conn.execute(_CLOSED, {"s": session_id}).first() is not None:
             return [], None
         details: dict[str, Any] = {"repaired": True}

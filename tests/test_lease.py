@@ -430,3 +430,44 @@ def test_a_database_outage_is_logged_once_and_the_leases_renewed_after_it(
         assert "renewed again" in caplog.records[-1].getMessage()
         assert read_leases(store, [session.id])[session.id].live
         session.close()
+
+
+def test_a_lease_revoked_between_two_sessions_appends_is_still_noticed(
+    store: EventStore, other: EventStore
+) -> None:
+    """Two sessions of one recorder: a repair of one is seen even if the other appends first."""
+    one = CaptureSession(store, "one", writer="thread")
+    two = CaptureSession(store, "two", writer="thread")
+    assert one.flush(10) and two.flush(10)
+    assert repair(other, force=True, session_ids=[two.id]).sessions_closed == [two.id]
+    _exchange_with_frames(one, 1).finish()
+    assert one.flush(10)
+    _exchange_with_frames(two, 1).finish()
+    two.close()
+    one.close()
+    assert _named(store, "one") == [one.id]
+    [old, new] = _named(store, "two")
+    assert old == two.id and store.exchanges(old) == []
+    assert len(store.exchanges(new)) == 1
+    assert store.verify().ok
+
+
+def test_a_lone_recorder_checks_its_lease_without_a_statement(store: EventStore) -> None:
+    """Nobody else appended since its last append: no repair can have revoked its lease."""
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    session = CaptureSession(store, "alone", writer="thread")
+    assert session.flush(10)
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(5):
+            _exchange_with_frames(session, 3).finish()
+            assert session.flush(10)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    assert len([s for s in statements if "INSERT INTO events" in s]) >= 5
+    assert [s for s in statements if "leases" in s] == []
+    session.close()

@@ -40,6 +40,7 @@ from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.schema import SCHEMA_REVISION
 
 __all__ = [
+    "Committed",
     "EventStore",
     "ExchangeInfo",
     "Prepare",
@@ -48,12 +49,15 @@ __all__ = [
     "VerifyReport",
 ]
 
-Prepare = Callable[[sa.Connection, list[Event]], tuple[list[Event], Callable[[], None] | None]]
+Committed = Callable[[list[int]], None]
+Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
 """A hook run inside an append's transaction, under the write lock.
 
-It gets the connection and the batch, and returns the batch to append (the
-same, changed, or empty) and a callback to run once the transaction has
-committed (or None). It may read and write other tables on the connection.
+It gets the connection, the batch and the log's last position before the
+batch, and returns the batch to append (the same, changed, or empty) and a
+callback to run, with the positions given to the batch, once the transaction
+has committed (or None). It may read and write other tables on the
+connection, never ``events`` itself (it returns events to append instead).
 """
 
 _COLUMNS = (
@@ -254,30 +258,30 @@ class EventStore:
         items = list(batch)
         if not items and prepare is None:
             return []
-        committed: list[Callable[[], None]] = []
+        committed: list[Committed] = []
         positions = self._append(items, prepare, committed)
         for on_commit in committed:
-            on_commit()
+            on_commit(positions)
         return positions
 
     def _append(
-        self, items: list[Event], prepare: Prepare | None, committed: list[Callable[[], None]]
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
     ) -> list[int]:
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             if self.backend == "postgresql":
                 conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+            last = conn.exec_driver_sql(
+                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+            ).first()
             # The guard checks the batch as the caller gave it; prepare, the
             # caller's own check, comes last and is appended as it returns.
             for hook in (self.guard, prepare):
                 if hook is not None and (items or hook is prepare):
-                    items, on_commit = hook(conn, items)
+                    items, on_commit = hook(conn, items, 0 if last is None else last[0])
                     if on_commit is not None:
                         committed.append(on_commit)
             if not items:
                 return []  # leaving the block commits what the hooks wrote
-            last = conn.exec_driver_sql(
-                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-            ).first()
             position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
