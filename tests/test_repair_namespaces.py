@@ -188,8 +188,9 @@ def test_a_recorder_in_another_pid_namespace_is_never_closed_by_its_neighbours(
 ) -> None:
     """Same host name, same boot id, another pid namespace: the old liveness rule saw it dead."""
     prefix = _unshare("--pid")
+    # 40 events at 4 per second outlast the lease twice over: only renewals keep it.
     live = Recorder(
-        store.url, "live", delay=0.25, lease=(3.0, 0.5), prefix=prefix, tmp_path=tmp_path
+        store.url, "live", delay=0.25, lease=(4.0, 0.5), prefix=prefix, tmp_path=tmp_path
     )
     recorders.append(live)
     live.wait_for("sent 0")
@@ -210,7 +211,7 @@ def test_a_recorder_in_another_pid_namespace_is_never_closed_by_its_neighbours(
         with contextlib.suppress(queue.Empty):
             live.seen.append(live.lines.get(timeout=0.5))
     stats = live.finish()
-    assert neighbours >= 5
+    assert neighbours >= 3
 
     assert f"done 0 {FRAMES}" in live.seen
     assert _only_session(store, "live") == session_id  # no continuation
@@ -265,17 +266,17 @@ def test_another_hosts_session_is_repaired_once_its_lease_expired_without_force(
 def test_a_recorder_paused_short_of_its_lease_is_left_alone(
     store: EventStore, tmp_path: Path, recorders: list[Recorder]
 ) -> None:
-    paused = Recorder(store.url, "paused", delay=0.1, lease=(3.0, 0.5), tmp_path=tmp_path)
+    paused = Recorder(store.url, "paused", delay=0.1, lease=(6.0, 0.5), tmp_path=tmp_path)
     recorders.append(paused)
     paused.wait_for("sent 10")
     session_id = _only_session(store, "paused")
     _stop_between_transactions(paused, store.url)
-    stopped_at = time.monotonic()
     try:
         result = CliRunner().invoke(main, ["repair", "--db", store.url])
-        with CaptureSession(store.url, "neighbour"):
+        with CaptureSession(store.url, "neighbour", writer="thread"):
             pass
-        assert time.monotonic() - stopped_at < 2.0  # still short of the lease
+        # Still short of its lease, on the database's clock: the premise of this test.
+        assert liveness(store)[session_id].lease == "live"
     finally:
         paused.signal(signal.SIGCONT)
     assert result.exit_code == 0, result.output
