@@ -471,3 +471,42 @@ def test_a_lone_recorder_checks_its_lease_without_a_statement(store: EventStore)
     assert len([s for s in statements if "INSERT INTO events" in s]) >= 5
     assert [s for s in statements if "leases" in s] == []
     session.close()
+
+
+_FORK = """
+import os, sys
+from recorder.capture import CaptureSession
+from recorder.lease import lease_keeper
+from recorder.store import EventStore
+store = EventStore.open({url!r})
+session = CaptureSession(store, "parent", writer="thread")
+assert session.flush(10)
+keeper = lease_keeper(store)
+parent_holder = keeper.holder
+pid = os.fork()
+if pid == 0:
+    # The parent's leases are the parent's: the fork holds, renews and releases none of them.
+    forked = lease_keeper(store)
+    print(forked is keeper, forked.held(), forked.holder != parent_holder, forked.renew(),
+          flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(keeper.held() == [session.id], keeper.renew(), flush=True)
+session.close()
+"""
+
+
+def test_a_forked_process_holds_none_of_its_parents_leases(store: EventStore) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK.format(url=store.url)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True [] True set()", "True set()"]
+    assert _lease_rows(store) == []
+    assert store.find_session(_named(store, "parent")[0]).closed
