@@ -47,6 +47,7 @@ from recorder.capture.build import (
 from recorder.config import resolve_url
 from recorder.errors import CodetapeError
 from recorder.events import Event, EventKind, Outcome, new_id
+from recorder.lease import HeldLease, lease_keeper
 from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
 from recorder.redact import ECHO_TYPES, Redactor
 from recorder.repair import repair_dead_writers, writer_identity
@@ -211,6 +212,12 @@ class CaptureSession:
         )
         meta_data = dict(metadata or {})
         meta_data["recorder"] = recorder_identity or writer_identity()
+        # Lease hook: the lease is taken in the transaction that stores the
+        # session_open, renewed by this process (the one writing the events)
+        # and released by close(); see recorder.lease.
+        self._lease: HeldLease | None = lease_keeper(
+            self.store, identity=meta_data["recorder"]
+        ).hold(self.id)
         self.submit(
             Event(
                 self.id,
@@ -266,7 +273,7 @@ class CaptureSession:
                 raise CaptureError(self._failure_message(what))
             return
         stored = self.writer.flush(_SYNC_TIMEOUT, fail_fast=True)
-        if not stored or self.writer.stats.store_errors or self.writer.stats.lost:
+        if not stored or self.writer.stats.store_errors or self.stats.events_lost:
             raise CaptureError(self._failure_message(what))
 
     def _failure_message(self, what: str) -> str:
@@ -300,13 +307,16 @@ class CaptureSession:
         if self._remote is not None:
             return self._remote.stats if self._closed else self._remote.current_stats()
         w = self.writer.stats
+        # Events the lease fence dropped (their session was closed by a repair
+        # while this recorder was stopped) went through the writer as stored.
+        fenced = self._lease.lost_events if self._lease is not None else 0
         with self._lock:
             return CaptureStats(
                 exchanges=self._exchanges,
                 open_exchanges=len(self._open),
                 events_submitted=w.submitted,
-                events_stored=w.stored,
-                events_lost=w.lost,
+                events_stored=w.stored - fenced,
+                events_lost=w.lost + fenced,
                 commits=w.commits,
                 store_errors=w.store_errors,
                 recorder_errors=self._recorder_errors,
@@ -339,6 +349,8 @@ class CaptureSession:
             meta["reason"] = reason
         self.writer.submit(Event(self.id, EventKind.SESSION_CLOSE, None, meta=meta))
         self.writer.close()
+        if self._lease is not None:
+            self._lease.release()
         if self._owns_store:
             self.store.close()
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 @click.option(
     "--force",
     is_flag=True,
-    help="Also close sessions whose recorder cannot be checked (other hosts). "
-    "Only when no recorder is running.",
+    help="Close every open session, even one whose recorder holds a live lease or "
+    "cannot be checked. Only when no recorder is running.",
 )
 @db_option
 @json_option
@@ -30,6 +30,17 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
 
     Each open exchange of a dead recording gets an `interrupted` ending and its
     session a close.
+
+    \b
+    A recorder holds a lease on each session it records, in the database, and
+    renews it every 5 s; a session is closed only once its lease has expired
+    (30 s without renewal, on the database's clock), whichever host or
+    container recorded it. A recorder that was only stopped and resumes after
+    that records what follows in a new session that names the closed one.
+    Sessions recorded before leases existed are closed only when their
+    recorder process is provably gone from this host (else use --force).
+    The recorder's environment variables CODETAPE_LEASE_SECONDS and
+    CODETAPE_LEASE_RENEW_SECONDS change the lease and its renewal interval.
     """
     with open_store(db) as store:
         ids = [store.find_session(ref).id for ref in sessions] if sessions else None

@@ -15,6 +15,7 @@ from recorder.config import resolve_url
 from recorder.events import EventKind
 from recorder.export import export_sessions
 from recorder.ingest import FORMATS, import_file
+from recorder.repair import open_exchange_liveness
 from recorder.store import migrate
 from recorder.store.engine import describe_url
 
@@ -232,6 +233,8 @@ def verify(db: str | None, as_json: bool) -> None:
     """
     with open_store(db) as store:
         report = store.verify()
+        # For each exchange left open: may its recorder still be writing it?
+        still_open = open_exchange_liveness(store, report.open_exchanges)
     if as_json:
         emit_json(
             {
@@ -244,6 +247,17 @@ def verify(db: str | None, as_json: bool) -> None:
                     {"position": p.position, "message": p.message} for p in report.problems
                 ],
                 "open_exchanges": report.open_exchanges,
+                "open_exchange_sessions": [
+                    {
+                        "exchange": xid,
+                        "session": sid,
+                        "lease": None if state is None else state.lease,
+                        "lease_expires_in_s": None if state is None else state.expires_in_s,
+                        "recorder_process": None if state is None else state.process,
+                        "repairable": state is not None and state.repairable,
+                    }
+                    for xid, sid, state in still_open
+                ],
                 "capture_gaps": report.capture_gaps,
             }
         )
@@ -252,10 +266,15 @@ def verify(db: str | None, as_json: bool) -> None:
             click.echo(f"position {problem.position}: {problem.message}", err=True)
         if report.open_exchanges:
             click.echo(
-                f"{len(report.open_exchanges)} exchange(s) never ended (interrupted capture): "
-                + ", ".join(x[:12] for x in report.open_exchanges[:5]),
+                f"{len(report.open_exchanges)} exchange(s) not ended (still recording, or an "
+                "interrupted capture):",
                 err=True,
             )
+            for xid, sid, state in still_open[:20]:
+                where = "its session is closed" if state is None else state.describe()
+                click.echo(f"  {xid[:12]} in session {(sid or '?')[:12]}: {where}", err=True)
+            if len(still_open) > 20:
+                click.echo(f"  ... and {len(still_open) - 20} more", err=True)
         if report.capture_gaps:
             click.echo(f"{report.capture_gaps} capture gap(s) recorded", err=True)
         if report.ok:

@@ -13,13 +13,18 @@ Guarantees:
   run over the whole log.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
   no read loads the whole table.
+* **Checks under the lock.** An append may be given a ``prepare`` hook, and a
+  store a ``guard``: both run inside the append's transaction once the write
+  lock is held, so what they read and decide (a lease still held, a session
+  still open) cannot change before the batch commits. Their ``on_commit``
+  callbacks run only once it has.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -34,7 +39,26 @@ from recorder.store.engine import create_engine, describe_url, translate_errors
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.schema import SCHEMA_REVISION
 
-__all__ = ["EventStore", "ExchangeInfo", "SessionInfo", "VerifyProblem", "VerifyReport"]
+__all__ = [
+    "Committed",
+    "EventStore",
+    "ExchangeInfo",
+    "Prepare",
+    "SessionInfo",
+    "VerifyProblem",
+    "VerifyReport",
+]
+
+Committed = Callable[[list[int]], None]
+Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
+"""A hook run inside an append's transaction, under the write lock.
+
+It gets the connection, the batch and the log's last position before the
+batch, and returns the batch to append (the same, changed, or empty) and a
+callback to run, with the positions given to the batch, once the transaction
+has committed (or None). It may read and write other tables on the
+connection, never ``events`` itself (it returns events to append instead).
+"""
 
 _COLUMNS = (
     "position",
@@ -170,6 +194,8 @@ class EventStore:
         self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
         self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
         self._multi_sql: dict[int, str] = {}
+        self.guard: Prepare | None = None
+        """Run on every non-empty append (see :data:`Prepare`); set by :mod:`recorder.lease`."""
 
     # -- opening -------------------------------------------------------------
 
@@ -222,20 +248,40 @@ class EventStore:
 
     # -- writing -------------------------------------------------------------
 
-    def append(self, batch: Iterable[Event]) -> list[int]:
+    def append(self, batch: Iterable[Event], *, prepare: Prepare | None = None) -> list[int]:
         """Append ``batch`` atomically; return the positions given to its events.
 
         Events with ``seq=None`` get the next sequence number of their stream.
+        The store's :attr:`guard`, then ``prepare``, may check and rewrite the
+        batch under the write lock (see :data:`Prepare`).
         """
         items = list(batch)
-        if not items:
+        if not items and prepare is None:
             return []
+        committed: list[Committed] = []
+        positions = self._append(items, prepare, committed)
+        for on_commit in committed:
+            on_commit(positions)
+        return positions
+
+    def _append(
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
+    ) -> list[int]:
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             if self.backend == "postgresql":
                 conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
             last = conn.exec_driver_sql(
                 "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
             ).first()
+            # The guard checks the batch as the caller gave it; prepare, the
+            # caller's own check, comes last and is appended as it returns.
+            for hook in (self.guard, prepare):
+                if hook is not None and (items or hook is prepare):
+                    items, on_commit = hook(conn, items, 0 if last is None else last[0])
+                    if on_commit is not None:
+                        committed.append(on_commit)
+            if not items:
+                return []  # leaving the block commits what the hooks wrote
             position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
