@@ -1,4 +1,5 @@
-"""Insight commands: the printing behind ``containers --advise``.
+"""Insight commands: ``report`` (a self-contained HTML report) and the printing behind
+``containers --advise``.
 
 Thin over :mod:`recorder.insight`, :mod:`recorder.report` and :mod:`recorder.rerun`;
 each command imports what it needs when it runs, so ``codetape --help`` stays quick.
@@ -14,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from recorder.cli.app import console, emit_json, open_store
+from recorder.cli.app import console, db_option, emit_json, main, open_store
 from recorder.errors import CodetapeError
 
 if TYPE_CHECKING:
     from recorder.insight import Advice
+    from recorder.store.store import EventStore
 
-__all__ = ["advise_containers", "print_advice"]
+__all__ = ["advise_containers", "demo_insight", "print_advice", "report_cmd"]
 
 
 class BadOption(CodetapeError):
@@ -139,3 +141,52 @@ def advise_containers(
         click.echo(out.getvalue(), nl=False)
     else:
         print_advice(advice)
+
+
+# -- demo ------------------------------------------------------------------------
+
+
+def demo_insight(store: EventStore, session_id: str, report_file: Path | None) -> None:
+    """The demo's last sections: the advisor's line for its session, then its HTML report."""
+    from recorder.demo import write_report
+    from recorder.insight import advise
+
+    console.rule("6. container reuse advice  (codetape containers --advise)")
+    console.print(advise(store).line(session_id), markup=False)
+    console.rule("7. the session report  (codetape report SESSION -o FILE)")
+    written = write_report(store, session_id, report_file)
+    console.print(
+        f"wrote {written.path} ({written.bytes:,} bytes): open it in a browser, no network needed",
+        markup=False,
+    )
+
+
+# -- report ------------------------------------------------------------------------
+
+
+@main.command("report")
+@click.argument("sessions", nargs=-1, required=True, metavar="SESSION...")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="Where to write the HTML file (written atomically).",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Re-derive the log's hash chain and state the result in the report.",
+)
+@db_option
+def report_cmd(sessions: tuple[str, ...], output: Path, verify: bool, db: str | None) -> None:
+    """Write one self-contained HTML report of SESSION... (open it in any browser, offline):
+    timeline, code, outputs, final text, costs, containers and the log positions behind them.
+    """
+    from recorder.report import write_report
+
+    with open_store(db) as store:
+        written = write_report(store, list(sessions), output, verify=verify)
+    click.echo(f"wrote {written.path} ({written.bytes:,} bytes, {written.sessions} session(s))")
