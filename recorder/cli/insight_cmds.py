@@ -1,5 +1,5 @@
-"""Insight commands: ``report`` (a self-contained HTML report) and the printing behind
-``containers --advise``.
+"""Insight commands: ``report`` (a self-contained HTML report), ``rerun`` (model migration)
+and the printing behind ``containers --advise``.
 
 Thin over :mod:`recorder.insight`, :mod:`recorder.report` and :mod:`recorder.rerun`;
 each command imports what it needs when it runs, so ``codetape --help`` stays quick.
@@ -11,18 +11,18 @@ import csv
 import io
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from recorder.cli.app import console, db_option, emit_json, main, open_store
+from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
 from recorder.errors import CodetapeError
 
 if TYPE_CHECKING:
     from recorder.insight import Advice
     from recorder.store.store import EventStore
 
-__all__ = ["advise_containers", "demo_insight", "print_advice", "report_cmd"]
+__all__ = ["advise_containers", "demo_insight", "print_advice", "report_cmd", "rerun_cmd"]
 
 
 class BadOption(CodetapeError):
@@ -190,3 +190,64 @@ def report_cmd(sessions: tuple[str, ...], output: Path, verify: bool, db: str | 
     with open_store(db) as store:
         written = write_report(store, list(sessions), output, verify=verify)
     click.echo(f"wrote {written.path} ({written.bytes:,} bytes, {written.sessions} session(s))")
+
+
+# -- rerun -------------------------------------------------------------------------
+
+
+def _field(value: str) -> tuple[str, Any]:
+    import json
+
+    name, sep, raw = value.partition("=")
+    if not sep or not name:
+        raise BadOption(f"--set wants FIELD=VALUE (e.g. reasoning.effort=low), got {value!r}")
+    try:
+        parsed: Any = json.loads(raw)
+    except ValueError:
+        parsed = raw
+    return name, parsed
+
+
+@main.command("rerun")
+@click.argument("session")
+@click.option("--model", required=True, help="The model every request is sent with.")
+@click.option(
+    "--upstream",
+    metavar="URL",
+    help="Base URL of the API (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).",
+)
+@click.option(
+    "--set",
+    "fields",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Override another request field (dotted path; VALUE is JSON, else a string). Repeatable.",
+)
+@click.option("--name", help="Name of the new session (default: the original's + ' rerun').")
+@db_option
+@json_option
+def rerun_cmd(
+    session: str,
+    model: str,
+    upstream: str | None,
+    fields: tuple[str, ...],
+    name: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Re-issue SESSION's requests, in order, with --model (and --set fields) against a live
+    endpoint, recording a new session; then compare the two call by call.
+
+    The API key is $OPENAI_API_KEY, as for the openai SDK; it is never stored.
+    """
+    from recorder.rerun import rerun
+
+    overrides = dict(_field(f) for f in fields)
+    with open_store(db) as store:
+        result = rerun(
+            store, session, model=model, upstream=upstream, overrides=overrides, name=name
+        )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    click.echo(result.render())

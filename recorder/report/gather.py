@@ -107,6 +107,10 @@ class ExchangeView:
     usage: dict[str, int | None] | None = None
     error: Any = None
     calls: list[CallView] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    """The response's tool calls in output order: the item type (``: name`` for functions)."""
+    tool_arguments: list[str | None] = field(default_factory=list)
+    """Each tool call's ``arguments`` (function calls), ``None`` for others."""
     cost: dict[str, Any] | None = None
     """The cost report's item for this exchange (token cost, basis, rule)."""
     file: FileView | None = None
@@ -189,8 +193,15 @@ def _apply_response(x: ExchangeView, response: dict[str, Any]) -> None:
         x.error = response["error"]
     texts: list[str] = []
     annotations: list[dict[str, Any]] = []
+    tools: list[str] = []
+    arguments: list[str | None] = []
     for item in response.get("output") or []:
-        if not isinstance(item, dict) or item.get("type") != "message":
+        kind = item.get("type") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind not in ("message", "reasoning"):
+            name, args = item.get("name"), item.get("arguments")
+            tools.append(f"{kind}: {name}" if isinstance(name, str) else kind)
+            arguments.append(args if isinstance(args, str) else None)
+        if not isinstance(item, dict) or kind != "message":
             continue
         for part in item.get("content") or []:
             if not isinstance(part, dict) or not isinstance(part.get("text"), str):
@@ -206,6 +217,8 @@ def _apply_response(x: ExchangeView, response: dict[str, Any]) -> None:
             texts.append(part["text"])
     if texts or x.text_partial:
         x.text, x.annotations, x.text_partial = "".join(texts), annotations, False
+    if tools or response.get("status") in ("completed", "failed", "incomplete"):
+        x.tools, x.tool_arguments = tools, arguments
 
 
 def _media_type(headers: Any, filename: str | None) -> str | None:
