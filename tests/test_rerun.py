@@ -320,3 +320,54 @@ def test_cli_rerun(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert SECRET not in result.output
     bad = runner.invoke(main, [*args, "--set", "novalue", "--db", db_url])
     assert bad.exit_code != 0 and "Error: --set wants FIELD=VALUE" in bad.output
+
+
+def test_output_items_sent_back_as_input_are_replaced_by_the_reruns() -> None:
+    """pydantic-ai sends the first response's output items back as input to the second."""
+    from pathlib import Path
+
+    from recorder.rerun.issue import IdMap, rewrite
+    from replay.source import load_tape as load_recording
+
+    tape = (
+        Path(__file__).resolve().parents[1]
+        / "fixtures/realdata/pydantic-ai/test_openai_responses_code_execution_return_image.jsonl"
+    )
+    first, second = load_recording(tape).exchanges
+    old = json.loads(first.body)
+    reasoning, call, message = old["output"]
+    new = {
+        **old,
+        "id": "resp_rerun1",
+        "output": [
+            {**reasoning, "id": "rs_rerun", "encrypted_content": "rerun-secret-state"},
+            {**call, "id": "ci_rerun", "container_id": "cntr_rerun", "code": "print(1)"},
+        ],
+    }
+    idmap = IdMap()
+    idmap.learn(old, new)
+    issued = rewrite(second, "gpt-5-mini", {"max_output_tokens": 500}, idmap)
+    assert issued.exchange is not None
+    body = json.loads(issued.exchange.request_body)
+    assert body["model"] == "gpt-5-mini" and body["max_output_tokens"] == 500
+    kinds = [(i.get("type"), i.get("id")) for i in body["input"]]
+    # The user's messages stay; the original's reasoning and call become this run's; its
+    # message has no counterpart in this run, so it is left out, and that is said.
+    assert kinds == [
+        (None, None),
+        ("reasoning", "rs_rerun"),
+        ("code_interpreter_call", "ci_rerun"),
+        (None, None),
+    ]
+    assert body["input"][1]["encrypted_content"] == "rerun-secret-state"
+    assert body["input"][2]["container_id"] == "cntr_rerun"
+    assert issued.notes == [
+        f"input item {message['id']} came from the original run's output; this run has none "
+        "at its place, so it was left out"
+    ]
+    # The untouched first request: only the model changes.
+    plain = rewrite(first, "gpt-5-mini", {}, IdMap())
+    assert plain.exchange is not None
+    assert {**json.loads(first.request_body), "model": "gpt-5-mini"} == json.loads(
+        plain.exchange.request_body
+    )
