@@ -153,8 +153,12 @@ class Chromium:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=30) as r:
             targets = json.loads(r.read())
         (target,) = [t for t in targets if t.get("type") == "page"][:1]
+        # One page connection at a time: the previous one is closed first.
+        self._connections.close()
         ws = self._connections.enter_context(
-            connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+            connect(
+                target["webSocketDebuggerUrl"], max_size=None, open_timeout=30, close_timeout=2
+            )
         )
         page = Page(ws)
         for domain in ("Runtime", "Log", "Network", "Page"):
@@ -164,13 +168,15 @@ class Chromium:
         return page
 
     def close(self) -> None:
-        self._connections.close()
+        # The browser goes first: its connections then end at once instead of waiting
+        # for a closing handshake.
         self.process.terminate()
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(20)
+        self._connections.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self) -> Chromium:
