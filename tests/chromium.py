@@ -156,9 +156,7 @@ class Chromium:
         # One page connection at a time: the previous one is closed first.
         self._connections.close()
         ws = self._connections.enter_context(
-            connect(
-                target["webSocketDebuggerUrl"], max_size=None, open_timeout=30, close_timeout=2
-            )
+            connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30, close_timeout=2)
         )
         page = Page(ws)
         for domain in ("Runtime", "Log", "Network", "Page"):
