@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0002_projections"
+SCHEMA_REVISION = "0003_no_replace"
 
 metadata = MetaData(
     naming_convention={
