@@ -97,9 +97,10 @@ def test_clients_see_the_tape_by_name_not_by_its_path_here(tmp_path: Path) -> No
     tape = private / "recorded.jsonl"
     tape.write_bytes(STREAM.read_bytes())
     # Built with the tape, and loaded into a running server later: both paths.
-    with ReplayServer(ReplayApp(load_tape(tape))) as first, ReplayServer(
-        ReplayApp(Recording("none", ()))
-    ) as second:
+    with (
+        ReplayServer(ReplayApp(load_tape(tape))) as first,
+        ReplayServer(ReplayApp(Recording("none", ()))) as second,
+    ):
         second.app.load(load_tape(tape))
         for server in (first, second):
             with httpx2.Client() as http:
