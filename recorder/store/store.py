@@ -428,13 +428,32 @@ class EventStore:
 
     # -- verification --------------------------------------------------------
 
-    def verify(self, *, max_problems: int = 20, marks: Iterable[int] = ()) -> VerifyReport:
+    def verify(
+        self, *, max_problems: int = 20, marks: Iterable[int] = (), until: int | None = None
+    ) -> VerifyReport:
         """Re-derive every hash in position order and check the chain, positions and sequences.
 
         See :mod:`recorder.store.verify` for what this proves and what it cannot;
-        ``marks`` asks for the chain head and RFC 6962 root at those positions.
+        ``marks`` asks for the chain head and RFC 6962 root at those positions;
+        ``until`` stops after that position.
         """
         checker = ChainChecker(max_problems=max_problems, marks=marks)
-        for ev in self.iter_events(0):
+        for ev in self.iter_events(0, until=until):
             checker.feed(ev)
         return checker.finish()
+
+    def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:
+        """(position, hash) of each row up to ``until``, in order: the Merkle tree's leaves."""
+        query = sa.text(
+            "SELECT position, hash FROM events WHERE position > :after AND position <= :until "
+            "ORDER BY position LIMIT :limit"
+        )
+        after = 0
+        while after < until:
+            with translate_errors(self.url), self.engine.connect() as conn:
+                rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
+            for position, digest in rows:
+                yield int(position), str(digest)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
