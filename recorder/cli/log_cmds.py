@@ -24,7 +24,7 @@ from recorder.integrity import (
     verify_log,
     verify_tape,
 )
-from recorder.store import migrate
+from recorder.store import migrate, roles
 from recorder.store.engine import describe_url
 
 
@@ -56,6 +56,33 @@ def db_current(db: str | None) -> None:
     head = migrate.head_revision()
     state = "up to date" if current == head else f"needs upgrade to {head}"
     click.echo(f"{current or 'blank'} ({state})")
+
+
+@db.command("roles")
+@click.option(
+    "--prefix",
+    default="codetape",
+    show_default=True,
+    help="Roles are PREFIX_recorder, PREFIX_projector and PREFIX_reader.",
+)
+@click.option("--print", "print_only", is_flag=True, help="Print the SQL instead of running it.")
+@db_option
+def db_roles(prefix: str, print_only: bool, db: str | None) -> None:
+    """Create least-privilege PostgreSQL roles for the log (run as the tables' owner).
+
+    PREFIX_recorder may only read and append events: no UPDATE, DELETE,
+    TRUNCATE or DDL, so it cannot change the log even with the triggers
+    gone. PREFIX_projector reads events and writes the projection tables.
+    PREFIX_reader only reads. They cannot log in: grant one to each user
+    (CREATE ROLE alice LOGIN PASSWORD '...' IN ROLE codetape_recorder).
+    Run it again after `codetape db upgrade`.
+    """
+    if print_only:
+        click.echo(roles.roles_sql(prefix), nl=False)
+        return
+    url = resolve_url(db)
+    names = roles.apply_roles(url, prefix)
+    click.echo(f"{describe_url(url)}: roles {', '.join(names.values())} are set up")
 
 
 @main.command()

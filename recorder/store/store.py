@@ -6,11 +6,11 @@ Guarantees:
   itself refuses UPDATE and DELETE on ``events`` (triggers, see migrations).
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
-  (``BEGIN IMMEDIATE`` on SQLite, ``LOCK TABLE ... IN EXCLUSIVE MODE`` on
-  PostgreSQL), so positions are assigned and committed in order: a reader that
-  has seen position N never later finds a new row below N. That makes
-  "read from position onward" safe for projections, and lets one hash chain
-  run over the whole log.
+  (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on
+  PostgreSQL, :data:`APPEND_LOCK`), so positions are assigned and committed in
+  order: a reader that has seen position N never later finds a new row below
+  N. That makes "read from position onward" safe for projections, and lets
+  one hash chain run over the whole log.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
   no read loads the whole table.
 """
@@ -34,7 +34,14 @@ from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.schema import SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
-__all__ = ["EventStore", "ExchangeInfo", "SessionInfo", "VerifyProblem", "VerifyReport"]
+__all__ = [
+    "APPEND_LOCK",
+    "EventStore",
+    "ExchangeInfo",
+    "SessionInfo",
+    "VerifyProblem",
+    "VerifyReport",
+]
 
 _COLUMNS = (
     "position",
@@ -56,6 +63,12 @@ _COLUMNS = (
 )
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
 _PAGE = 2000
+# The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
+# An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
+# DELETE or TRUNCATE a table lock it in EXCLUSIVE mode, and a recording role
+# must be able to append with INSERT alone (see recorder.store.roles). It is
+# held until commit, like a table lock, so commits stay in position order.
+APPEND_LOCK = int.from_bytes(b"codetape", "big")
 # Rows per multi-row INSERT on SQLite: 50 x 16 columns stays under 999, the
 # bound-parameter limit of SQLite builds before 3.32.
 _ROWS_PER_INSERT = 50
@@ -186,7 +199,7 @@ class EventStore:
             return []
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             if self.backend == "postgresql":
-                conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
             last = conn.exec_driver_sql(
                 "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
             ).first()
