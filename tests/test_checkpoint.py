@@ -237,6 +237,22 @@ def test_the_cli_round_trip(store: EventStore, keys: Keys, tmp_path: Path) -> No
     stdout = runner.invoke(main, ["checkpoint", "--key", str(keys.private_path), *db])
     assert stdout.exit_code == 0
     assert parse_note(stdout.stdout).size == 33
+    to_file = tmp_path / "head.checkpoint"
+    written = runner.invoke(
+        main, ["checkpoint", "--key", str(keys.private_path), "-o", str(to_file), *db]
+    )
+    assert written.exit_code == 0
+    assert open_note(to_file.read_text(), keys.public).size == 33
+    umask = os.umask(0o22)
+    os.umask(umask)
+    assert to_file.stat().st_mode & 0o777 == 0o666 & ~umask  # public, unlike the key
+    for mistake, message in (
+        (["-o", str(to_file), "--dir", str(directory)], "give -o FILE or --dir DIR, not both"),
+        (["--every-seconds", "5"], "--every-seconds and --every-events need --dir"),
+        (["--key", str(keys.public_path)], "is not a PEM private key (it is a public key)"),
+    ):
+        out = runner.invoke(main, ["checkpoint", "--key", str(keys.private_path), *mistake, *db])
+        assert out.exit_code == 1 and message in out.output and out.output.count("\n") == 1
 
     check = ["verify", "--checkpoint", str(directory), "--key", str(keys.public_path), *db]
     ok = runner.invoke(main, check)

@@ -390,13 +390,13 @@ def _verify_tape(
         for problem in result.problems:
             at = f" (position {problem.position})" if problem.position is not None else ""
             click.echo(f"{problem.where}{at}: {problem.message}", err=True)
+        if result.ok:
+            click.echo(f"ok: {result.rows} rows of {tape} verified against their chain hashes")
         for check in result.checks:
             line = check.message
             if check.ok and check.not_covered:
                 line += f"; {check.not_covered} row(s) after its position are not covered"
             click.echo(line, err=not check.ok)
-        if result.ok:
-            click.echo(f"ok: {result.rows} rows of {tape} re-hash to their recorded chain")
         if unchecked:
             click.echo(
                 "the tape carries a signed checkpoint: pass --key PUBLIC_KEY to check it",

@@ -3,7 +3,8 @@
 Guarantees:
 
 * **Append-only.** The only write is :meth:`EventStore.append`; the database
-  itself refuses UPDATE and DELETE on ``events`` (triggers, see migrations).
+  itself refuses UPDATE and DELETE on ``events``, and on SQLite any INSERT
+  that would replace an event (triggers, see migrations).
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
   (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on
