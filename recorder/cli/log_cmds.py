@@ -277,7 +277,8 @@ def export_cmd(
 @click.option(
     "--key",
     type=click.Path(path_type=Path),
-    help="Public key (PEM) the checkpoints were signed with.",
+    help="Public key (PEM) the checkpoints were signed with; with a TAPE alone, also "
+    "checks the checkpoint the tape carries.",
 )
 @db_option
 @json_option

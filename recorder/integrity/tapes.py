@@ -173,7 +173,7 @@ def verify_tape(
     targets = list(checkpoints)
     if not targets and proof is not None and key is not None:
         try:
-            targets = [(f"{proof.where} (carried by the tape)", open_note(proof.checkpoint, key))]
+            targets = [(f"carried by {path}", open_note(proof.checkpoint, key))]
         except CheckpointError as exc:
             problem(proof.where, None, f"the checkpoint the tape carries: {exc}")
     for source, cp in targets:
