@@ -214,6 +214,12 @@ def test_each_role_holds_exactly_its_grants_and_a_rerun_changes_nothing(role_db:
     assert "GRANT SELECT, INSERT ON events TO codetape_recorder;" in script
 
 
+def test_roles_need_an_upgraded_database(pg_url: str) -> None:
+    code, output = cli("db", "roles", "--db", pg_url)
+    assert code == 1 and output.startswith("Error: the database at ")
+    assert "the roles need" in output and "codetape db upgrade" in output
+
+
 def test_roles_on_sqlite_are_one_clear_error(sqlite_url: str) -> None:
     migrate.upgrade(sqlite_url)
     with pytest.raises(RoleError, match="PostgreSQL feature"):

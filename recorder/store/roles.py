@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import re
 
-from recorder.errors import CodetapeError
-from recorder.store.engine import create_engine, translate_errors
-from recorder.store.schema import metadata
+from alembic.runtime.migration import MigrationContext
+
+from recorder.errors import CodetapeError, NotUpgraded
+from recorder.store.engine import create_engine, describe_url, translate_errors
+from recorder.store.schema import SCHEMA_REVISION, metadata
 
 __all__ = ["GRANTS", "ROLES", "RoleError", "apply_roles", "role_names", "roles_sql"]
 
@@ -116,6 +118,14 @@ def apply_roles(url: str, prefix: str = "codetape") -> dict[str, str]:
         script = roles_sql(prefix)
         body = script.split("BEGIN;\n", 1)[1].rsplit("COMMIT;\n", 1)[0]
         with translate_errors(url), engine.begin() as conn:
+            version = MigrationContext.configure(conn).get_current_revision()
+            if version != SCHEMA_REVISION:
+                # The grants name this revision's tables: they must all exist.
+                raise NotUpgraded(
+                    f"the database at {describe_url(url)} is at schema revision "
+                    f"{version or 'none'}, the roles need {SCHEMA_REVISION}: run "
+                    f"`codetape db upgrade --db {describe_url(url)}` first"
+                )
             conn.exec_driver_sql(body)
     finally:
         engine.dispose()
