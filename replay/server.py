@@ -10,7 +10,8 @@ Guarantees:
 * A request that matches nothing gets ``404`` with an OpenAI-style error body
   whose ``message`` is the :class:`~replay.matching.NoMatch` text (closest
   recorded request and each difference), plus ``x-should-retry: false`` so
-  SDKs do not retry it.
+  SDKs do not retry it. Clients see a tape by its file name only, never its
+  path on this machine (in that message and in the status).
 * A recorded transport failure fails the client as it can over HTTP: a
   timeout (before the response or mid-body) as silence after the recorded
   bytes, until the client's own timeout fires as it did live (or the server
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -72,6 +74,11 @@ class _QuietBrokenOff(logging.Filter):
 _FILTER = _QuietBrokenOff()
 
 
+def _shown_source(source: str) -> str:
+    """What clients are told a recording is: a tape's file name, not where it lives here."""
+    return os.path.basename(source) if os.path.isfile(source) else source
+
+
 class ReplayApp:
     """The ASGI app (see the module docstring)."""
 
@@ -86,7 +93,7 @@ class ReplayApp:
         log: TextIO | None = None,
     ) -> None:
         self.recording = recording
-        self.matcher = Matcher(recording.exchanges, match, source=recording.source)
+        self.matcher = Matcher(recording.exchanges, match, source=_shown_source(recording.source))
         self.pacing = Pacing(
             Pace.parse(pace) if isinstance(pace, str) else pace, speed, clock or SystemClock()
         )
@@ -99,7 +106,9 @@ class ReplayApp:
 
     def load(self, recording: Recording) -> None:
         """Serve ``recording`` from now on, all of it unplayed (one server, many tapes)."""
-        self.matcher = Matcher(recording.exchanges, self.matcher.options, source=recording.source)
+        self.matcher = Matcher(
+            recording.exchanges, self.matcher.options, source=_shown_source(recording.source)
+        )
         self.recording = recording
 
     def _say(self, line: str) -> None:
@@ -198,7 +207,7 @@ class ReplayApp:
     def status(self) -> dict[str, Any]:
         unplayed = self.matcher.unplayed()
         return {
-            "source": self.recording.source,
+            "source": _shown_source(self.recording.source),
             "exchanges": len(self.recording.exchanges),
             "played": self.matcher.played_count(),
             "unplayed": [x.describe() for x in unplayed],

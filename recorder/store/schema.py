@@ -1,7 +1,8 @@
 """The log's tables, declared once for SQLAlchemy and for Alembic's autogenerate check.
 
 Guarantees: ``events`` is append-only (the migrations add triggers on both
-backends that make any UPDATE or DELETE fail); ``position`` orders every event
+backends that make any UPDATE or DELETE fail, and on SQLite any INSERT that
+would replace a row); ``position`` orders every event
 globally; ``(exchange_id, seq)`` and, for session-level events,
 ``(session_id, seq)`` are unique. Projection tables live in the same metadata
 but are ordinary mutable tables, and so is ``leases``, the bookkeeping of which
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 # The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0003_leases"
+SCHEMA_REVISION = "0004_no_replace"
 
 metadata = MetaData(
     naming_convention={

@@ -3,14 +3,15 @@
 Guarantees:
 
 * **Append-only.** The only write is :meth:`EventStore.append`; the database
-  itself refuses UPDATE and DELETE on ``events`` (triggers, see migrations).
+  itself refuses UPDATE and DELETE on ``events``, and on SQLite any INSERT
+  that would replace an event (triggers, see migrations).
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
-  (``BEGIN IMMEDIATE`` on SQLite, ``LOCK TABLE ... IN EXCLUSIVE MODE`` on
-  PostgreSQL), so positions are assigned and committed in order: a reader that
-  has seen position N never later finds a new row below N. That makes
-  "read from position onward" safe for projections, and lets one hash chain
-  run over the whole log.
+  (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on
+  PostgreSQL, :data:`APPEND_LOCK`), so positions are assigned and committed in
+  order: a reader that has seen position N never later finds a new row below
+  N. That makes "read from position onward" safe for projections, and lets
+  one hash chain run over the whole log.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
   no read loads the whole table.
 * **Checks under the lock.** An append may be given a ``prepare`` hook, and a
@@ -23,9 +24,8 @@ Guarantees:
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -38,8 +38,10 @@ from recorder.events import Event, EventKind, StoredEvent, canonical_json
 from recorder.store.engine import create_engine, describe_url, translate_errors
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.schema import SCHEMA_REVISION
+from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
 __all__ = [
+    "APPEND_LOCK",
     "Committed",
     "EventStore",
     "ExchangeInfo",
@@ -80,6 +82,12 @@ _COLUMNS = (
 )
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
 _PAGE = 2000
+# The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
+# An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
+# DELETE or TRUNCATE a table lock it in EXCLUSIVE mode, and a recording role
+# must be able to append with INSERT alone (see recorder.store.roles). It is
+# held until commit, like a table lock, so commits stay in position order.
+APPEND_LOCK = int.from_bytes(b"codetape", "big")
 # Rows per multi-row INSERT on SQLite: 50 x 16 columns stays under 999, the
 # bound-parameter limit of SQLite builds before 3.32.
 _ROWS_PER_INSERT = 50
@@ -116,32 +124,6 @@ class ExchangeInfo:
     first_position: int
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyProblem:
-    position: int
-    message: str
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """What :meth:`EventStore.verify` found. ``ok`` is False on any integrity problem."""
-
-    checked: int = 0
-    head_position: int = 0
-    head_hash: str = GENESIS
-    problems: list[VerifyProblem] = field(default_factory=list)
-    open_exchanges: list[str] = field(default_factory=list)
-    capture_gaps: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def first_bad_position(self) -> int | None:
-        return self.problems[0].position if self.problems else None
-
-
 def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     return StoredEvent(
         position=row[0],
@@ -160,26 +142,6 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         hash_format=row[13],
         prev_hash=row[14],
         hash=row[15],
-    )
-
-
-def _row_hash(prev: str, position: int, seq: int, meta_json: str, ev: Event | StoredEvent) -> str:
-    """The chain hash of ``ev`` stored at ``position`` after a row hashed ``prev``."""
-    return event_hash(
-        prev,
-        position,
-        ev.session_id,
-        ev.exchange_id,
-        seq,
-        ev.kind.value,
-        ev.recorded_at_ns,
-        ev.offset_ns,
-        ev.sse_event,
-        ev.sse_type,
-        ev.sequence_number,
-        ev.response_id,
-        meta_json,
-        ev.payload,
     )
 
 
@@ -269,7 +231,7 @@ class EventStore:
     ) -> list[int]:
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             if self.backend == "postgresql":
-                conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
             last = conn.exec_driver_sql(
                 "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
             ).first()
@@ -520,39 +482,32 @@ class EventStore:
 
     # -- verification --------------------------------------------------------
 
-    def verify(self, *, max_problems: int = 20) -> VerifyReport:
-        """Re-derive every hash in position order and check the chain and sequences."""
-        report = VerifyReport()
-        prev = GENESIS
-        expected_seq: dict[str, int] = defaultdict(int)
-        open_exchanges: dict[str, int] = {}
-        for ev in self.iter_events(0):
-            report.checked += 1
-            problem = self._check_row(ev, prev, expected_seq)
-            if problem is not None and len(report.problems) < max_problems:
-                report.problems.append(VerifyProblem(ev.position, problem))
-            stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
-            expected_seq[stream] = ev.seq + 1
-            if ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
-                open_exchanges[ev.exchange_id] = ev.position
-            elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
-                open_exchanges.pop(ev.exchange_id, None)
-            elif ev.kind is EventKind.CAPTURE_GAP:
-                report.capture_gaps += 1
-            prev = ev.hash
-            report.head_position, report.head_hash = ev.position, ev.hash
-        report.open_exchanges = list(open_exchanges)
-        return report
+    def verify(
+        self, *, max_problems: int = 20, marks: Iterable[int] = (), until: int | None = None
+    ) -> VerifyReport:
+        """Re-derive every hash in position order and check the chain, positions and sequences.
 
-    @staticmethod
-    def _check_row(ev: StoredEvent, prev: str, expected_seq: dict[str, int]) -> str | None:
-        if ev.hash_format != HASH_FORMAT:
-            return f"unknown hash format {ev.hash_format!r} (this codetape knows {HASH_FORMAT})"
-        if ev.prev_hash != prev:
-            return "chain broken: the previous row was removed, inserted or reordered"
-        if _row_hash(ev.prev_hash, ev.position, ev.seq, ev.meta_json, ev) != ev.hash:
-            return "hash mismatch: the row was altered"
-        stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
-        if ev.seq != expected_seq[stream]:
-            return f"sequence gap in stream {stream}: seq {ev.seq}, expected {expected_seq[stream]}"
-        return None
+        See :mod:`recorder.store.verify` for what this proves and what it cannot;
+        ``marks`` asks for the chain head and RFC 6962 root at those positions;
+        ``until`` stops after that position.
+        """
+        checker = ChainChecker(max_problems=max_problems, marks=marks)
+        for ev in self.iter_events(0, until=until):
+            checker.feed(ev)
+        return checker.finish()
+
+    def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:
+        """(position, hash) of each row up to ``until``, in order: the Merkle tree's leaves."""
+        query = sa.text(
+            "SELECT position, hash FROM events WHERE position > :after AND position <= :until "
+            "ORDER BY position LIMIT :limit"
+        )
+        after = 0
+        while after < until:
+            with translate_errors(self.url), self.engine.connect() as conn:
+                rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
+            for position, digest in rows:
+                yield int(position), str(digest)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
