@@ -194,3 +194,83 @@ def test_cli_report(db_url: str, tmp_path: Path) -> None:
     assert bad.output.startswith("Error: no session named or with id 'nope'")
     assert len(bad.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists()
+
+
+def test_recorded_strings_cannot_script_the_page(store: EventStore) -> None:
+    """Text, code and citations from the wire are escaped; only web URLs become links."""
+    import json
+
+    from recorder.events import Event, EventKind
+
+    sid, xid, at = "hostile", "hostile-x1", 1780000000 * SECOND
+    text = "<script>alert(1)</script> see [here]"
+    body = {
+        "id": "resp_hostile",
+        "object": "response",
+        "created_at": at // SECOND,
+        "status": "completed",
+        "model": "gpt-5",
+        "output": [
+            {
+                "id": "ci_hostile",
+                "type": "code_interpreter_call",
+                "status": "completed",
+                "code": "print('</pre><img src=x onerror=alert(1)>')",
+                "container_id": "cntr_hostile",
+                "outputs": [{"type": "image", "url": "javascript:alert(1)"}],
+            },
+            {
+                "id": "msg_hostile",
+                "type": "message",
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "output_text",
+                        "text": text,
+                        "annotations": [
+                            {
+                                "type": "url_citation",
+                                "url": "javascript:alert(1)",
+                                "title": "x",
+                                "start_index": 31,
+                                "end_index": 35,
+                            },
+                            {
+                                "type": "url_citation",
+                                "url": "https://example.org/a?b=1&c=2",
+                                "title": "<b>ok</b>",
+                                "start_index": 31,
+                                "end_index": 35,
+                            },
+                        ],
+                    }
+                ],
+            },
+        ],
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    store.append(
+        [
+            Event(sid, EventKind.SESSION_OPEN, 0, recorded_at_ns=at, meta={"name": sid}),
+            Event(
+                sid,
+                EventKind.REQUEST,
+                0,
+                xid,
+                at,
+                payload=b"{}",
+                meta={"method": "POST", "url": "https://api.openai.com/v1/responses"},
+            ),
+            Event(sid, EventKind.RESPONSE_HEAD, 1, xid, at, meta={"status": 200}),
+            Event(sid, EventKind.BODY, 2, xid, at, payload=json.dumps(body).encode()),
+            Event(sid, EventKind.EXCHANGE_END, 3, xid, at, meta={"outcome": "completed"}),
+        ]
+    )
+    html, _ = build_report(store, [sid])
+    assert "<script" not in html and "<img src=x" not in html
+    assert 'href="javascript:' not in html and 'src="javascript:' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert (
+        '<a href="https://example.org/a?b=1&amp;c=2" rel="noreferrer">&lt;b&gt;ok&lt;/b&gt;</a>'
+        in html
+    )

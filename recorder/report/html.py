@@ -211,9 +211,13 @@ class _Renderer:
                         f"<code>{_e(a.get('container_id'))}</code>)"
                     )
                 elif kind == "url_citation":
+                    url = str(a.get("url") or "")
+                    title = _e(a.get("title") or url)
+                    # Only web links are links: a recorded javascript: URL stays text.
                     what = (
-                        f'<a href="{_e(a.get("url"))}" rel="noreferrer">'
-                        f"{_e(a.get('title') or a.get('url'))}</a>"
+                        f'<a href="{_e(url)}" rel="noreferrer">{title}</a> '
+                        if url.startswith(("https://", "http://"))
+                        else f"{title} <code>{_e(url)}</code>"
                     )
                 else:
                     what = f"<code>{_e(json.dumps(a))}</code>"
