@@ -214,7 +214,8 @@ def _field(value: str) -> tuple[str, Any]:
 @click.option(
     "--upstream",
     metavar="URL",
-    help="Base URL of the API (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).",
+    help="Base URL of the API, as the SDK's base_url; a URL without a path means its /v1 "
+    "(default: $OPENAI_BASE_URL, else https://api.openai.com/v1).",
 )
 @click.option(
     "--set",
@@ -223,7 +224,9 @@ def _field(value: str) -> tuple[str, Any]:
     metavar="FIELD=VALUE",
     help="Override another request field (dotted path; VALUE is JSON, else a string). Repeatable.",
 )
-@click.option("--name", help="Name of the new session (default: the original's + ' rerun').")
+@click.option(
+    "--name", help="Name of the new session (default: the original's + ' rerun with MODEL')."
+)
 @db_option
 @json_option
 def rerun_cmd(
