@@ -3,7 +3,8 @@
 Shaped like the fixtures' streams (the same event types and fields), but
 generated: ``calls`` code interpreter calls of ``deltas`` code deltas each, an
 image output every ``image_every`` calls (a small PNG made here), then a
-message of ``text_deltas`` text deltas and the final response. Arrival offsets
+message of ``text_deltas`` text deltas and the final response, then the
+download of a PNG file from the container. Arrival offsets
 are chosen, so the stages have known durations: call k starts at k × 2 s,
 generates code for 1.2 s, waits 0.2 s, runs for 0.5 s.
 """
@@ -53,7 +54,7 @@ def synthetic_session(
     *,
     calls: int = 48,
     deltas: int = 95,
-    text_deltas: int = 143,
+    text_deltas: int = 139,
     image_every: int = 12,
 ) -> list[Event]:
     """The session's events (5,000 with the defaults), ready for ``EventStore.append``."""
@@ -224,5 +225,29 @@ def synthetic_session(
     events.append(
         Event(sid, EventKind.EXCHANGE_END, len(frames) + 2, xid, end, meta={"outcome": "completed"})
     )
-    events.append(Event(sid, EventKind.SESSION_CLOSE, 1, recorded_at_ns=end))
+    # Then the client downloads a chart the code wrote into the container: a PNG file.
+    dl = f"{sid}-x2"
+    url = f"https://api.openai.com/v1/containers/{container}/files/cfile_{sid}_chart/content"
+    events += [
+        Event(sid, EventKind.REQUEST, 0, dl, end + SECOND, meta={"method": "GET", "url": url}),
+        Event(
+            sid,
+            EventKind.RESPONSE_HEAD,
+            1,
+            dl,
+            end + SECOND + 30 * MS,
+            offset_ns=30 * MS,
+            meta={"status": 200, "headers": [["content-type", "image/png"]], "streamed": False},
+        ),
+        Event(sid, EventKind.BODY, 2, dl, end + SECOND + 35 * MS, offset_ns=35 * MS, payload=png()),
+        Event(
+            sid,
+            EventKind.EXCHANGE_END,
+            3,
+            dl,
+            end + SECOND + 36 * MS,
+            meta={"outcome": "completed"},
+        ),
+    ]
+    events.append(Event(sid, EventKind.SESSION_CLOSE, 1, recorded_at_ns=end + 2 * SECOND))
     return events

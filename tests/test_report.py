@@ -135,7 +135,10 @@ def test_synthetic_5000_event_session(store: EventStore, tmp_path: Path) -> None
     assert written.bytes < 1_600_000
     assert html.count('<div class="codeblock"') == 48
     assert html.count('class="codegen"') == html.count('class="exec"') == 48
-    assert html.count('<img class="output"') == 4  # calls 0, 12, 24 and 36
+    # Outputs of calls 0, 12, 24 and 36, and the downloaded chart (in its exchange and among
+    # the container's files).
+    assert html.count('<img class="output"') == 6
+    assert html.count('<img class="output" src="data:image/png;base64,') == 6
     # Drawn to scale: each call generates code for 1.2 s, waits 0.2 s and runs 0.5 s.
     first = re.search(
         r'<rect class="codegen" x="[\d.]+" y="[\d.]+" width="([\d.]+)".*?'

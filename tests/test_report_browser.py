@@ -135,7 +135,7 @@ def test_synthetic_5000_event_report_in_chromium(
     written = write_report(sqlite_store, [SYNTHETIC_NAME], path)
     page, took = open_report(browser, path)
     codes = [e.code for e in P.audit(sqlite_store, "synthetic-5k")]
-    dom = check_page(page, path, codes, images=4)
+    dom = check_page(page, path, codes, images=6)  # 4 outputs, the downloaded file twice
     assert len(dom["codeBlocks"]) == 48
     rects = page.evaluate("document.querySelectorAll('svg.timeline rect.exec').length")
     assert rects == 48
