@@ -119,7 +119,7 @@ def test_the_projector_builds_reports_but_cannot_record(role_db: RoleDb) -> None
     assert code == 0 and len(json.loads(output)["entries"]) == 1
     assert cli("cost", "--db", url)[0] == 0
     assert cli("verify", "--db", url)[0] == 0
-    with pytest.raises(CodetapeError, match="permission denied for table (events|leases)"):
+    with pytest.raises(CodetapeError, match=r"permission denied for table (events|leases)"):
         capture(url, "as-projector")
 
 
@@ -134,7 +134,7 @@ def test_the_reader_reads_what_the_projector_caught_up(role_db: RoleDb) -> None:
         code, output = cli(*report, "--db", reader)
         assert code == 0, (report, output)
     assert cli("verify", "--db", reader)[0] == 0
-    with pytest.raises(CodetapeError, match="permission denied for table (events|leases)"):
+    with pytest.raises(CodetapeError, match=r"permission denied for table (events|leases)"):
         capture(reader, "as-reader")
     with EventStore.open(role_db.owner) as store:
         import_file(store, VERCEL_CI)  # the log moves on...
