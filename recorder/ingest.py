@@ -15,8 +15,8 @@ Guarantees:
   open by ``codetape sessions``); importing the same file again stores exactly
   what is missing, so nothing is stored twice. A session the log holds with
   other content than the file's is refused as a duplicate.
-* Recordings from other tools are redacted (:mod:`recorder.redact`) before
-  events are built; SSE bodies are cut into one event per frame by the shared
+* Recordings, tapes included, are redacted (:mod:`recorder.redact`) before
+  anything is stored; SSE bodies are cut into one event per frame by the shared
   splitter, so the frames concatenate back to the source body exactly.
 * Imports are deterministic: session and exchange ids derive from the file's
   content and times from the recording itself (the response's ``created_at``
@@ -41,6 +41,7 @@ from recorder.capture.build import (
     body_event,
     body_response_id,
     end_event,
+    redact_event,
     request_event,
     response_head_event,
     sse_event,
@@ -191,8 +192,15 @@ def _exchange_events(
         response_id: str | None = None
         for frame in split_sse(exchange.response_body):
             response_id = frame.response_id or response_id
-            tracker.observe(frame.type, frame.json())
-            events.append(sse_event(session_id, exchange_id, seq, frame, response_id, at_ns=at_ns))
+            if frame.cut:
+                tracker.cut(frame.type)  # the client dropped it: it decides nothing
+            else:
+                tracker.observe(frame.type, frame.json())
+            events.append(
+                sse_event(
+                    session_id, exchange_id, seq, frame, response_id, at_ns=at_ns, redactor=redactor
+                )
+            )
             seq += 1
         outcome, reason = tracker.result()
         if exchange.status >= 400:
@@ -201,7 +209,13 @@ def _exchange_events(
         body = exchange.response_body
         events.append(
             body_event(
-                session_id, exchange_id, seq, body, at_ns=at_ns, response_id=body_response_id(body)
+                session_id,
+                exchange_id,
+                seq,
+                body,
+                at_ns=at_ns,
+                response_id=body_response_id(body),
+                redactor=redactor,
             )
         )
         seq += 1
@@ -275,7 +289,10 @@ def file_events(
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "tape":
-        tape_events = read_tape(path)
+        # A tape may come from anywhere (an older codetape, a hand edit): it is
+        # redacted like any other recording; an already redacted one is unchanged.
+        scrub = redactor or Redactor()
+        tape_events = [redact_event(ev, scrub) for ev in read_tape(path)]
         _check_streams(tape_events, path)
         return fmt, tape_events
     content_key = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -2,10 +2,18 @@
 
 A tape is UTF-8 JSON Lines, one event per line, in log order. Payload bytes
 are kept exactly: as ``"text"`` when they are valid UTF-8, else as ``"b64"``.
-Positions and hashes are not part of a tape (they belong to one database), so
-export → import into a fresh database → export gives a byte-identical file.
 The first event of every session (its ``session_open``) carries ``"tape": 1``,
 the format version; a reader refuses versions it does not know.
+
+A tape exported from a log may also carry each row's place in that log's
+hash chain, last on its line: ``"position"`` and ``"hash"``; ``"prev_hash"``
+unless the line before is the row at the position before (whose hash it then
+is); ``"hash_format"`` on the first line and wherever it changes. The tape may
+end with one ``{"proof": ...}`` line: a signed checkpoint and the Merkle
+proof that ties the tape's rows to it (see :mod:`recorder.integrity.tapes`).
+Readers of events ignore all of these, so old readers, replay and import
+read such a tape as before. Without them (``hashes=False``), export → import
+into a fresh database → export gives a byte-identical file.
 
 Writing is atomic: a tape is written to a temporary file beside the target
 and renamed over it, so a failed export never leaves a half-written tape.
@@ -17,21 +25,33 @@ import base64
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from recorder.errors import TapeError
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
 
-__all__ = ["TAPE_VERSION", "event_to_line", "line_to_event", "read_tape", "write_tape"]
+__all__ = [
+    "PROOF_PREFIX",
+    "TAPE_VERSION",
+    "TapeProof",
+    "TapeRow",
+    "event_to_line",
+    "iter_tape_rows",
+    "line_to_event",
+    "read_tape",
+    "write_tape",
+]
 
 TAPE_VERSION = 1
+PROOF_PREFIX = '{"proof":'
 _KINDS = {k.value for k in EventKind}
 
 
-def event_to_line(ev: Event | StoredEvent) -> str:
-    """One tape line (without the newline) for ``ev``."""
+def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = None) -> str:
+    """One tape line (without the newline) for ``ev``; ``chain`` fields go last."""
     record: dict[str, Any] = {"kind": ev.kind.value}
     if ev.kind is EventKind.SESSION_OPEN:
         record["tape"] = TAPE_VERSION
@@ -59,6 +79,8 @@ def event_to_line(ev: Event | StoredEvent) -> str:
             record["text"] = ev.payload.decode("utf-8")
         except UnicodeDecodeError:
             record["b64"] = base64.b64encode(ev.payload).decode("ascii")
+    if chain:
+        record.update(chain)
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
     # Some line readers (Python's str.splitlines among them) break lines at
     # U+2028/U+2029; escaped, they stay inside their JSON string.
@@ -74,14 +96,22 @@ def _optional(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def line_to_event(line: str, where: str = "tape") -> Event:
-    """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
+def _record(line: str, where: str) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise TapeError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise TapeError(f"{where}: a tape line must be a JSON object")
+    return record
+
+
+def line_to_event(line: str, where: str = "tape") -> Event:
+    """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
+    return _record_to_event(_record(line, where), where)
+
+
+def _record_to_event(record: dict[str, Any], where: str) -> Event:
     kind = record.get("kind")
     if kind not in _KINDS:
         raise TapeError(f"{where}: unknown event kind {kind!r}")
@@ -135,9 +165,86 @@ def iter_tape(path: Path) -> Iterator[Event]:
     with handle:
         try:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
+                if not line.strip() or line.startswith(PROOF_PREFIX):
                     continue
                 yield line_to_event(line, f"{path}:{number}")
+        except UnicodeDecodeError:
+            raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeRow:
+    """A tape event with its place in the exporting log's chain (all None if it has none)."""
+
+    event: Event
+    where: str
+    position: int | None
+    hash: str | None
+    prev_hash: str | None
+    """As written, or implied by the line before (see the module docstring)."""
+    hash_format: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeProof:
+    """A tape's ``{"proof": ...}`` line."""
+
+    checkpoint: str
+    nodes: list[str]
+    where: str
+
+
+def _chain_field(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = _optional(record, key, kind, where)
+    if kind is int and isinstance(value, bool):
+        raise TapeError(f"{where}: {key!r} must be int")
+    return value
+
+
+def iter_tape_rows(path: Path) -> Iterator[TapeRow | TapeProof]:
+    """A tape's events with their chain fields, and its proof line, in file order."""
+    last: TapeRow | None = None
+    for line, where in _lines(path):
+        record = _record(line, where)
+        if "proof" in record and "kind" not in record:
+            proof = record["proof"]
+            if (
+                not isinstance(proof, dict)
+                or not isinstance(proof.get("checkpoint"), str)
+                or not isinstance(proof.get("nodes"), list)
+                or not all(isinstance(n, str) for n in proof["nodes"])
+            ):
+                raise TapeError(f"{where}: malformed proof line")
+            yield TapeProof(proof["checkpoint"], list(proof["nodes"]), where)
+            continue
+        event = _record_to_event(record, where)
+        position = _chain_field(record, "position", int, where)
+        digest = _chain_field(record, "hash", str, where)
+        prev = _chain_field(record, "prev_hash", str, where)
+        fmt = _chain_field(record, "hash_format", str, where)
+        if (
+            position is not None
+            and prev is None
+            and last is not None
+            and last.position == position - 1
+        ):
+            prev = last.hash
+        if position is not None and fmt is None and last is not None:
+            fmt = last.hash_format
+        last = TapeRow(event, where, position, digest, prev, fmt)
+        yield last
+
+
+def _lines(path: Path) -> Iterator[tuple[str, str]]:
+    try:
+        handle: IO[str] = open(path, encoding="utf-8", newline="\n")  # noqa: SIM115
+    except OSError as exc:
+        raise TapeError(f"cannot read tape {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield line, f"{path}:{number}"
         except UnicodeDecodeError:
             raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
 
@@ -147,8 +254,18 @@ def read_tape(path: Path) -> list[Event]:
     return list(iter_tape(path))
 
 
-def write_tape(events: Iterable[Event | StoredEvent], path: Path) -> int:
-    """Write ``events`` as a tape at ``path`` atomically; return the number of lines."""
+def write_tape(
+    events: Iterable[Event | StoredEvent],
+    path: Path,
+    *,
+    hashes: bool = False,
+    last_line: Callable[[], str | None] | None = None,
+) -> int:
+    """Write ``events`` as a tape at ``path`` atomically; return the number of event lines.
+
+    ``hashes`` adds each stored event's chain fields; ``last_line``, called
+    after the events are written, may give one more line (a proof) to end with.
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
@@ -157,10 +274,25 @@ def write_tape(events: Iterable[Event | StoredEvent], path: Path) -> int:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            last_position: int | None = None
+            last_format: str | None = None
             for ev in events:
-                out.write(event_to_line(ev))
+                chain: dict[str, Any] | None = None
+                if hashes and isinstance(ev, StoredEvent):
+                    chain = {"position": ev.position}
+                    if last_position != ev.position - 1:
+                        chain["prev_hash"] = ev.prev_hash
+                    chain["hash"] = ev.hash
+                    if ev.hash_format != last_format:
+                        chain["hash_format"] = ev.hash_format
+                    last_position, last_format = ev.position, ev.hash_format
+                out.write(event_to_line(ev, chain))
                 out.write("\n")
                 count += 1
+            extra = last_line() if last_line is not None else None
+            if extra is not None:
+                out.write(extra)
+                out.write("\n")
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_name, path)

@@ -699,7 +699,7 @@ class ProcessSink:
         channel.attach(self, wait=False)
         return channel
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0, *, session_closed: bool = False) -> None:
         if self._closed:
             return
         channel = self._channel
@@ -707,7 +707,8 @@ class ProcessSink:
             self._closed = True
             return
         reply = channel.request(
-            Detach(channel.token(), self.session_id, timeout), timeout=timeout + 60.0
+            Detach(channel.token(), self.session_id, timeout, session_closed),
+            timeout=timeout + 60.0,
         )
         if reply is None:
             log.error(

@@ -36,14 +36,17 @@ from recorder.capture.build import (
     body_event,
     body_response_id,
     end_event,
+    redact_frame,
     request_event,
     response_head_event,
     sse_frame_event,
+    unterminated_sse_event,
 )
-from recorder.capture.scan import frame_fields, simple_frame
+from recorder.capture.scan import NOT_PARSED, frame_fields, simple_frame
 from recorder.capture.sink import CaptureError
 from recorder.events import Event, EventKind, Outcome, new_id
 from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
+from recorder.redact import ECHO_TYPES
 from recorder.sse import SSEFrame, SSESplitter
 
 if TYPE_CHECKING:
@@ -303,7 +306,7 @@ class ExchangeRecorder:
         # Once per frame on the client's thread, so kept flat: no full JSON
         # parse unless the frame needs one (see recorder.capture.scan).
         event_type, number, obj = frame_fields(frame)
-        if obj is not None and type(obj) is dict:
+        if type(obj) is dict:
             response = obj.get("response")
             if isinstance(response, dict):
                 value = response.get("id")
@@ -312,23 +315,29 @@ class ExchangeRecorder:
             if event_type in _TERMINAL:
                 self._tracker.observe(event_type, obj)
         # This is where a frame's raw bytes become its event.
+        raw, meta = frame.raw, None
+        if event_type in ECHO_TYPES or (obj is not NOT_PARSED and type(obj) is not dict):
+            raw, meta = redact_frame(self._session.redactor, raw)  # the response echoes the request
         event = sse_frame_event(
             self._session.id,
             self.id,
             self._seq,
-            frame.raw,
+            raw,
             frame.event,
             event_type,
             number,
             self._response_id,
             self._wall0 + offset,
             offset,
+            meta,
         )
         if not self._submit_event(event) and self._session.strict:
             raise CaptureError(self._session._failure_message("recording"))
         self._seq += 1
 
     def _body_event(self, offset: int, *, final: bool) -> None:
+        if not final and self._seq == 2 and self._session.redactor.holds_body(self._body):
+            return  # a JSON body to redact is stored whole (see Redactor.holds_body)
         body = bytes(self._body)
         self._body.clear()
         if not self._error_prefix:
@@ -346,6 +355,7 @@ class ExchangeRecorder:
                 at_ns=self._wall0 + offset,
                 offset_ns=offset,
                 response_id=body_response_id(body) if single else None,
+                redactor=self._session.redactor if single else None,
             )
         )
 
@@ -358,9 +368,28 @@ class ExchangeRecorder:
                 self.feed(tail)
         if self._streamed:
             for frame in self._splitter.flush():
-                self._frame(frame, offset)
+                if frame.cut:
+                    self._cut_frame(frame, offset)
+                else:
+                    self._frame(frame, offset)
         elif self._body or self._seq == 2:
             self._body_event(offset, final=True)
+
+    def _cut_frame(self, frame: SSEFrame, offset: int) -> None:
+        """The stream stopped inside this last frame: the client dropped it, so must the outcome."""
+        self._tracker.cut(frame.type)
+        self._submit(
+            unterminated_sse_event(
+                self._session.id,
+                self.id,
+                self._seq,
+                frame,
+                self._response_id,
+                self._session.redactor,
+                at_ns=self._wall0 + offset,
+                offset_ns=offset,
+            )
+        )
 
     # -- endings -------------------------------------------------------------
 

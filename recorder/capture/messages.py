@@ -98,11 +98,15 @@ class Query(NamedTuple):
 
 
 class Detach(NamedTuple):
-    """Store what the session's writer holds, stop it, reply with its final counters."""
+    """Store what the session's writer holds, stop it, reply with its final counters.
+
+    ``session_closed``: the session's last event was its ``session_close``.
+    """
 
     token: int
     session_id: str
     timeout: float
+    session_closed: bool
 
 
 class Reply(NamedTuple):

@@ -23,9 +23,16 @@ from __future__ import annotations
 from typing import Any, Final
 
 from recorder.outcome import _TERMINAL as TERMINAL_TYPES
+from recorder.redact import ECHO_TYPES
 from recorder.sse import SSEFrame
 
-__all__ = ["frame_fields", "simple_frame"]
+__all__ = ["NOT_PARSED", "frame_fields", "simple_frame"]
+
+NOT_PARSED: Final = object()
+"""What :func:`frame_fields` gives for the parsed value of a frame it did not parse."""
+# Frames capture must parse in full: they decide the outcome, or they carry the
+# response object (its id, and request fields it echoes that may need redacting).
+_PARSE_TYPES: Final = frozenset(TERMINAL_TYPES) | ECHO_TYPES
 
 _TYPE_KEY: Final = '{"type":"'
 _NUMBER_KEY: Final = ',"sequence_number":'
@@ -65,7 +72,7 @@ def simple_frame(raw: bytes) -> tuple[str, int] | None:
     ):
         return None
     event_type = name.decode("utf-8", "replace")
-    if event_type in TERMINAL_TYPES:
+    if event_type in _PARSE_TYPES:
         return None
     return event_type, int(digits)
 
@@ -74,7 +81,8 @@ def frame_fields(frame: SSEFrame) -> tuple[str | None, int | None, Any]:
     """``(type, sequence_number, parsed)`` of ``frame``.
 
     ``parsed`` is the frame's JSON value when it was parsed in full (the
-    caller reads the response id and the outcome from it), else ``None``.
+    caller reads the response id and the outcome from it; ``None`` when the
+    data is not JSON), else :data:`NOT_PARSED`.
     """
     data = frame.data
     if data is not None and data.startswith(_TYPE_KEY):
@@ -89,10 +97,10 @@ def frame_fields(frame: SSEFrame) -> tuple[str | None, int | None, Any]:
                 and digits.isascii()
                 and digits.isdigit()
                 and (digits[0] != "0" or stop == start + 1)
-                and event_type not in TERMINAL_TYPES
+                and event_type not in _PARSE_TYPES
                 and not data.startswith(_RESPONSE_KEY, stop)
             ):
-                return event_type, int(digits), None
+                return event_type, int(digits), NOT_PARSED
     obj = frame.json()
     if type(obj) is not dict:
         return None, None, obj

@@ -152,7 +152,11 @@ class CaptureSession:
             self.sink = process_sink
         else:
             self.sink = open_writer(
-                self.store, self.id, repair_dead=repair_dead, **writer_options(options)
+                self.store,
+                self.id,
+                repair_dead=repair_dead,
+                identity=identity,
+                **writer_options(options),
             )
         checked_metadata["recorder"] = identity
         self.sink.submit(
@@ -272,7 +276,7 @@ class CaptureSession:
         if not self._inherited:
             meta: dict[str, Any] = {"reason": reason} if reason else {}
             self.sink.submit(Event(self.id, EventKind.SESSION_CLOSE, None, meta=meta))
-        self.sink.close()
+        self.sink.close(session_closed=not self._inherited)
         if self._owns_store and self._store is not None:
             self._store.close()
 

@@ -10,9 +10,10 @@ events; a sink takes them, and the session does not know which sink it has:
   :class:`~recorder.writer.Writer` stores them (see :mod:`recorder.capture.child`).
 
 Either way the component that writes a session's events is a
-:class:`~recorder.writer.Writer` made by :func:`open_writer` and ended by
-:func:`close_writer`, in the process that writes: whatever a session must
-hold while it is being written (its lease) is held between those two calls.
+:class:`SessionWriter` made by :func:`open_writer` and ended by
+:func:`close_writer`, in the process that writes: it holds the session's
+lease (:mod:`recorder.lease`) from the ``session_open`` on, and releases it
+once the ``session_close`` is stored.
 
 Guarantees every sink gives (tested on both): :meth:`Sink.submit` never
 blocks; :attr:`Sink.congested` asks the producer to wait between chunks,
@@ -24,15 +25,24 @@ makes a forked child's copy record on its own.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Protocol
 
 from recorder.errors import CodetapeError
 from recorder.events import Event
+from recorder.lease import HeldLease, lease_keeper
 from recorder.repair import repair_dead_writers
 from recorder.store.store import EventStore
 from recorder.writer import Writer, WriterStats
 
-__all__ = ["CaptureError", "Sink", "close_writer", "open_writer", "writer_options"]
+__all__ = [
+    "CaptureError",
+    "SessionWriter",
+    "Sink",
+    "close_writer",
+    "open_writer",
+    "writer_options",
+]
 
 log = logging.getLogger("codetape.capture")
 
@@ -83,8 +93,12 @@ class Sink(Protocol):
         """In a forked child: record this process's events on its own from now on."""
         ...
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Store what was submitted (waiting at most about ``timeout``), then stop."""
+    def close(self, timeout: float = 10.0, *, session_closed: bool = False) -> None:
+        """Store what was submitted (waiting at most about ``timeout``), then stop.
+
+        ``session_closed``: the last event was the ``session_close`` (the
+        session's lease is then released; otherwise it is left to expire).
+        """
         ...
 
 
@@ -93,30 +107,86 @@ def writer_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in _WRITER_OPTIONS and v is not None}
 
 
+class SessionWriter(Writer):
+    """The writer of one session's events, and the lease it holds while it writes them."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        session_id: str,
+        *,
+        take_over: bool = False,
+        identity: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(store, name=f"codetape-writer-{session_id[:8]}", **options)
+        # The lease hook: the lease is taken in the transaction that stores the
+        # session_open (or, for a writer replacing a dead one, taken over by its
+        # first append), renewed by this process, which writes the session's
+        # events, and released by close_writer once the session_close is stored.
+        self.lease: HeldLease | None = lease_keeper(store, identity=identity).hold(
+            session_id, take_over=take_over
+        )
+
+    def current_stats(self) -> WriterStats:
+        stats = super().current_stats()
+        if self.lease is not None:
+            # Events the lease fence dropped (a repair closed their session
+            # while this recorder was stopped) went through the writer as stored.
+            fenced = self.lease.lost_events
+            stats.stored -= fenced
+            stats.lost += fenced
+        return stats
+
+    def close(self, timeout: float = 10.0, *, session_closed: bool = False) -> None:
+        super().close(timeout)
+        if session_closed and self.lease is not None:
+            self.lease.release()  # its count of fenced events stays readable
+
+    def forked(self) -> None:
+        if self._pid != os.getpid():
+            self.lease = None  # the parent's: a fork holds nothing (see recorder.lease)
+        super().forked()
+
+
 def open_writer(
     store: EventStore,
     session_id: str,
     *,
     repair_dead: bool = True,
+    take_over: bool = False,
+    identity: dict[str, Any] | None = None,
     on_progress: Any = None,
     **options: Any,
-) -> Writer:
+) -> SessionWriter:
     """The writer of session ``session_id``'s events, in the process that writes them.
 
     ``repair_dead`` first closes what dead recorders left open in ``store``
-    (housekeeping: its failure never stops the recording).
+    (housekeeping: its failure never stops the recording). ``take_over``: the
+    session is in the log already and this writer replaces a dead one.
     """
     if repair_dead:
         try:
             repair_dead_writers(store)
         except Exception as exc:
             log.warning("codetape: could not repair sessions of dead recorders: %s", exc)
-    return Writer(
-        store, name=f"codetape-writer-{session_id[:8]}", on_progress=on_progress, **options
+    return SessionWriter(
+        store,
+        session_id,
+        take_over=take_over,
+        identity=identity,
+        on_progress=on_progress,
+        **options,
     )
 
 
-def close_writer(writer: Writer, timeout: float = 10.0) -> WriterStats:
-    """Store what ``writer`` holds and stop it; its final counters."""
-    writer.close(timeout)
+def close_writer(
+    writer: SessionWriter, timeout: float = 10.0, *, session_closed: bool = False
+) -> WriterStats:
+    """Store what ``writer`` holds and stop it; its final counters.
+
+    ``session_closed``: its ``session_close`` was the last event, so its lease
+    is released; otherwise (the session stays open) the lease is left to expire.
+    """
+    writer.close(timeout, session_closed=session_closed)
     return writer.current_stats()

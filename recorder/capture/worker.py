@@ -9,8 +9,9 @@ each commit, and whenever a store stalls or recovers) and answering requests
 
 Guarantees: one bad message costs only itself (it is logged); at end of
 input (the client is done, or dead) everything received is stored before the
-child exits, and nothing is closed (``repair`` closes what a dead client left
-open). A session attached with ``adopt`` (this child replaces one that died)
+child exits, and nothing is closed: the child gives up its sessions' leases
+(it holds them: it writes the events), so ``repair`` then closes what a dead
+client left open. A session attached with ``adopt`` (this child replaces one that died)
 skips the events the log already holds, so a resend stores nothing twice.
 """
 
@@ -41,13 +42,13 @@ from recorder.capture.messages import (
     encode,
     event_from_row,
 )
-from recorder.capture.sink import close_writer, open_writer, writer_options
+from recorder.capture.sink import SessionWriter, close_writer, open_writer, writer_options
 from recorder.errors import CodetapeError
 from recorder.events import Event, EventKind
+from recorder.lease import abandon_leases
 from recorder.repair import writer_identity
 from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
-from recorder.writer import Writer
 
 __all__ = ["main"]
 
@@ -62,7 +63,7 @@ _SESSION_KIND = sa.text(
 
 @dataclass(slots=True)
 class _Session:
-    writer: Writer
+    writer: SessionWriter
     url: str
     adopt: bool
     # (writer ticket, client ticket): once the writer resolves the first, the client's is.
@@ -123,10 +124,15 @@ class _Child:
                 if store is None:
                     store = self.stores[message.url] = EventStore.open(message.url)
             sid = message.session_id
+            # A session its dead writer had stored the opening of is taken over
+            # (its lease moved here); one it had not opens with the resent events.
+            take_over = message.adopt and store.has_session(sid)
             writer = open_writer(
                 store,
                 sid,
                 repair_dead=message.repair_dead,
+                take_over=take_over,
+                identity=writer_identity(),
                 on_progress=lambda done: self._progress(sid, done),
                 **writer_options(message.options),
             )
@@ -137,7 +143,7 @@ class _Child:
         with self._lock:
             self.sessions[sid] = _Session(writer, message.url, message.adopt)
         identity = {k: v for k, v in writer_identity().items() if k in ("pid", "start_ticks")}
-        self.send(Reply(message.token, True, None, astuple(writer.stats), identity))
+        self.send(Reply(message.token, True, None, astuple(writer.current_stats()), identity))
 
     def _release(self, url: str) -> None:
         # A long test run records into many short-lived databases (a temporary
@@ -231,7 +237,13 @@ class _Child:
                     if (stalled, failing) != (session.stalled, session.failing):
                         session.stalled, session.failing = stalled, failing
                         changed.append(
-                            Progress(sid, session.acked, stalled, failing, astuple(writer.stats))
+                            Progress(
+                                sid,
+                                session.acked,
+                                stalled,
+                                failing,
+                                astuple(writer.current_stats()),
+                            )
                         )
             for message in changed:
                 self.send(message)
@@ -255,7 +267,7 @@ class _Child:
         if session is None:
             self.send(Reply(message.token, False, "unknown session", (), None))
             return
-        stats = close_writer(session.writer, message.timeout)
+        stats = close_writer(session.writer, message.timeout, session_closed=message.session_closed)
         with self._lock:
             self.sessions.pop(message.session_id, None)
         self._release(session.url)
@@ -267,6 +279,9 @@ class _Child:
         for session in list(self.sessions.values()):
             close_writer(session.writer)
         for store in list(self.stores.values()):
+            # Nothing more will be written to the sessions left open: their
+            # leases may expire now, so a repair need not wait for them.
+            abandon_leases(store)
             store.close()
 
 

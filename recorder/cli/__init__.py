@@ -5,6 +5,8 @@ package registers them all.
 """
 
 from recorder.cli import capture_cmds as _capture_cmds  # noqa: F401
+from recorder.cli import insight_cmds as _insight_cmds  # noqa: F401
+from recorder.cli import integrity_cmds as _integrity_cmds  # noqa: F401
 from recorder.cli import log_cmds as _log_cmds
 from recorder.cli import replay_cmds as _replay_cmds  # noqa: F401
 from recorder.cli import report_cmds as _report_cmds  # noqa: F401

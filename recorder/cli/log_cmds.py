@@ -7,14 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.table import Table
 
 from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
+from recorder.cli.redaction import redaction_options, redactor_from
 from recorder.config import resolve_url
+from recorder.errors import CodetapeError
 from recorder.events import EventKind
 from recorder.export import export_sessions
 from recorder.ingest import FORMATS, import_file
-from recorder.store import migrate
+from recorder.integrity import (
+    Checkpoint,
+    load_checkpoints,
+    load_public_key,
+    read_note,
+    verify_log,
+    verify_tape,
+)
+from recorder.repair import open_exchange_liveness
+from recorder.store import migrate, roles
 from recorder.store.engine import describe_url
 
 
@@ -46,6 +58,33 @@ def db_current(db: str | None) -> None:
     head = migrate.head_revision()
     state = "up to date" if current == head else f"needs upgrade to {head}"
     click.echo(f"{current or 'blank'} ({state})")
+
+
+@db.command("roles")
+@click.option(
+    "--prefix",
+    default="codetape",
+    show_default=True,
+    help="Roles are PREFIX_recorder, PREFIX_projector and PREFIX_reader.",
+)
+@click.option("--print", "print_only", is_flag=True, help="Print the SQL instead of running it.")
+@db_option
+def db_roles(prefix: str, print_only: bool, db: str | None) -> None:
+    """Create least-privilege PostgreSQL roles for the log (run as the tables' owner).
+
+    PREFIX_recorder may only read and append events: no UPDATE, DELETE,
+    TRUNCATE or DDL, so it cannot change the log even with the triggers
+    gone. PREFIX_projector reads events and writes the projection tables.
+    PREFIX_reader only reads. They cannot log in: grant one to each user
+    (CREATE ROLE alice LOGIN PASSWORD '...' IN ROLE codetape_recorder).
+    Run it again after `codetape db upgrade`.
+    """
+    if print_only:
+        click.echo(roles.roles_sql(prefix), nl=False)
+        return
+    url = resolve_url(db)
+    names = roles.apply_roles(url, prefix)
+    click.echo(f"{describe_url(url)}: roles {', '.join(names.values())} are set up")
 
 
 @main.command()
@@ -168,17 +207,28 @@ def show(session: str, db: str | None, as_json: bool) -> None:
     show_default=True,
     help="Source format; auto detects it from the content.",
 )
+@redaction_options
 @db_option
 @json_option
-def import_cmd(files: tuple[Path, ...], fmt: str, db: str | None, as_json: bool) -> None:
+def import_cmd(
+    files: tuple[Path, ...],
+    fmt: str,
+    redact_headers: tuple[str, ...],
+    redact_json_paths: tuple[str, ...],
+    keep: tuple[str, ...],
+    db: str | None,
+    as_json: bool,
+) -> None:
     """Import tapes or other tools' recordings (VCR.py YAML, vercel chunks, test-proxy JSON).
 
-    Each file is imported atomically: all of its sessions or none.
+    Each file is imported atomically: all of its sessions or none. Secrets are
+    redacted before anything is stored, as when recording.
     """
+    redactor = redactor_from(redact_headers, redact_json_paths, keep)
     results = []
     with open_store(db) as store:
         for path in files:
-            result = import_file(store, path, fmt)
+            result = import_file(store, path, fmt, redactor)
             results.append(result)
             if not as_json:
                 names = ", ".join(name for _, name in result.sessions)
@@ -202,24 +252,79 @@ def import_cmd(files: tuple[Path, ...], fmt: str, db: str | None, as_json: bool)
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Tape file to write."
 )
+@click.option(
+    "--no-hashes",
+    is_flag=True,
+    help="Leave out each row's position and chain hash (a tape that round-trips byte for byte).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(path_type=Path),
+    help="End the tape with the proof that its rows are in the log this signed checkpoint covers.",
+)
 @db_option
-def export_cmd(sessions: tuple[str, ...], output: Path, db: str | None) -> None:
+def export_cmd(
+    sessions: tuple[str, ...],
+    output: Path,
+    no_hashes: bool,
+    checkpoint_file: Path | None,
+    db: str | None,
+) -> None:
     """Export sessions (ids or names) to a tape file (JSON Lines)."""
+    note = read_note(checkpoint_file) if checkpoint_file is not None else None
     with open_store(db) as store:
-        count = export_sessions(store, sessions, output)
+        count = export_sessions(store, sessions, output, hashes=not no_hashes, checkpoint=note)
     click.echo(f"wrote {count} events to {output}")
 
 
 @main.command()
+@click.argument("tape", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Signed checkpoint file, or a directory of them, to check against (repeatable).",
+)
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path),
+    help="Public key (PEM) the checkpoints were signed with; with a TAPE alone, also "
+    "checks the checkpoint the tape carries.",
+)
 @db_option
 @json_option
-def verify(db: str | None, as_json: bool) -> None:
-    """Re-derive every hash in the log; exit 1 naming the first bad position.
+def verify(
+    tape: Path | None,
+    checkpoints: tuple[Path, ...],
+    key: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Re-derive every hash in the log (or in TAPE); exit 1 naming the first bad position.
+
+    Without --checkpoint this proves the rows form one unbroken chain, not
+    that they are the rows recorded: anyone who can write the database can
+    recompute every hash. With --checkpoint and --key it also proves the log
+    (or the tape's rows) still extends each signed head.
 
     Also reports exchanges left open (interrupted captures) and capture gaps.
     """
+    if checkpoints and key is None:
+        raise CodetapeError("--checkpoint needs --key PUBLIC_KEY (the key that signed it)")
+    public = load_public_key(key) if key is not None else None
+    signed = load_checkpoints(checkpoints, public) if public is not None else []
+    if tape is not None:
+        if db is not None:
+            raise CodetapeError("give a TAPE or --db, not both")
+        _verify_tape(tape, public, signed, as_json)
+        return
     with open_store(db) as store:
-        report = store.verify()
+        result = verify_log(store, signed)
+        # For each exchange left open: may its recorder still be writing it?
+        still_open = open_exchange_liveness(store, result.report.open_exchanges)
+    report = result.report
     if as_json:
         emit_json(
             {
@@ -232,7 +337,27 @@ def verify(db: str | None, as_json: bool) -> None:
                     {"position": p.position, "message": p.message} for p in report.problems
                 ],
                 "open_exchanges": report.open_exchanges,
+                "open_exchange_sessions": [
+                    {
+                        "exchange": xid,
+                        "session": sid,
+                        "lease": None if state is None else state.lease,
+                        "lease_expires_in_s": None if state is None else state.expires_in_s,
+                        "recorder_process": None if state is None else state.process,
+                        "repairable": state is not None and state.repairable,
+                    }
+                    for xid, sid, state in still_open
+                ],
                 "capture_gaps": report.capture_gaps,
+                "checkpoints": [
+                    {
+                        "source": c.source,
+                        "position": c.checkpoint.size,
+                        "ok": c.ok,
+                        "message": c.message,
+                    }
+                    for c in result.checkpoints
+                ],
             }
         )
     else:
@@ -240,10 +365,15 @@ def verify(db: str | None, as_json: bool) -> None:
             click.echo(f"position {problem.position}: {problem.message}", err=True)
         if report.open_exchanges:
             click.echo(
-                f"{len(report.open_exchanges)} exchange(s) never ended (interrupted capture): "
-                + ", ".join(x[:12] for x in report.open_exchanges[:5]),
+                f"{len(report.open_exchanges)} exchange(s) not ended (still recording, or an "
+                "interrupted capture):",
                 err=True,
             )
+            for xid, sid, state in still_open[:20]:
+                where = "its session is closed" if state is None else state.describe()
+                click.echo(f"  {xid[:12]} in session {(sid or '?')[:12]}: {where}", err=True)
+            if len(still_open) > 20:
+                click.echo(f"  ... and {len(still_open) - 20} more", err=True)
         if report.capture_gaps:
             click.echo(f"{report.capture_gaps} capture gap(s) recorded", err=True)
         if report.ok:
@@ -251,5 +381,58 @@ def verify(db: str | None, as_json: bool) -> None:
                 f"ok: {report.checked} events verified; head {report.head_position} "
                 f"{report.head_hash[:16]}"
             )
+            for check in result.checkpoints:
+                click.echo(check.message)
     if not report.ok:
+        raise SystemExit(1)
+
+
+def _verify_tape(
+    tape: Path,
+    public: Ed25519PublicKey | None,
+    signed: list[tuple[str, Checkpoint]],
+    as_json: bool,
+) -> None:
+    result = verify_tape(tape, key=public, checkpoints=signed)
+    unchecked = result.embedded is not None and public is None
+    if as_json:
+        emit_json(
+            {
+                "ok": result.ok,
+                "rows": result.rows,
+                "problems": [
+                    {"where": p.where, "position": p.position, "message": p.message}
+                    for p in result.problems
+                ],
+                "carries_checkpoint": result.embedded is not None,
+                "checkpoints": [
+                    {
+                        "source": c.source,
+                        "position": c.checkpoint.size,
+                        "ok": c.ok,
+                        "covered": c.covered,
+                        "not_covered": c.not_covered,
+                        "message": c.message,
+                    }
+                    for c in result.checks
+                ],
+            }
+        )
+    else:
+        for problem in result.problems:
+            at = f" (position {problem.position})" if problem.position is not None else ""
+            click.echo(f"{problem.where}{at}: {problem.message}", err=True)
+        if result.ok:
+            click.echo(f"ok: {result.rows} rows of {tape} verified against their chain hashes")
+        for check in result.checks:
+            line = check.message
+            if check.ok and check.not_covered:
+                line += f"; {check.not_covered} row(s) after its position are not covered"
+            click.echo(line, err=not check.ok)
+        if unchecked:
+            click.echo(
+                "the tape carries a signed checkpoint: pass --key PUBLIC_KEY to check it",
+                err=True,
+            )
+    if not result.ok:
         raise SystemExit(1)

@@ -516,16 +516,58 @@ def print_containers(rows: list[dict[str, Any]], at_ns: int) -> None:
     type=click.IntRange(min=1),
     help="Cap a container's life (the seed document says 60 minutes).",
 )
+@click.option(
+    "--advise",
+    is_flag=True,
+    help="Containers created while a reusable one of the same tier existed, and the fees to save.",
+)
+@click.option(
+    "--by",
+    "advise_by",
+    default="session",
+    show_default=True,
+    metavar="session|label=KEY",
+    help="With --advise: who may share a container (a session, or sessions with one label value).",
+)
+@click.option(
+    "--fees",
+    type=click.Path(path_type=Path),
+    help="With --advise: your own container fee table (JSON).",
+)
+@click.option("--csv", "as_csv", is_flag=True, help="With --advise: print the findings as CSV.")
 @db_option
 @json_option
 def containers(
     at: str | None,
     idle_minutes: int | None,
     max_age_minutes: int | None,
+    advise: bool,
+    advise_by: str,
+    fees: Path | None,
+    as_csv: bool,
     db: str | None,
     as_json: bool,
 ) -> None:
-    """Every container seen: tier, creator, activity, files, and whether it is still reusable."""
+    """Every container seen: tier, creator, activity, files, and whether it is still reusable.
+
+    --advise: which containers could have been avoided by reusing a live one, and what that saves.
+    """
+    if advise:
+        from recorder.cli.insight_cmds import advise_containers
+
+        conflicting = [o for o, v in (("--at", at), ("--max-age-minutes", max_age_minutes)) if v]
+        advise_containers(
+            db,
+            by=advise_by,
+            idle_minutes=idle_minutes,
+            fees=fees,
+            as_json=as_json,
+            as_csv=as_csv,
+            conflicting=conflicting,
+        )
+        return
+    if as_csv or fees or advise_by != "session":
+        raise BadOption("--by, --fees and --csv go with --advise")
     at_ns = _parse_time(at or "now", "--at")
     assert at_ns is not None
     with open_store(db) as store:
@@ -621,8 +663,14 @@ def _original_date_fees(report: dict[str, Any], session_id: str, stages: list[P.
 
 
 @main.command()
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the session's HTML report (default: beside the database).",
+)
 @db_option
-def demo(db: str | None) -> None:
+def demo(report_file: Path | None, db: str | None) -> None:
     """Record a bundled real code-interpreter session (no API key, no network) and show
     its chunks, stage timeline, audit trail, cost and container state.
 
@@ -699,3 +747,6 @@ def demo(db: str | None) -> None:
             "`codetape containers` judges it now. The times are the log's: for this demo, "
             "when it was replayed, not when OpenAI ran it.[/dim]"
         )
+        from recorder.cli.insight_cmds import demo_insight
+
+        demo_insight(store, session_id, report_file)
