@@ -18,10 +18,12 @@ Guarantees:
   the loss is logged and counted and calls go on unrecorded.
 * **A dead client loses at most its last burst.** What reached the pipe is
   stored by the child, which then exits (``repair`` closes the session).
-* **The memory bound of the thread writer**, enforced here: producers are
-  asked to wait once ``max_pending_bytes`` are unresolved, or once
-  ``_MAX_QUEUED`` events wait for the pipe (the child stalled). The loss
-  window needs no limit here: a client killed loses only its last burst.
+* **The loss window and the memory bound of the thread writer**, enforced
+  here: producers are asked to wait once the oldest event not yet written to
+  the pipe is ``max_lag`` old (the child fell behind and the pipe is full),
+  once ``max_pending_bytes`` are unresolved, or once ``_MAX_QUEUED`` events
+  wait for the pipe. What reached the pipe needs no limit: a client killed
+  loses only what had not, and the child stores the rest, however old.
 * **Fork-safe.** In a forked child the parent's pipe is pointed at
   ``/dev/null`` and never written; the fork starts a recorder child of its
   own on its first event, and its sessions re-attach to it.
@@ -40,6 +42,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -65,7 +68,7 @@ from recorder.events import Event, EventKind
 from recorder.process_exit import at_exit
 from recorder.store.store import EventStore
 from recorder.waiting import Waiters
-from recorder.writer import DEFAULT_MAX_PENDING_BYTES, WriterStats
+from recorder.writer import DEFAULT_MAX_LAG, DEFAULT_MAX_PENDING_BYTES, WriterStats
 
 __all__ = ["ProcessSink", "RecorderChannel", "shared_channel"]
 
@@ -125,8 +128,10 @@ class RecorderChannel:
     """This process's recorder child: the pipe to it, the acknowledgements, its replacement."""
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[ProcessSink | None, Any]] = deque()
+        self.queue: deque[tuple[ProcessSink | None, Any, float]] = deque()
         self.idle = False
+        self.unsent_since = 0.0
+        """When the oldest event of the burst being written to the pipe was submitted."""
         self.failed: str | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -208,7 +213,7 @@ class RecorderChannel:
 
     def send(self, message: Message) -> None:
         """Queue a control message, in order with the events queued before it."""
-        self.queue.append((None, message))
+        self.queue.append((None, message, 0.0))
         self._wake.set()
 
     # -- the sender thread ---------------------------------------------------------
@@ -234,9 +239,12 @@ class RecorderChannel:
                 items.append(queue.popleft())
             try:
                 if items:
+                    # Until the write returns, the burst is the client's alone.
+                    self.unsent_since = next((at for _, _, at in items if at), 0.0)
                     data = self._encode(items)
                     self._child.stdin.write(data)
                     self._child.stdin.flush()
+                    self.unsent_since = 0.0
                 if self._stopping and not queue:
                     self._child.stdin.close()  # end of input: the child stores what it has, exits
                     return
@@ -244,13 +252,13 @@ class RecorderChannel:
                 # The child is gone: what it had not resolved goes to the next one.
                 self._child.dead = True
 
-    def _encode(self, items: list[tuple[ProcessSink | None, Any]]) -> bytes:
+    def _encode(self, items: list[tuple[ProcessSink | None, Any, float]]) -> bytes:
         """One marshal record for ``items``, in order; each run of a session's events is one
         :class:`Events`."""
         encoded: list[tuple[Any, ...]] = []
         run: ProcessSink | None = None
         rows: list[EventRow] = []
-        for sink, payload in items:
+        for sink, payload, _ in items:
             if sink is not run:
                 if run is not None:
                     encoded.append(encode(run._sending(rows)))
@@ -370,7 +378,7 @@ class RecorderChannel:
             self._requests.clear()
         queued: dict[int, int] = {}
         while self.queue:
-            sink, _ = self.queue.popleft()
+            sink, _, _ = self.queue.popleft()
             if sink is not None:
                 queued[id(sink)] = queued.get(id(sink), 0) + 1
         losses = [(sink, sink._lost_with_child(why, queued.get(id(sink), 0))) for sink in sinks]
@@ -508,6 +516,7 @@ class ProcessSink:
         self.session_id = session_id
         self.repair_dead = repair_dead
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.max_lag: float = self.options.get("max_lag", DEFAULT_MAX_LAG)
         self.max_pending_bytes: int = self.options.get(
             "max_pending_bytes", DEFAULT_MAX_PENDING_BYTES
         )
@@ -555,29 +564,44 @@ class ProcessSink:
         size = len(event.payload) + 256
         with self._lock:
             self._queued_bytes += size
+        now = time.monotonic()
         queue = channel.queue
-        queue.append((self, event))
+        queue.append((self, event, now))
         if channel.idle:
             channel.wake()
-        self._evaluate(len(queue))
+        self._evaluate(now, channel)
         return True
 
-    def _evaluate(self, queued: int) -> None:
-        """Set :attr:`congested` from what the child has not resolved (lock-free reads).
+    def _evaluate(self, now: float, channel: RecorderChannel) -> None:
+        """Set :attr:`congested` from what the child has not taken or resolved (lock-free).
 
-        No age limit here, unlike the thread writer: a client killed loses only
-        what had not reached the pipe; the child stores the rest, however old.
+        The loss window only counts what has not reached the pipe: a client
+        killed loses that, and the child stores the rest, however old.
         """
         if self._failed is not None or self._failing or self._closed:
             self.congested = False
-        else:
-            outstanding = self._queued_bytes + self._unacked_bytes
-            self.congested = queued > _MAX_QUEUED or outstanding > self.max_pending_bytes
+            return
+        queue = channel.queue
+        if len(queue) > _MAX_QUEUED or (
+            self._queued_bytes + self._unacked_bytes > self.max_pending_bytes
+        ):
+            self.congested = True
+            return
+        oldest = channel.unsent_since
+        if not oldest and queue:
+            try:
+                oldest = queue[0][2] or now
+            except IndexError:
+                oldest = now  # the sender took it meanwhile
+        self.congested = bool(oldest) and now - oldest > self.max_lag
 
     def _blocked(self) -> bool:
         channel = self._channel
-        self._evaluate(len(channel.queue) if channel is not None else 0)
-        if self.congested and channel is not None:
+        if channel is None:
+            self.congested = False
+            return False
+        self._evaluate(time.monotonic(), channel)
+        if self.congested:
             channel._urgent.set()  # the sender should not linger while someone waits
         return self.congested
 
