@@ -138,6 +138,38 @@ def test_a_child_killed_mid_stream_is_replaced_at_once_and_nothing_is_lost(
     assert stats.events_lost == 0 and stats.events_stored == 1 + 2 * (2 + 491 + 1) + 1
 
 
+def test_a_close_queued_behind_events_reaches_a_replacement_child_after_them(
+    store: EventStore,
+) -> None:
+    import threading
+
+    session = CaptureSession(store, "queued-close", writer="process")
+    assert session.flush(30)
+    channel = shared_channel()
+    stopped = channel.pid
+    os.kill(stopped, signal.SIGSTOP)  # the pipe fills: a burst stays unwritten, then more
+    x = session.exchange()
+    x.start("POST", BASE + "/responses", [], b"{}")
+    x.response(200, [("content-type", "text/event-stream")], "HTTP/1.1")
+    for n in range(300):
+        x.feed(b"data: %d " % n + b"x" * 8192 + b"\n\n")  # no waiting: all of it queued
+        if n == 99:
+            time.sleep(0.2)  # the sender is stuck writing these 100 to the full pipe
+    x.finish()
+    closing = threading.Thread(target=session.close)  # its request waits behind the events
+    closing.start()
+    time.sleep(0.2)
+    os.kill(stopped, signal.SIGKILL)
+    os.kill(stopped, signal.SIGCONT)
+    closing.join(60)
+    assert not closing.is_alive() and channel.pid != stopped
+    [recorded] = store.exchanges(session.id)
+    assert recorded.sse_events == 300
+    assert store.find_session(session.id).closed
+    report = store.verify()
+    assert report.ok and report.capture_gaps == 0 and report.open_exchanges == []
+
+
 def test_the_proxy_keeps_recording_after_its_child_is_killed(store: EventStore) -> None:
     from fake_upstream import serve
 

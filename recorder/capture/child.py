@@ -102,6 +102,8 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     reply: Reply | None = None
     then: Callable[[Reply], None] | None = None
+    sent: bool = False
+    """Written to the pipe: a replacement child must be asked again (after the resent events)."""
 
 
 def _row_size(row: EventRow) -> int:
@@ -266,6 +268,9 @@ class RecorderChannel:
                 rows = []
             if sink is None:
                 encoded.append(encode(payload))
+                pending = self._requests.get(getattr(payload, "token", 0))
+                if pending is not None:
+                    pending.sent = True
             else:
                 rows.append(event_row(payload))
         if run is not None:
@@ -341,7 +346,9 @@ class RecorderChannel:
             return False
         with self._lock:
             sinks = list(self._sinks.values())
-            requests = list(self._requests.values())
+            # Requests still queued go in their turn; those the dead child had
+            # go again once it has been sent what preceded them.
+            requests = [r for r in self._requests.values() if r.sent]
         messages: list[Any] = []
         resent = 0
         for sink in sinks:
