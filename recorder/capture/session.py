@@ -159,16 +159,22 @@ class CaptureSession:
                 **writer_options(options),
             )
         checked_metadata["recorder"] = identity
-        self.sink.submit(
-            Event(
-                self.id,
-                EventKind.SESSION_OPEN,
-                0,
-                meta={"name": name, "labels": checked_labels, "metadata": checked_metadata},
+        try:
+            self.sink.submit(
+                Event(
+                    self.id,
+                    EventKind.SESSION_OPEN,
+                    0,
+                    meta={"name": name, "labels": checked_labels, "metadata": checked_metadata},
+                )
             )
-        )
-        if self.strict:
-            self.sync("opening the session")
+            if self.strict:
+                self.sync("opening the session")
+        except BaseException:
+            # Refused at open: nobody will close this session, so its sink
+            # stops now rather than retrying the opening at interpreter exit.
+            self.sink.close(timeout=0)
+            raise
 
     @property
     def store(self) -> EventStore:
