@@ -308,15 +308,19 @@ def report(name: str, results: dict[str, Run]) -> None:
 def extras(url: str) -> None:
     """Opening a session, time to first event, peak memory, vcrpy: with a free core."""
     start = time.perf_counter()
-    CaptureSession(url, "warm").close()  # the recorder child is running already
+    CaptureSession(url, "warm", writer="process").close()  # the child is running already
     open_warm = time.perf_counter() - start
+    start = time.perf_counter()
+    CaptureSession(url, "thread").close()
+    open_thread = time.perf_counter() - start
     cold = subprocess.run(
         [
             sys.executable,
             "-c",
             "import sys, time; sys.path.insert(0, sys.argv[1]); "
             "from recorder.capture import CaptureSession; t = time.perf_counter(); "
-            "CaptureSession(sys.argv[2], 'cold').close(); print(time.perf_counter() - t)",
+            "CaptureSession(sys.argv[2], 'cold', writer='process').close(); "
+            "print(time.perf_counter() - t)",
             str(Path(__file__).resolve().parent.parent),
             url,
         ],
@@ -325,9 +329,10 @@ def extras(url: str) -> None:
         text=True,
     )
     open_cold = float(cold.stdout.split()[-1])
-    print("\nopening a session (writer='process')")
-    print(f"  first in a process, starts the child {open_cold * 1e3:7.1f} ms")
-    print(f"  next ones, child running             {open_warm * 1e3:7.1f} ms")
+    print("\nopening (and closing) a session")
+    print(f"  writer='thread'                                {open_thread * 1e3:7.1f} ms")
+    print(f"  writer='process', first: starts the child      {open_cold * 1e3:7.1f} ms")
+    print(f"  writer='process', next ones: child running     {open_warm * 1e3:7.1f} ms")
     print("peak RSS while recording 5,000 vs 50,000 events (flat: nothing buffers the stream)")
     for writer in SINKS:
         small = peak_rss(url, 5000, writer)

@@ -106,6 +106,7 @@ APPEND_LOCK = int.from_bytes(b"codetape", "big")
 # the bound-parameter limit since SQLite 3.32 (50 x 16 under 999 before it).
 # Few statements per batch matter: the driver releases the GIL around each.
 _ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
+_ROWS_PER_SMALL_INSERT = 25
 # SQLite: one try for the write lock waits this long (see the module docstring).
 _LOCK_POLL = 0.02
 
@@ -340,9 +341,18 @@ class EventStore:
         # executemany; the writer thread then contends for the GIL with the
         # client's thread hundreds of times per batch, and each handoff costs
         # both threads far more than the row. One step per _ROWS_PER_INSERT
-        # rows keeps the handoffs rare (and binds in one C loop).
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            part = rows[start : start + _ROWS_PER_INSERT]
+        # rows keeps the handoffs rare (and binds in one C loop). The rest
+        # goes in parts of _ROWS_PER_SMALL_INSERT, then one smaller part: few
+        # distinct statements, so the driver's statement cache (each prepared
+        # statement sized by its parameters) stays small whatever the batches.
+        start, count = 0, len(rows)
+        for size in (_ROWS_PER_INSERT, _ROWS_PER_SMALL_INSERT):
+            while count - start >= size:
+                part = rows[start : start + size]
+                conn.exec_driver_sql(self._multi_insert_sql(size), tuple(chain(*part)))
+                start += size
+        if start < count:
+            part = rows[start:]
             conn.exec_driver_sql(self._multi_insert_sql(len(part)), tuple(chain(*part)))
 
     def _multi_insert_sql(self, count: int) -> str:
