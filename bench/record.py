@@ -295,6 +295,10 @@ def report(name: str, results: dict[str, Run]) -> None:
             f"{r.total_cpu * 1e3:6.1f} ms  {recording / sdk.total_cpu * 100:8.1f} %  "
             f"{r.drain * 1e3:6.1f} ms"
         )
+    print(
+        f"  first event: SDK alone {sdk.first * 1e3:.2f} ms, "
+        + ", ".join(f"writer={w!r} {results[w].first * 1e3:.2f} ms" for w in SINKS)
+    )
     print("  per event (us): SDK alone %.1f" % (sdk.total_cpu / n * 1e6))
     for writer in SINKS:
         r = results[writer]
