@@ -116,7 +116,7 @@ with record({url!r}, "fast", transport=upstream.transport(), api_key="k",
         out.write(f"{{n}} {{time.monotonic()}}\\n")
         out.flush()
 """
-FAST_EVENTS = 20_000
+FAST_EVENTS = 40_000
 
 
 @pytest.mark.slow
