@@ -157,9 +157,10 @@ def test_cli_serve_errors_are_one_line() -> None:
         text=True,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == (
-        "Error: --listen wants HOST:PORT (e.g. 127.0.0.1:8080), got 'nonsense'"
+        "Error: Invalid value for '--listen': wants HOST:PORT (e.g. 127.0.0.1:8080; "
+        "port 0 picks a free one), got 'nonsense' (see `codetape serve --help`)"
     )
 
 

@@ -1,51 +1,23 @@
-"""Commands over the log itself: db, sessions, show, import, export, verify."""
+"""Commands that read the log itself: sessions, show, verify.
+
+Every id and name is printed whole (a session's name or id is the handle the
+other commands take); tables too wide for the terminal become one block per
+record (see :mod:`recorder.cli.render`).
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
-from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
-from recorder.config import resolve_url
-from recorder.events import EventKind
-from recorder.export import export_sessions
-from recorder.ingest import FORMATS, import_file
-from recorder.store import migrate
-from recorder.store.engine import describe_url
+from recorder.cli.app import db_option, emit_json, get_console, json_option, main, open_store
+from recorder.cli.render import Column, print_records, when
 
+if TYPE_CHECKING:
+    from recorder.events import StoredEvent
 
-def _when(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-@main.group()
-def db() -> None:
-    """Create or upgrade the database schema."""
-
-
-@db.command("upgrade")
-@db_option
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
-def db_upgrade(db: str | None, revision: str) -> None:
-    """Create or upgrade the schema (safe to run again)."""
-    url = resolve_url(db)
-    migrate.upgrade(url, revision)
-    click.echo(f"{describe_url(url)} is at {migrate.current_revision(url)}")
-
-
-@db.command("current")
-@db_option
-def db_current(db: str | None) -> None:
-    """Print the schema revision the database is at."""
-    url = resolve_url(db)
-    current = migrate.current_revision(url)
-    head = migrate.head_revision()
-    state = "up to date" if current == head else f"needs upgrade to {head}"
-    click.echo(f"{current or 'blank'} ({state})")
+__all__ = ["sessions", "show", "verify"]
 
 
 @main.command()
@@ -62,10 +34,11 @@ def sessions(db: str | None, as_json: bool) -> None:
                     "id": s.id,
                     "name": s.name,
                     "labels": s.labels,
-                    "opened_at": _when(s.opened_at_ns),
+                    "opened_at": when(s.opened_at_ns),
                     "closed": s.closed,
                     "exchanges": s.exchanges,
                     "source": s.source,
+                    "partial": s.metadata.get("partial"),
                 }
                 for s in found
             ]
@@ -74,14 +47,29 @@ def sessions(db: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no sessions yet: record one, or `codetape import FILE`")
         return
-    table = Table("id", "name", "opened (UTC)", "exchanges", "labels", box=None)
+    rows = []
     for s in found:
         labels = ", ".join(f"{k}={v}" for k, v in s.labels.items())
-        table.add_row(s.id[:12], s.name, _when(s.opened_at_ns), str(s.exchanges), labels)
-    console.print(table)
+        state = "" if s.closed else " (open)"
+        if s.metadata.get("partial"):
+            state += " (partial)"
+        rows.append([s.id, s.name + state, when(s.opened_at_ns), str(s.exchanges), labels])
+    print_records(
+        get_console(),
+        [
+            Column("id"),
+            Column("name"),
+            Column("opened (UTC)"),
+            Column("exchanges", "right"),
+            Column("labels"),
+        ],
+        rows,
+    )
 
 
-def _event_row(ev: Any) -> dict[str, Any]:
+def _event_row(ev: StoredEvent) -> dict[str, Any]:
+    from recorder.events import EventKind
+
     row: dict[str, Any] = {
         "position": ev.position,
         "seq": ev.seq,
@@ -106,6 +94,8 @@ def _event_row(ev: Any) -> dict[str, Any]:
 @json_option
 def show(session: str, db: str | None, as_json: bool) -> None:
     """Show a session's exchanges and their events (types, sizes, offsets)."""
+    from rich.text import Text
+
     with open_store(db) as store:
         info = store.find_session(session)
         exchanges = store.exchanges(info.id)
@@ -118,7 +108,7 @@ def show(session: str, db: str | None, as_json: bool) -> None:
                 "labels": info.labels,
                 "metadata": info.metadata,
                 "source": info.source,
-                "opened_at": _when(info.opened_at_ns),
+                "opened_at": when(info.opened_at_ns),
                 "closed": info.closed,
                 "exchanges": [
                     {
@@ -135,79 +125,45 @@ def show(session: str, db: str | None, as_json: bool) -> None:
             }
         )
         return
-    console.print(f"[bold]{info.name}[/bold]  {info.id}  opened {_when(info.opened_at_ns)} UTC")
+    console = get_console()
+    console.print(
+        Text(info.name, style="bold"), Text(f"{info.id}  opened {when(info.opened_at_ns)} UTC")
+    )
     if info.source:
-        console.print(f"source: {info.source}")
+        console.print(f"source: {info.source}", markup=False)
+    if info.metadata.get("partial"):
+        console.print(Text(f"partial: {info.metadata['partial']}", style="yellow"))
+    if not info.closed:
+        console.print("the session is still open (being recorded, or its recorder died)")
     for n, x in enumerate(exchanges, start=1):
         ending = x.outcome or "open"
         if x.reason:
             ending += f" ({x.reason})"
+        console.print()
         console.print(
-            f"\n[bold]#{n}[/bold] {x.method} {x.url} -> {x.status} · {ending} · "
-            f"{x.sse_events} SSE events"
+            Text(f"#{n}", style="bold"),
+            Text(f"{x.method} {x.url} -> {x.status} · {ending} · {x.sse_events} SSE events"),
         )
-        table = Table("seq", "kind", "type", "bytes", "offset ms", box=None, pad_edge=False)
-        for ev in events_by_exchange[x.id]:
-            table.add_row(
-                str(ev.seq),
-                ev.kind.value,
-                ev.sse_type or "",
-                str(len(ev.payload)),
-                "" if ev.offset_ns is None else f"{ev.offset_ns / 1e6:.1f}",
-            )
-        console.print(table)
-
-
-@main.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="auto",
-    show_default=True,
-    help="Source format; auto detects it from the content.",
-)
-@db_option
-@json_option
-def import_cmd(files: tuple[Path, ...], fmt: str, db: str | None, as_json: bool) -> None:
-    """Import tapes or other tools' recordings (VCR.py YAML, vercel chunks, test-proxy JSON).
-
-    Each file is imported atomically: all of its sessions or none.
-    """
-    results = []
-    with open_store(db) as store:
-        for path in files:
-            result = import_file(store, path, fmt)
-            results.append(result)
-            if not as_json:
-                names = ", ".join(name for _, name in result.sessions)
-                click.echo(f"{path}: {result.format}, {result.events} events -> {names}")
-    if as_json:
-        emit_json(
+        print_records(
+            console,
             [
-                {
-                    "path": str(r.path),
-                    "format": r.format,
-                    "events": r.events,
-                    "sessions": [{"id": i, "name": n} for i, n in r.sessions],
-                }
-                for r in results
-            ]
+                Column("seq", "right"),
+                Column("kind"),
+                Column("type"),
+                Column("bytes", "right"),
+                Column("offset ms", "right"),
+            ],
+            [
+                [
+                    str(ev.seq),
+                    ev.kind.value,
+                    ev.sse_type or "",
+                    str(len(ev.payload)),
+                    "" if ev.offset_ns is None else f"{ev.offset_ns / 1e6:.1f}",
+                ]
+                for ev in events_by_exchange[x.id]
+            ],
         )
-
-
-@main.command("export")
-@click.argument("sessions", nargs=-1, required=True)
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Tape file to write."
-)
-@db_option
-def export_cmd(sessions: tuple[str, ...], output: Path, db: str | None) -> None:
-    """Export sessions (ids or names) to a tape file (JSON Lines)."""
-    with open_store(db) as store:
-        count = export_sessions(store, sessions, output)
-    click.echo(f"wrote {count} events to {output}")
 
 
 @main.command()
@@ -239,9 +195,12 @@ def verify(db: str | None, as_json: bool) -> None:
         for problem in report.problems:
             click.echo(f"position {problem.position}: {problem.message}", err=True)
         if report.open_exchanges:
+            shown = report.open_exchanges[:5]
+            more = len(report.open_exchanges) - len(shown)
             click.echo(
                 f"{len(report.open_exchanges)} exchange(s) never ended (interrupted capture): "
-                + ", ".join(x[:12] for x in report.open_exchanges[:5]),
+                + ", ".join(shown)
+                + (f" and {more} more (--json lists them all)" if more else ""),
                 err=True,
             )
         if report.capture_gaps:
@@ -249,7 +208,7 @@ def verify(db: str | None, as_json: bool) -> None:
         if report.ok:
             click.echo(
                 f"ok: {report.checked} events verified; head {report.head_position} "
-                f"{report.head_hash[:16]}"
+                f"{report.head_hash}"
             )
     if not report.ok:
         raise SystemExit(1)
