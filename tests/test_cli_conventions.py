@@ -184,3 +184,12 @@ def test_help_and_readme_speak_of_the_product_only() -> None:
     for text in texts:
         for pattern in (r"\bissue \d", r"seed document", r"\bseed client"):
             assert not re.search(pattern, text, re.IGNORECASE), (pattern, text[:200])
+
+
+def test_codetape_alone_prints_the_usage_not_an_error() -> None:
+    result = run()
+    assert result.stderr.startswith("Usage: ")
+    assert "Error" not in result.stderr
+    unknown = run("nosuch")
+    assert unknown.exit_code == 2
+    assert unknown.stderr == "Error: No such command 'nosuch'. (see `codetape --help`)\n"

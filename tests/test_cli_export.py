@@ -67,11 +67,18 @@ def test_a_directory_is_refused(db: str, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_a_device_is_never_replaced(db: str) -> None:
-    # As root, a rename over /dev/full would succeed and turn it into a regular file.
-    line = one_error_line(run("export", NAME, "-o", "/dev/full", "--db", db))
+def test_a_device_is_never_replaced(db: str, tmp_path: Path) -> None:
+    # As root, a rename over a device succeeds and turns it into a regular file:
+    # so the device is a private copy of /dev/full (1, 7), never the real one,
+    # which a broken writer would replace for everyone on the machine.
+    if os.geteuid() == 0:
+        device = tmp_path / "full"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    else:
+        device = Path("/dev/full")  # not replaceable without root
+    line = one_error_line(run("export", NAME, "-o", str(device), "--db", db))
     assert "it is a character device" in line
-    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    assert stat.S_ISCHR(os.stat(device).st_mode)
 
 
 def test_a_fifo_is_refused_without_blocking(db: str, tmp_path: Path) -> None:

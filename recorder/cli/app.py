@@ -129,6 +129,9 @@ class _Group(click.Group):
         as_json = _wants_json(argv)
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `codetape` alone: the help, as click gives it
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             message = exc.format_message()
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -168,7 +171,7 @@ def _remember_db(ctx: click.Context, _param: click.Parameter, value: str | None)
     return value
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("codetape", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="codetape")
 @click.option(
     "--db",
@@ -257,4 +260,3 @@ def get_console() -> Console:
     if not isinstance(found, Console):
         found = ctx.meta[_CONSOLE_KEY] = Console(highlight=False, soft_wrap=False)
     return found
-

@@ -9,6 +9,7 @@ writes a file atomically or streams to standard output with ``-o -``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 from pathlib import Path
@@ -195,7 +196,9 @@ def export_cmd(sessions: tuple[str, ...], output: str, db: str | None, as_json: 
             except OSError as exc:
                 raise CliError(f"cannot write to standard output: {exc.strerror}") from None
             finally:
-                out.detach()
+                # Hand sys.stdout's buffer back (never close it with the wrapper).
+                with contextlib.suppress(OSError, ValueError):
+                    out.detach()
             click.echo(f"wrote {count} events to standard output", err=True)
             return
         ids = resolve_sessions(store, sessions)
