@@ -121,6 +121,21 @@ def test_upgrade_to_an_unknown_revision_is_one_line_and_creates_nothing(tmp_path
     assert not target.exists()
 
 
+def test_no_schema_state_ends_in_a_traceback(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # two heads at once: no codetape ever writes that
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001_event_log')"))
+    engine.dispose()
+    for args in (("db", "current"), ("db", "upgrade"), ("demo",)):
+        one_error_line(run(*args, "--db", db_url), "several schema revisions")
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+    engine.dispose()
+    one_error_line(run("sessions", "--db", db_url), "has no codetape schema")
+
+
 # -- SQLite paths -----------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from sqlalchemy import Connection
 
 from recorder.errors import NewerSchema, StoreError
 from recorder.store.engine import create_engine, describe_url, translate_errors
@@ -108,12 +109,22 @@ def _check_target(action: str, revision: str) -> None:
         ) from None
 
 
+def _current(url: str, connection: Connection) -> str | None:
+    try:
+        return MigrationContext.configure(connection).get_current_revision()
+    except CommandError:  # several rows in alembic_version: not a codetape history
+        raise StoreError(
+            f"the database at {describe_url(url)} records several schema revisions at once, "
+            "which codetape never writes: it is not a codetape database"
+        ) from None
+
+
 def _run(url: str, action: str, revision: str) -> None:
     _check_target(action, revision)
     engine = create_engine(url, create=True)
     try:
         with translate_errors(url), engine.begin() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = _current(url, connection)
             if revision_state(current) == "newer":
                 raise newer_schema(url, current or "?")
             cfg = alembic_config(url)
@@ -144,6 +155,6 @@ def current_revision(url: str) -> str | None:
     engine = create_engine(url)
     try:
         with translate_errors(url), engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return _current(url, connection)
     finally:
         engine.dispose()
