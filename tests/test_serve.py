@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,16 @@ def test_broken_off_and_unanswered_exchanges_fail_as_they_did() -> None:
         response = http.post(f"{server.url}/v1/responses", content=x.request_body)
         assert response.status_code == 502
         assert response.json()["error"]["message"] == "replayed: no response was recorded"
+
+
+def test_the_announced_address_accepts_connections_before_the_server_runs() -> None:
+    # serve() prints the address once bound, before uvicorn starts: a client
+    # connecting in between (a loaded CI machine) must queue, not be refused.
+    from replay.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass
+    finally:
+        sock.close()
