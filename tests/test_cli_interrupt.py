@@ -202,3 +202,52 @@ def test_a_ctrl_c_during_a_commit_is_held_until_the_commit_is_known(store: Event
         guard.restore()
     assert store.last_position() == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+_RESET_SCRIPT = """
+import sys
+from sqlalchemy import event
+from recorder.store import EventStore
+
+url, quiet, failure = sys.argv[1:]
+if quiet == "quiet":
+    from recorder.cli.app import quiet_interrupted_cleanup
+
+    quiet_interrupted_cleanup()
+store = EventStore.open(url)
+
+
+def reset(*_args):
+    raise KeyboardInterrupt if failure == "ctrl-c" else RuntimeError("a real cleanup failure")
+
+
+event.listen(store.engine, "reset", reset)
+try:
+    store.last_position()  # the connection's reset, on its return to the pool, raises
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("quiet", ["quiet", "as before"])
+def test_a_ctrl_c_during_a_connection_reset_prints_no_traceback(
+    sqlite_url: str, quiet: str
+) -> None:
+    """SQLAlchemy logs an interrupted pool reset with its traceback; the CLI keeps it quiet."""
+    migrate.upgrade(sqlite_url)
+
+    def run_script(failure: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _RESET_SCRIPT, sqlite_url, quiet, failure],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=_WAIT,
+        )
+
+    interrupted = run_script("ctrl-c")
+    assert interrupted.stdout == "interrupted\n"
+    # Without the CLI's handler, this is the traceback users saw after Ctrl-C.
+    assert ("Traceback" in interrupted.stderr) is (quiet != "quiet"), interrupted.stderr
+    failed = run_script("error")
+    assert "a real cleanup failure" in failed.stderr  # other failures still reach stderr

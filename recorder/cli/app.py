@@ -20,6 +20,7 @@ Guarantees:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -114,6 +115,37 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+class _DropInterrupts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, KeyboardInterrupt)
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the sys.stderr of the moment, like logging's last-resort handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def quiet_interrupted_cleanup() -> None:
+    """Keep SQLAlchemy from printing a traceback for the Ctrl-C it was cleaning up after.
+
+    A Ctrl-C that lands while the pool resets a connection is logged by
+    SQLAlchemy with its traceback (through logging's last-resort handler)
+    and then re-raised; the command reports the interruption itself. Other
+    warnings and errors still reach stderr as before.
+    """
+    logger = logging.getLogger("sqlalchemy")
+    if any(isinstance(h, _Stderr) for h in logger.handlers):
+        return
+    handler = _Stderr()
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(_DropInterrupts())
+    logger.addHandler(handler)
+
+
 class _Group(click.Group):
     def main(
         self,
@@ -127,6 +159,7 @@ class _Group(click.Group):
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, False, **extra)
         as_json = _wants_json(argv)
+        quiet_interrupted_cleanup()
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
