@@ -4,11 +4,13 @@ Guarantees:
 
 * An event is a frozen value. Its ``payload`` is exactly the bytes that crossed
   the wire (one SSE frame including its terminating blank line, a whole
-  non-streamed body, or a request body); everything else on it is either
-  metadata that the recorder knew (times, ids) or a convenience parsed from the
-  payload on append (``sse_event``, ``sse_type``, ``sequence_number``).
+  non-streamed body, or a request body), except the secret values redaction
+  replaced, which its ``meta.redacted_paths`` names; everything else on it is
+  either metadata that the recorder knew (times, ids) or a convenience parsed
+  from the payload on append (``sse_event``, ``sse_type``, ``sequence_number``;
+  none for a last frame the client never saw, ``meta.unterminated``).
 * Concatenating the payloads of an exchange's ``SSE`` events, in ``seq``
-  order, reproduces the response body byte for byte.
+  order, reproduces the response body byte for byte (redacted values aside).
 * ``seq`` is dense from 0 within a stream: an exchange's events are one stream,
   a session's own events (open, close, gaps) are another.
 """

@@ -7,15 +7,15 @@ Guarantees:
   :func:`import_files` imports several, each atomically, going on past a bad
   one and reporting every file's outcome.
 * Nothing is silently partial: a file cut short (a tape whose session is never
-  closed or whose exchange never ends, a stream that stops before its final
-  event) is refused unless ``partial`` says to keep it, marked in the
+  closed or whose exchange never ends, a vercel chunks file whose stream stops
+  before its final event) is refused unless ``partial`` says to keep it, marked in the
   session's ``metadata.partial`` and with its open parts ended as
   ``interrupted``. A file holding no session is refused.
 * No recording is imported twice: the same session already in the log is a
   duplicate, and a longer or shorter version of one (recognised by content,
   see :mod:`recorder.copies`) is refused rather than counted twice.
-* Recordings from other tools are redacted (:mod:`recorder.redact`) before
-  events are built; SSE bodies are cut into one event per frame by the shared
+* Recordings, tapes included, are redacted (:mod:`recorder.redact`) before
+  anything is stored; SSE bodies are cut into one event per frame by the shared
   splitter, so the frames concatenate back to the source body exactly.
 * Imports are deterministic: session and exchange ids derive from the file's
   content and times from the recording itself (the response's ``created_at``
@@ -37,6 +37,7 @@ from recorder.capture.build import (
     body_event,
     body_response_id,
     end_event,
+    redact_event,
     request_event,
     response_head_event,
     sse_event,
@@ -187,8 +188,15 @@ def _exchange_events(
         response_id: str | None = None
         for frame in split_sse(exchange.response_body):
             response_id = frame.response_id or response_id
-            tracker.observe(frame.type, frame.json())
-            events.append(sse_event(session_id, exchange_id, seq, frame, response_id, at_ns=at_ns))
+            if frame.cut:
+                tracker.cut(frame.type)  # the client dropped it: it decides nothing
+            else:
+                tracker.observe(frame.type, frame.json())
+            events.append(
+                sse_event(
+                    session_id, exchange_id, seq, frame, response_id, at_ns=at_ns, redactor=redactor
+                )
+            )
             seq += 1
         outcome, reason = tracker.result()
         if exchange.status >= 400:
@@ -197,7 +205,13 @@ def _exchange_events(
         body = exchange.response_body
         events.append(
             body_event(
-                session_id, exchange_id, seq, body, at_ns=at_ns, response_id=body_response_id(body)
+                session_id,
+                exchange_id,
+                seq,
+                body,
+                at_ns=at_ns,
+                response_id=body_response_id(body),
+                redactor=redactor,
             )
         )
         seq += 1
@@ -276,7 +290,10 @@ def file_events(
         if fmt == "auto":
             fmt = detect_format(path)
         if fmt == "tape":
-            tape_events = read_tape(path)
+            # A tape may come from anywhere (an older codetape, a hand edit): it is
+            # redacted like any other recording; an already redacted one is unchanged.
+            scrub = redactor or Redactor()
+            tape_events = [redact_event(ev, scrub) for ev in read_tape(path)]
             _check_streams(tape_events, path)
             return fmt, tape_events
         content_key = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -304,8 +321,13 @@ def _incomplete(fmt: str, events: Sequence[Event]) -> dict[str, list[str]]:
             if parts:
                 found[session_id] = parts
         return found
-    # An importer ends a stream that stops before its final event as
-    # interrupted: in a file made by a recording tool, that is a cut file.
+    if fmt != "chunks":
+        # A test-proxy or VCR file cut short does not parse; one that parses
+        # holds what its tool recorded, a stream the client broke off included.
+        return found
+    # vercel writes one line per event and nothing after the last: a file
+    # cut at a line boundary looks like a stream that stops before its final
+    # event, which the importer ends as interrupted.
     numbers: dict[str, int] = {}
     requests: dict[str, tuple[str, str]] = {}
     for ev in events:

@@ -1,10 +1,12 @@
 """How an exchange ended, decided the same way for live capture and for imports.
 
-Guarantees: a stream's outcome follows its last terminal event
+Guarantees: a stream's outcome follows its last terminal event the client saw
 (``response.completed`` → completed, ``response.failed`` or ``error`` →
 failed, ``response.incomplete`` → incomplete); a stream that stops without one
-is interrupted; an HTTP status of 400 or more is an HTTP error whatever the
-body says. The reason is the API's own message where it gave one.
+is interrupted, also when the terminal event was in a last frame cut off
+before its blank line (the client drops that frame); an HTTP status of 400 or
+more is an HTTP error whatever the body says. The reason is the API's own
+message where it gave one.
 """
 
 from __future__ import annotations
@@ -49,10 +51,18 @@ def _error_message(data: Any) -> str | None:
 
 @dataclass(slots=True)
 class StreamOutcome:
-    """Folds the SSE events of one stream into its outcome."""
+    """Folds the SSE events of one stream into its outcome.
+
+    It is given only the events the client saw: a last frame cut off before
+    its blank line is dropped by the client (:attr:`recorder.sse.SSEFrame.cut`)
+    and goes to :meth:`cut` instead, so a stream whose ``response.completed``
+    was cut off is interrupted, as the client saw it.
+    """
 
     outcome: Outcome | None = None
     reason: str | None = None
+    cut_type: str | None = None
+    """The type of a cut-off last frame, when there was one (``""`` if unknown)."""
 
     def observe(self, event_type: str | None, data: Any) -> None:
         terminal = _TERMINAL.get(event_type or "")
@@ -63,8 +73,18 @@ class StreamOutcome:
             self.outcome = terminal
         self.reason = self.reason or _error_message(data)
 
+    def cut(self, event_type: str | None) -> None:
+        """The stream ended inside a frame of ``event_type``, which the client dropped."""
+        self.cut_type = event_type or ""
+
     def result(self) -> tuple[Outcome, str | None]:
         if self.outcome is None:
+            if self.cut_type is not None:
+                what = f"a {self.cut_type} event" if self.cut_type else "an event"
+                return Outcome.INTERRUPTED, (
+                    f"stream ended without a terminal event: it stopped inside {what} "
+                    "that had no blank line after it, which the client drops"
+                )
             return Outcome.INTERRUPTED, "stream ended without a terminal event"
         return self.outcome, self.reason
 

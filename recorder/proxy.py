@@ -40,6 +40,7 @@ import httpx2
 
 from recorder.capture.session import CaptureError, CaptureSession, OnStoreError, WriterMode
 from recorder.capture.transport import AsyncRecordingTransport
+from recorder.redact import Redactor
 from recorder.store.store import EventStore
 from recorder.upstream import BadTarget, parse_upstream, upstream_url
 
@@ -214,10 +215,15 @@ def run_proxy(
     session: str = "proxy",
     redact_headers: Iterable[str] = (),
     redact_json_paths: Iterable[str] = (),
+    redactor: Redactor | None = None,
     on_store_error: OnStoreError = "log",
     writer: WriterMode = "auto",
 ) -> None:
-    """Serve the proxy with uvicorn until interrupted; the session closes on exit."""
+    """Serve the proxy with uvicorn until interrupted; the session closes on exit.
+
+    ``redactor`` replaces the default one (``redact_headers`` and
+    ``redact_json_paths`` then add nothing).
+    """
     import click
     import uvicorn
 
@@ -225,6 +231,7 @@ def run_proxy(
     capture = CaptureSession(
         store,
         session,
+        redactor=redactor,
         redact_headers=redact_headers,
         redact_json_paths=redact_json_paths,
         on_store_error=on_store_error,

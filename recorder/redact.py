@@ -1,23 +1,55 @@
 """Redaction of secrets before anything is stored.
 
-Guarantees: header values whose names are in the redaction set (case-insensitive)
-are replaced by :data:`REDACTED` before an event is built, query parameters
-named like keys are too, and JSON body paths the user adds are replaced in
-request bodies. Nothing this module is given is stored unredacted by the
-callers (capture, importers, proxy), which all go through :class:`Redactor`.
+Guarantees (every caller, capture, the proxy and the importers, goes through
+:class:`Redactor` before an event exists):
+
+* **Headers.** A header's value is replaced by :data:`REDACTED` when its name
+  (case-insensitive) is in :data:`DEFAULT_HEADERS` or the user's extra names,
+  or when the name holds one of :data:`SECRET_WORDS` (``x-goog-api-key``,
+  ``x-auth-token``, ``set-cookie``...), unless the name is allow-listed
+  (:data:`DEFAULT_KEEP`: rate-limit token counts and ``idempotency-key``,
+  plus the user's ``keep``). The allow-list never beats the explicit names.
+* **URLs.** User info (``https://user:password@host``) is removed; a query
+  parameter whose name is in :data:`DEFAULT_QUERY_PARAMS` or holds one of
+  :data:`SECRET_QUERY_WORDS` (``token=``, ``sig=``, ``X-Amz-Signature=``...)
+  has its value replaced. Every other byte of the URL is kept.
+* **JSON paths** (``"metadata.user_key"``; ``*`` matches any key or list
+  item, a number a list index) are replaced in request bodies, and in the
+  response object the API echoes them back in: the ``response`` of the
+  lifecycle SSE events (:data:`ECHO_TYPES`) and plain JSON bodies (the object
+  itself, and each item of a list object's ``data``). Only the values at the
+  paths change: every other byte is kept, so the JSON stays valid (and a frame
+  cut off mid-JSON stays cut off where it was), and an SSE frame keeps its
+  framing, so the client parses a redacted frame as it parsed the original.
+* Every method says what it replaced, so events can record which stored bytes
+  are no longer the wire's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import unquote_plus
 
-__all__ = ["DEFAULT_HEADERS", "DEFAULT_QUERY_PARAMS", "REDACTED", "Redactor"]
+__all__ = [
+    "DEFAULT_HEADERS",
+    "DEFAULT_KEEP",
+    "DEFAULT_QUERY_PARAMS",
+    "ECHO_TYPES",
+    "REDACTED",
+    "SECRET_QUERY_WORDS",
+    "SECRET_WORDS",
+    "Redactor",
+    "parse_path",
+]
 
 REDACTED = "<redacted>"
+_REDACTED_JSON: Final = json.dumps(REDACTED)
+_REDACTED_QUERY: Final = "%3Credacted%3E"
 
 DEFAULT_HEADERS = frozenset(
     {
@@ -31,68 +63,376 @@ DEFAULT_HEADERS = frozenset(
         "set-cookie",
     }
 )
+"""Always redacted, whatever the allow-list says."""
 DEFAULT_QUERY_PARAMS = frozenset({"api-key", "api_key", "key", "access_token"})
+SECRET_WORDS: Final = (
+    "key",
+    "token",
+    "secret",
+    "signature",
+    "password",
+    "passwd",
+    "auth",
+    "session",
+    "cookie",
+    "credential",
+)
+"""A header or query parameter whose name holds one of these is a secret."""
+SECRET_QUERY_WORDS: Final = (*SECRET_WORDS, "sig", "pwd")
+"""Query parameters also say ``sig`` (Azure SAS) and ``pwd``."""
+DEFAULT_KEEP = frozenset(
+    {
+        # Counts of model tokens, not credentials: cost and rate-limit reports read them.
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+        # A random per-request id the SDK sends so retries are not applied twice.
+        "idempotency-key",
+    }
+)
+"""Names whose words look secret but whose values are not."""
+ECHO_TYPES = frozenset(
+    {
+        "response.created",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+        "response.queued",
+    }
+)
+"""SSE events whose ``response`` object echoes the request (metadata, instructions, tools...)."""
+
+_HEADER_WORDS: Final = re.compile("|".join(SECRET_WORDS))
+_QUERY_WORDS: Final = re.compile("|".join(SECRET_QUERY_WORDS))
+
+Path = tuple[str, ...]
+
+
+def parse_path(dotted: str) -> Path:
+    """``"metadata.user"`` as ``("metadata", "user")``."""
+    return tuple(dotted.split("."))
 
 
 @dataclass(frozen=True, slots=True)
 class Redactor:
-    """What to scrub. Extra header names and JSON paths add to the defaults."""
+    """What to scrub: the defaults, plus what the user adds or keeps (see the module docstring)."""
 
     headers: frozenset[str] = DEFAULT_HEADERS
+    """Header names (lower case) always redacted."""
     query_params: frozenset[str] = DEFAULT_QUERY_PARAMS
-    json_paths: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
+    """Query parameter names (lower case) always redacted."""
+    json_paths: tuple[Path, ...] = ()
+    """Request body paths, redacted in the request and in the response objects echoing it."""
+    keep: frozenset[str] = DEFAULT_KEEP
+    """Header and query parameter names (lower case) the secret-word rule leaves alone."""
 
     @classmethod
-    def with_extra(cls, headers: Iterable[str] = (), json_paths: Iterable[str] = ()) -> Redactor:
-        """Defaults plus ``headers`` and dotted ``json_paths`` such as ``"metadata.user"``."""
+    def with_extra(
+        cls,
+        headers: Iterable[str] = (),
+        json_paths: Iterable[str] = (),
+        *,
+        query_params: Iterable[str] = (),
+        keep: Iterable[str] = (),
+    ) -> Redactor:
+        """The defaults plus ``headers``, ``query_params`` and dotted ``json_paths``
+        (such as ``"metadata.user"``) to redact, and names to ``keep`` although
+        they look secret."""
         return cls(
             headers=DEFAULT_HEADERS | {h.lower() for h in headers},
-            json_paths=tuple(tuple(p.split(".")) for p in json_paths),
+            query_params=DEFAULT_QUERY_PARAMS | {q.lower() for q in query_params},
+            json_paths=tuple(parse_path(p) for p in json_paths),
+            keep=DEFAULT_KEEP | {k.lower() for k in keep},
         )
+
+    def to_config(self) -> dict[str, list[str]]:
+        """Plain lists (for a pipe or JSON); :meth:`from_config` gives this redactor back."""
+        return {
+            "headers": sorted(self.headers),
+            "query_params": sorted(self.query_params),
+            "json_paths": [".".join(p) for p in self.json_paths],
+            "keep": sorted(self.keep),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, list[str]]) -> Redactor:
+        return cls(
+            headers=frozenset(config["headers"]),
+            query_params=frozenset(config["query_params"]),
+            json_paths=tuple(parse_path(p) for p in config["json_paths"]),
+            keep=frozenset(config["keep"]),
+        )
+
+    # -- headers -------------------------------------------------------------
+
+    def secret_header(self, name: str) -> bool:
+        lowered = name.lower()
+        if lowered in self.headers:
+            return True
+        return lowered not in self.keep and _HEADER_WORDS.search(lowered) is not None
 
     def header_pairs(self, pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
         """Headers as ``[name, value]`` lists (JSON-friendly), secrets replaced."""
-        return [
-            [name, REDACTED if name.lower() in self.headers else value] for name, value in pairs
-        ]
+        return self.headers_redacted(pairs)[0]
+
+    def headers_redacted(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> tuple[list[list[str]], list[str]]:
+        """:meth:`header_pairs`, and the (lower-case) names whose values were replaced."""
+        out: list[list[str]] = []
+        names: list[str] = []
+        for name, value in pairs:
+            if self.secret_header(name):
+                out.append([name, REDACTED])
+                if name.lower() not in names:
+                    names.append(name.lower())
+            else:
+                out.append([name, value])
+        return out, names
+
+    # -- URLs ----------------------------------------------------------------
+
+    def secret_query_param(self, name: str) -> bool:
+        lowered = name.lower()
+        if lowered in self.query_params:
+            return True
+        return lowered not in self.keep and _QUERY_WORDS.search(lowered) is not None
 
     def url(self, url: str) -> str:
-        parts = urlsplit(url)
-        if not parts.query:
-            return url
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if not any(k.lower() in self.query_params for k, _ in pairs):
-            return url
-        query = urlencode(
-            [(k, REDACTED if k.lower() in self.query_params else v) for k, v in pairs]
-        )
-        return urlunsplit(parts._replace(query=query))
+        """``url`` without user info and with secret query values replaced."""
+        return self.url_redacted(url)[0]
+
+    def url_redacted(self, url: str) -> tuple[str, list[str], bool]:
+        """(:meth:`url`, the query parameters replaced, whether user info was removed)."""
+        url, userinfo = _strip_userinfo(url)
+        head, mark, rest = url.partition("?")
+        if not mark:
+            return url, [], userinfo
+        query, hash_mark, fragment = rest.partition("#")
+        replaced: list[str] = []
+        pairs: list[str] = []
+        for pair in query.split("&"):
+            raw_name = pair.partition("=")[0]
+            name = unquote_plus(raw_name)
+            if name and self.secret_query_param(name):
+                pairs.append(f"{raw_name}={_REDACTED_QUERY}")
+                if name not in replaced:
+                    replaced.append(name)
+            else:
+                pairs.append(pair)
+        if not replaced:
+            return url, [], userinfo
+        return f"{head}?{'&'.join(pairs)}{hash_mark}{fragment}", replaced, userinfo
+
+    # -- JSON ----------------------------------------------------------------
 
     def body(self, body: bytes) -> tuple[bytes, list[str]]:
-        """``body`` with the configured JSON paths replaced, and the paths that were.
+        """A request body with the configured JSON paths replaced, and the paths that were."""
+        if not self.json_paths or not _looks_like_object(body):
+            return body, []
+        return _redact_json_bytes(body, [(p, [p]) for p in self.json_paths])
 
-        The bytes are left exactly as they were unless a path matched: only then
-        is the JSON re-serialised.
+    def response_body(self, body: bytes) -> tuple[bytes, list[str]]:
+        """A plain JSON response body with the paths its object echoes replaced.
+
+        The paths apply to the object itself (a response, a conversation) and to
+        each item of a list object's ``data``.
         """
-        if not self.json_paths or not body.lstrip().startswith(b"{"):
+        if not self.json_paths or not _looks_like_object(body):
             return body, []
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return body, []
-        hits = [".".join(p) for p in self.json_paths if _replace_path(document, p)]
+        return _redact_json_bytes(body, [(p, [p, ("data", "*", *p)]) for p in self.json_paths])
+
+    def holds_body(self, body: bytes | bytearray) -> bool:
+        """Whether a response body that starts so must be kept whole to be redacted.
+
+        A JSON object body cut into several events could not be parsed per
+        piece: when JSON paths are configured it is stored as one event.
+        """
+        return bool(self.json_paths) and _looks_like_object(body)
+
+    def frame(self, raw: bytes) -> tuple[bytes, list[str]] | None:
+        """An SSE frame with the paths its ``response`` object echoes replaced.
+
+        ``None`` when nothing was replaced (the usual case: call it only for
+        :data:`ECHO_TYPES` frames, or frames whose JSON did not parse).
+        Lines other than ``data`` lines, line terminators and the blank line
+        that ends the frame are kept byte for byte.
+        """
+        if not self.json_paths or b"data" not in raw:
+            return None
+        lines = raw.splitlines(keepends=True)  # bytes split on CR, LF and CRLF only
+        data_lines: list[tuple[int, bytes, bytes, bytes]] = []
+        for index, line in enumerate(lines):
+            content = line.rstrip(b"\r\n")
+            body = content[3:] if index == 0 and content.startswith(_BOM) else content
+            if body == b"data" or body.startswith(b"data:"):
+                value_at = len(content) - len(body) + (6 if body.startswith(b"data: ") else 5)
+                value_at = min(value_at, len(content))
+                data_lines.append(
+                    (index, content[:value_at], content[value_at:], line[len(content) :])
+                )
+        if not data_lines:
+            return None
+        text = "\n".join(v.decode("utf-8", "surrogateescape") for _, _, v, _ in data_lines)
+        new_text, hits = _redact_json_text(text, [(p, [("response", *p)]) for p in self.json_paths])
         if not hits:
-            return body, []
-        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(), hits
+            return None
+        # A replaced value holds no line break, so the data spans at most as many lines.
+        values = new_text.split("\n")
+        by_index = {index: k for k, (index, _, _, _) in enumerate(data_lines)}
+        out = bytearray()
+        for index, line in enumerate(lines):
+            k = by_index.get(index)
+            if k is None:
+                out += line
+            elif k < len(values):
+                _, prefix, _, terminator = data_lines[k]
+                out += prefix + values[k].encode("utf-8", "surrogateescape") + terminator
+        return bytes(out), hits
 
 
-def _replace_path(document: Any, path: Sequence[str]) -> bool:
-    node = document
-    for key in path[:-1]:
-        if not isinstance(node, dict) or key not in node:
-            return False
-        node = node[key]
-    if isinstance(node, dict) and path[-1] in node:
-        node[path[-1]] = REDACTED
-        return True
-    return False
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def _strip_userinfo(url: str) -> tuple[str, bool]:
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        return url, False
+    start = scheme_end + 3
+    end = len(url)
+    for mark in "/?#":
+        at = url.find(mark, start)
+        if 0 <= at < end:
+            end = at
+    at = url.rfind("@", start, end)
+    if at < 0:
+        return url, False
+    return url[:start] + url[at + 1 :], True
+
+
+def _looks_like_object(body: bytes | bytearray) -> bool:
+    return body[:64].lstrip()[:1] == b"{"
+
+
+def _redact_json_bytes(
+    body: bytes, paths: Sequence[tuple[Path, Sequence[Path]]]
+) -> tuple[bytes, list[str]]:
+    # surrogateescape: bytes that are not UTF-8 come back exactly as they were.
+    text = body.decode("utf-8", "surrogateescape")
+    new_text, hits = _redact_json_text(text, paths)
+    if not hits:
+        return body, []
+    return new_text.encode("utf-8", "surrogateescape"), hits
+
+
+def _redact_json_text(
+    text: str, paths: Sequence[tuple[Path, Sequence[Path]]]
+) -> tuple[str, list[str]]:
+    """``text`` with the values at each path's locations replaced; the paths that hit.
+
+    Each entry is (the configured path, where to look for it in ``text``).
+    """
+    spans: list[tuple[int, int]] = []
+    hits: list[str] = []
+    for configured, locations in paths:
+        found: list[tuple[int, int]] = []
+        for location in locations:
+            found.extend(_spans(text, location))
+        if found:
+            hits.append(".".join(configured))
+            spans.extend(found)
+    if not spans:
+        return text, []
+    pieces: list[str] = []
+    done = 0
+    for start, end in sorted(spans):
+        if start < done:
+            continue  # inside a value already replaced (a path and one below it)
+        pieces.append(text[done:start])
+        pieces.append(_REDACTED_JSON)
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces), hits
+
+
+# The C scanner json.loads uses: it parses one value at an index and says where
+# it ends, which is all it takes to walk to a path without parsing the rest.
+_DECODER: Any = json.JSONDecoder()  # Any: typeshed does not declare scan_once
+_scan_once: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once
+_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
+_SPACES: Final = frozenset(" \t\n\r")
+
+
+class _End(Exception):
+    """The text ends, or stops being JSON, here."""
+
+
+def _skip(text: str, i: int) -> int:
+    if text[i : i + 1] not in _SPACES:
+        return i  # compact JSON, the API's own: no whitespace to skip
+    match = _WHITESPACE.match(text, i)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _scan(text: str, i: int) -> tuple[Any, int]:
+    try:
+        return _scan_once(text, i)
+    except (StopIteration, ValueError, RecursionError):
+        raise _End from None
+
+
+def _spans(text: str, path: Path) -> list[tuple[int, int]]:
+    """Where the values at ``path`` are in the JSON ``text`` (start, end).
+
+    Text cut off inside a value at ``path`` gives a span to the end of the
+    text: what is there is still the secret's beginning.
+    """
+    out: list[tuple[int, int]] = []
+    with contextlib.suppress(_End):
+        _walk(text, _skip(text, 0), path, out)
+    return out
+
+
+def _walk(text: str, i: int, path: Path, out: list[tuple[int, int]]) -> int:
+    """Collect the spans of ``path`` in the value at ``text[i]``; return where that value ends."""
+    if not path:
+        try:
+            end = _scan(text, i)[1]
+        except _End:
+            if i < len(text):
+                out.append((i, len(text)))
+            raise
+        out.append((i, end))
+        return end
+    head, rest = path[0], path[1:]
+    opening = text[i : i + 1]
+    if opening not in ("{", "["):
+        return _scan(text, i)[1]
+    closing = "}" if opening == "{" else "]"
+    i = _skip(text, i + 1)
+    if text.startswith(closing, i):
+        return i + 1
+    index = 0
+    while True:
+        if opening == "{":
+            if not text.startswith('"', i):
+                raise _End
+            key, i = _scan(text, i)
+            i = _skip(text, i)
+            if not text.startswith(":", i):
+                raise _End
+            i = _skip(text, i + 1)
+            wanted = head in ("*", key)
+        else:
+            wanted = head in ("*", str(index))
+            index += 1
+        i = _walk(text, i, rest, out) if wanted else _scan(text, i)[1]
+        i = _skip(text, i)
+        if text.startswith(",", i):
+            i = _skip(text, i + 1)
+        elif text.startswith(closing, i):
+            return i + 1
+        else:
+            raise _End

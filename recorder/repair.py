@@ -3,20 +3,29 @@
 A recording process that dies (SIGKILL, power loss) leaves its session without
 ``session_close`` and its in-flight exchanges without ``exchange_end``;
 ``verify`` reports those exchanges as open. Repair appends, for each such
-session whose recorder is known to be dead, an ``exchange_end`` with outcome
+session whose recorder is known to be gone, an ``exchange_end`` with outcome
 ``interrupted`` for every open exchange and then a ``session_close``.
 
 Guarantees:
 
-* Append-only: nothing is changed or removed; repairs are ordinary events.
-* Never closes a live recording: a session is repaired only when its recorder
-  (the ``recorder`` identity every capture puts in its ``session_open``
-  metadata: host, boot id, pid and the process's start time) is on this host
-  and provably gone. Sessions of other hosts are left alone unless
-  ``force=True``, which the user may pass when no recorder is running.
-* Safe to run concurrently: a repair names the exact ``seq`` it writes, so two
-  repairers racing on one session cannot both succeed (the store's unique
-  ``(stream, seq)`` index refuses the second atomic batch).
+* Append-only: nothing in the log is changed or removed; repairs are ordinary
+  events (the lease row a repair deletes is bookkeeping beside the log).
+* Never closes a live recording, on any host, in any container: a session
+  recorded with a lease (``session_open`` carries ``meta["lease"]``, see
+  :mod:`recorder.lease`) is repaired only once its lease has expired on the
+  database's clock, i.e. its recorder has not renewed it for the lease's
+  duration (30 s by default): it is dead, or stopped or cut off for that long,
+  and if it ever resumes it notices and records what follows in a
+  continuation session instead of the closed one. Sessions recorded before
+  leases existed keep the older rule: repaired only when their recorder (host,
+  boot id, pid and process start time in the ``session_open``) is on this
+  host and provably gone. ``force=True`` closes every open session, live or
+  not: only when no recorder is running.
+* Atomic and safe to run concurrently: the check (session still open, lease
+  still expired) and the repair's events happen in one append, under the
+  log's write lock, which deletes the lease in the same transaction; a
+  recorder renewing at that moment either renews first (and the session is
+  left alone) or finds its lease gone.
 """
 
 from __future__ import annotations
@@ -33,10 +42,20 @@ import sqlalchemy as sa
 
 from recorder.errors import StoreError
 from recorder.events import Event, EventKind, Outcome, now_ns
+from recorder.lease import LeaseRow, now_sql, read_leases, take_expired
 from recorder.store.engine import translate_errors
-from recorder.store.store import EventStore
+from recorder.store.store import Committed, EventStore
 
-__all__ = ["RepairReport", "process_state", "repair", "repair_dead_writers", "writer_identity"]
+__all__ = [
+    "Liveness",
+    "RepairReport",
+    "liveness",
+    "open_exchange_liveness",
+    "process_state",
+    "repair",
+    "repair_dead_writers",
+    "writer_identity",
+]
 
 ProcessState = Literal["alive", "dead", "unknown"]
 
@@ -116,6 +135,41 @@ def _one_process_state(identity: dict[str, Any]) -> ProcessState:
     return "alive"
 
 
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """Whether an open session's recorder may still be writing it, as far as can be told."""
+
+    session_id: str
+    lease: Literal["live", "expired"] | None
+    """For a session recorded with a lease; None for one recorded before leases."""
+    process: ProcessState | None
+    """For a session recorded before leases: its recorder process, judged from this host."""
+    expires_in_s: float | None
+    """Seconds until its lease expires (negative: since it expired); None without a row."""
+    recorder: dict[str, Any] | None
+
+    @property
+    def repairable(self) -> bool:
+        """True when a repair may close the session without ``force``."""
+        if self.lease is not None:
+            return self.lease == "expired"
+        return self.process == "dead"
+
+    def describe(self) -> str:
+        """One line for people: why the session may or may not be repaired."""
+        if self.lease == "live":
+            return f"lease live (expires in {self.expires_in_s:.0f} s unless renewed)"
+        if self.lease == "expired":
+            if self.expires_in_s is None:
+                return "lease gone (its row was removed): `codetape repair` closes it"
+            return f"lease expired {-self.expires_in_s:.0f} s ago: `codetape repair` closes it"
+        if self.process == "alive":
+            return "no lease (recorded before leases); its recorder process is running"
+        if self.process == "dead":
+            return "no lease (recorded before leases); its recorder process is gone"
+        return "no lease (recorded before leases); its recorder cannot be checked from here"
+
+
 @dataclass(slots=True)
 class RepairReport:
     """What a repair did and what it left alone."""
@@ -131,6 +185,7 @@ _UNCLOSED = sa.text(
     "AND NOT EXISTS (SELECT 1 FROM events c WHERE c.kind = 'session_close' "
     "AND c.session_id = o.session_id) ORDER BY o.position"
 )
+_CLOSED = sa.text("SELECT 1 FROM events WHERE kind = 'session_close' AND session_id = :s LIMIT 1")
 _OPEN_EXCHANGES = sa.text(
     "SELECT r.exchange_id, (SELECT max(x.seq) FROM events x WHERE x.exchange_id = r.exchange_id) "
     "FROM events r WHERE r.session_id = :s AND r.kind = 'request' "
@@ -138,6 +193,16 @@ _OPEN_EXCHANGES = sa.text(
     "AND e.kind = 'exchange_end') ORDER BY r.position"
 )
 _SESSION_SEQ = sa.text("SELECT max(seq) FROM events WHERE session_id = :s AND exchange_id IS NULL")
+_EXCHANGE_SESSIONS = sa.text(
+    "SELECT exchange_id, session_id FROM events WHERE kind = 'request' AND exchange_id IN :ids"
+).bindparams(sa.bindparam("ids", expanding=True))
+
+_WHY = {
+    "lease": "its recorder stopped renewing its lease (it died, or was stopped or cut off "
+    "from the database for longer than the lease) before the exchange ended",
+    "dead": "the recording process died before the exchange ended",
+    "force": "closed by a forced repair",
+}
 
 
 def _unclosed_sessions(store: EventStore) -> list[tuple[str, dict[str, Any]]]:
@@ -146,16 +211,64 @@ def _unclosed_sessions(store: EventStore) -> list[tuple[str, dict[str, Any]]]:
     return [(sid, json.loads(meta)) for sid, meta in rows]
 
 
-def _session_batch(
-    store: EventStore, session_id: str, why: str, identity: dict[str, Any] | None
-) -> tuple[list[Event], list[str]]:
+def _identity(meta: dict[str, Any]) -> dict[str, Any] | None:
+    identity = (meta.get("metadata") or {}).get("recorder")
+    return identity if isinstance(identity, dict) else None
+
+
+def _judge(session_id: str, meta: dict[str, Any], lease_rows: dict[str, LeaseRow]) -> Liveness:
+    identity = _identity(meta)
+    if isinstance(meta.get("lease"), dict):
+        row = lease_rows.get(session_id)
+        # No row for a session recorded with a lease: it was given up (or the
+        # repair that deleted it did not get to close the session): expired.
+        state: Literal["live", "expired"] = "live" if row is not None and row.live else "expired"
+        return Liveness(
+            session_id, state, None, None if row is None else row.expires_in_s, identity
+        )
+    process: ProcessState = "unknown" if identity is None else process_state(identity)
+    return Liveness(session_id, None, process, None, identity)
+
+
+def liveness(store: EventStore, session_ids: list[str] | None = None) -> dict[str, Liveness]:
+    """Every open session (or those of ``session_ids`` that are open), judged as repair would."""
+    unclosed = [
+        (sid, meta)
+        for sid, meta in _unclosed_sessions(store)
+        if session_ids is None or sid in session_ids
+    ]
+    rows = read_leases(
+        store, [sid for sid, meta in unclosed if isinstance(meta.get("lease"), dict)]
+    )
+    return {sid: _judge(sid, meta, rows) for sid, meta in unclosed}
+
+
+def open_exchange_liveness(
+    store: EventStore, exchange_ids: list[str]
+) -> list[tuple[str, str | None, Liveness | None]]:
+    """(exchange, its session, that session's liveness) for exchanges left open.
+
+    The liveness is None when the session itself is closed.
+    """
+    if not exchange_ids:
+        return []
     with translate_errors(store.url), store.engine.connect() as conn:
-        open_exchanges = conn.execute(_OPEN_EXCHANGES, {"s": session_id}).all()
-        session_seq = conn.execute(_SESSION_SEQ, {"s": session_id}).scalar()
+        found = conn.execute(_EXCHANGE_SESSIONS, {"ids": exchange_ids}).all()
+    sessions: dict[str, str] = {str(x): str(s) for x, s in found}
+    states = liveness(store, sorted(set(sessions.values())))
+    result: list[tuple[str, str | None, Liveness | None]] = []
+    for xid in exchange_ids:
+        sid = sessions.get(xid)
+        result.append((xid, sid, None if sid is None else states.get(sid)))
+    return result
+
+
+def _session_batch(
+    conn: sa.Connection, session_id: str, why: str, details: dict[str, Any]
+) -> tuple[list[Event], list[str]]:
+    open_exchanges = conn.execute(_OPEN_EXCHANGES, {"s": session_id}).all()
+    session_seq = conn.execute(_SESSION_SEQ, {"s": session_id}).scalar()
     at = now_ns()
-    details: dict[str, Any] = {"repaired": True}
-    if identity is not None:
-        details["recorder"] = identity
     batch = [
         Event(
             session_id,
@@ -179,48 +292,105 @@ def _session_batch(
     return batch, [str(x) for x, _ in open_exchanges]
 
 
+def _close(store: EventStore, state: Liveness, *, force: bool) -> tuple[list[str] | None, str]:
+    """Close one session in one append, re-checking under the write lock; (exchanges, why)."""
+    session_id = state.session_id
+    outcome: dict[str, Any] = {"skipped": "repaired concurrently by another process"}
+
+    def prepare(
+        conn: sa.Connection, _batch: list[Event], _head: int
+    ) -> tuple[list[Event], Committed | None]:
+        if conn.execute(_CLOSED, {"s": session_id}).first() is not None:
+            return [], None
+        details: dict[str, Any] = {"repaired": True}
+        if state.recorder is not None:
+            details["recorder"] = state.recorder
+        # Without force the lease must still be expired now that the lock is
+        # held; with force it is taken whatever its state (a legacy session
+        # has none).
+        taken, row = take_expired(conn, session_id, force=force)
+        if taken == "live" and state.lease is not None:
+            outcome["skipped"] = "its lease was renewed just now: its recorder is running"
+            return [], None
+        if row is not None:
+            details["lease"] = {
+                "holder": row.holder,
+                "expired_s_ago": round(-row.expires_in_s, 3),
+            }
+        if force and not state.repairable:
+            why = _WHY["force"]
+        else:
+            why = _WHY["lease" if state.lease is not None else "dead"]
+        batch, exchanges = _session_batch(conn, session_id, why, details)
+        outcome["exchanges"] = exchanges
+        return batch, None
+
+    try:
+        store.append([], prepare=prepare)
+    except StoreError as exc:
+        return None, f"could not be repaired: {exc}"
+    if "exchanges" not in outcome:
+        return None, str(outcome["skipped"])
+    exchanges: list[str] = outcome["exchanges"]
+    return exchanges, ""
+
+
+def _sweep(store: EventStore) -> None:
+    """Drop expired lease rows of sessions that are closed (a release that never happened)."""
+    now = now_sql(store.backend)
+    # EXISTS, not IN: one index probe per (rare) lease row, never a scan of
+    # every closed session in the log; this runs whenever a recorder starts.
+    stale = (
+        f"FROM leases WHERE expires_at_ns <= {now} AND EXISTS (SELECT 1 FROM events e "
+        "WHERE e.kind = 'session_close' AND e.session_id = leases.session_id)"
+    )
+    try:
+        with translate_errors(store.url), store.engine.connect() as conn:
+            if conn.execute(sa.text(f"SELECT 1 {stale} LIMIT 1")).first() is None:
+                return
+        write = store.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+        with translate_errors(store.url), write as conn, conn.begin():
+            conn.execute(sa.text(f"DELETE {stale}"))
+    except StoreError:
+        pass  # bookkeeping only: the next repair tries again
+
+
 def repair(
     store: EventStore, *, force: bool = False, session_ids: list[str] | None = None
 ) -> RepairReport:
-    """Close the sessions (and their open exchanges) whose recorder is dead.
+    """Close the open sessions (and their open exchanges) whose recorder is gone.
 
-    ``force`` also closes sessions whose recorder cannot be checked from here
-    (another host, or no recorder identity) and even live ones: use it only
-    when no recorder is running. ``session_ids`` limits the repair to those.
+    A session recorded with a lease is closed once its lease has expired; one
+    recorded before leases once its recorder is provably dead on this host.
+    ``force`` closes every open session whatever its state (use it only when
+    no recorder is running). ``session_ids`` limits the repair to those.
     """
     report = RepairReport()
-    for session_id, meta in _unclosed_sessions(store):
-        if session_ids is not None and session_id not in session_ids:
+    for session_id, state in liveness(store, session_ids).items():
+        if not state.repairable and not force:
+            report.skipped.append((session_id, _not_yet(state)))
             continue
-        identity = (meta.get("metadata") or {}).get("recorder")
-        if not isinstance(identity, dict):
-            identity = None
-        state: ProcessState = "unknown" if identity is None else process_state(identity)
-        if state != "dead" and not force:
-            why = (
-                "its recorder is still running"
-                if state == "alive"
-                else "its recorder cannot be checked from this host (use force)"
-            )
+        exchanges, why = _close(store, state, force=force)
+        if exchanges is None:
             report.skipped.append((session_id, why))
-            continue
-        why = (
-            "the recording process died before the exchange ended"
-            if state == "dead"
-            else "closed by a forced repair"
-        )
-        batch, exchanges = _session_batch(store, session_id, why, identity)
-        try:
-            store.append(batch)
-        except StoreError:
-            # Another repairer got there first (same seq): nothing left to do here.
-            report.skipped.append((session_id, "repaired concurrently by another process"))
             continue
         report.sessions_closed.append(session_id)
         report.exchanges_interrupted.extend(exchanges)
+    _sweep(store)
     return report
 
 
+def _not_yet(state: Liveness) -> str:
+    if state.lease == "live":
+        return (
+            f"its recorder holds a live lease (renewed within the lease; it expires in "
+            f"{state.expires_in_s:.0f} s unless renewed)"
+        )
+    if state.process == "alive":
+        return "its recorder is still running"
+    return "its recorder cannot be checked from this host (use force)"
+
+
 def repair_dead_writers(store: EventStore) -> RepairReport:
-    """What every new recorder runs first: close sessions of dead recorders on this host."""
+    """What every new recorder runs first: close the sessions whose recorder is gone."""
     return repair(store)

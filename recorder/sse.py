@@ -33,7 +33,8 @@ Framing rules (WHATWG "event stream interpretation")
   frame's ``raw`` but is ignored for parsing (WHATWG strips one leading BOM).
 * At end of stream, :meth:`SSESplitter.flush` returns whatever bytes remain as
   one final frame, unterminated or not; its :attr:`SSEFrame.terminated` tells
-  whether a spec-following client would have dispatched it.
+  whether a spec-following client would have dispatched it, and
+  :attr:`SSEFrame.cut` whether it held an event the client dropped.
 
 Field parsing (per frame)
 -------------------------
@@ -175,6 +176,19 @@ class SSEFrame:
         else:
             return False
         return rest.endswith((b"\n", b"\r")) and bool(rest.strip(b"\r\n"))
+
+    @property
+    def cut(self) -> bool:
+        """True for a frame that holds a line but no blank line ends it.
+
+        Only the frame :meth:`SSESplitter.flush` returns can be cut (the
+        stream stopped mid-event). The openai SDK's decoder, like any
+        spec-following client, dispatches an event only at a blank line, so
+        the client never sees a cut frame: its bytes reached the client but no
+        event did. A final frame of blank lines only is not cut (it holds no
+        event to drop).
+        """
+        return not self.terminated and bool(self.raw.strip(b"\r\n"))
 
 
 # ``json.loads`` decodes with a default JSONDecoder; calling the C scanner of

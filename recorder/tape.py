@@ -2,10 +2,18 @@
 
 A tape is UTF-8 JSON Lines, one event per line, in log order. Payload bytes
 are kept exactly: as ``"text"`` when they are valid UTF-8, else as ``"b64"``.
-Positions and hashes are not part of a tape (they belong to one database), so
-export → import into a fresh database → export gives a byte-identical file.
 The first event of every session (its ``session_open``) carries ``"tape": 1``,
 the format version; a reader refuses versions it does not know.
+
+A tape exported from a log may also carry each row's place in that log's
+hash chain, last on its line: ``"position"`` and ``"hash"``; ``"prev_hash"``
+unless the line before is the row at the position before (whose hash it then
+is); ``"hash_format"`` on the first line and wherever it changes. The tape may
+end with one ``{"proof": ...}`` line: a signed checkpoint and the Merkle
+proof that ties the tape's rows to it (see :mod:`recorder.integrity.tapes`).
+Readers of events ignore all of these, so old readers, replay and import
+read such a tape as before. Without them (``hashes=False``), export → import
+into a fresh database → export gives a byte-identical file.
 
 Writing is atomic: a tape is written to a temporary file beside the target
 and renamed over it, so a failed export never leaves a half-written tape. Only
@@ -21,7 +29,8 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,9 +38,13 @@ from recorder.errors import TapeError
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
 
 __all__ = [
+    "PROOF_PREFIX",
     "TAPE_VERSION",
+    "TapeProof",
+    "TapeRow",
     "event_to_line",
     "incomplete_parts",
+    "iter_tape_rows",
     "line_to_event",
     "read_tape",
     "write_tape",
@@ -39,11 +52,12 @@ __all__ = [
 ]
 
 TAPE_VERSION = 1
+PROOF_PREFIX = '{"proof":'
 _KINDS = {k.value for k in EventKind}
 
 
-def event_to_line(ev: Event | StoredEvent) -> str:
-    """One tape line (without the newline) for ``ev``."""
+def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = None) -> str:
+    """One tape line (without the newline) for ``ev``; ``chain`` fields go last."""
     record: dict[str, Any] = {"kind": ev.kind.value}
     if ev.kind is EventKind.SESSION_OPEN:
         record["tape"] = TAPE_VERSION
@@ -71,6 +85,8 @@ def event_to_line(ev: Event | StoredEvent) -> str:
             record["text"] = ev.payload.decode("utf-8")
         except UnicodeDecodeError:
             record["b64"] = base64.b64encode(ev.payload).decode("ascii")
+    if chain:
+        record.update(chain)
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
     # Some line readers (Python's str.splitlines among them) break lines at
     # U+2028/U+2029; escaped, they stay inside their JSON string.
@@ -86,8 +102,7 @@ def _optional(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def line_to_event(line: str, where: str = "tape") -> Event:
-    """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
+def _record(line: str, where: str) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -95,6 +110,15 @@ def line_to_event(line: str, where: str = "tape") -> Event:
         raise TapeError(f"{where}: not valid JSON ({problem} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise TapeError(f"{where}: a tape line must be a JSON object")
+    return record
+
+
+def line_to_event(line: str, where: str = "tape") -> Event:
+    """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
+    return _record_to_event(_record(line, where), where)
+
+
+def _record_to_event(record: dict[str, Any], where: str) -> Event:
     kind = record.get("kind")
     if kind not in _KINDS:
         raise TapeError(f"{where}: unknown event kind {kind!r}")
@@ -148,9 +172,86 @@ def iter_tape(path: Path) -> Iterator[Event]:
     with handle:
         try:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
+                if not line.strip() or line.startswith(PROOF_PREFIX):
                     continue
                 yield line_to_event(line, f"{path}:{number}")
+        except UnicodeDecodeError:
+            raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeRow:
+    """A tape event with its place in the exporting log's chain (all None if it has none)."""
+
+    event: Event
+    where: str
+    position: int | None
+    hash: str | None
+    prev_hash: str | None
+    """As written, or implied by the line before (see the module docstring)."""
+    hash_format: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeProof:
+    """A tape's ``{"proof": ...}`` line."""
+
+    checkpoint: str
+    nodes: list[str]
+    where: str
+
+
+def _chain_field(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = _optional(record, key, kind, where)
+    if kind is int and isinstance(value, bool):
+        raise TapeError(f"{where}: {key!r} must be int")
+    return value
+
+
+def iter_tape_rows(path: Path) -> Iterator[TapeRow | TapeProof]:
+    """A tape's events with their chain fields, and its proof line, in file order."""
+    last: TapeRow | None = None
+    for line, where in _lines(path):
+        record = _record(line, where)
+        if "proof" in record and "kind" not in record:
+            proof = record["proof"]
+            if (
+                not isinstance(proof, dict)
+                or not isinstance(proof.get("checkpoint"), str)
+                or not isinstance(proof.get("nodes"), list)
+                or not all(isinstance(n, str) for n in proof["nodes"])
+            ):
+                raise TapeError(f"{where}: malformed proof line")
+            yield TapeProof(proof["checkpoint"], list(proof["nodes"]), where)
+            continue
+        event = _record_to_event(record, where)
+        position = _chain_field(record, "position", int, where)
+        digest = _chain_field(record, "hash", str, where)
+        prev = _chain_field(record, "prev_hash", str, where)
+        fmt = _chain_field(record, "hash_format", str, where)
+        if (
+            position is not None
+            and prev is None
+            and last is not None
+            and last.position == position - 1
+        ):
+            prev = last.hash
+        if position is not None and fmt is None and last is not None:
+            fmt = last.hash_format
+        last = TapeRow(event, where, position, digest, prev, fmt)
+        yield last
+
+
+def _lines(path: Path) -> Iterator[tuple[str, str]]:
+    try:
+        handle: IO[str] = open(path, encoding="utf-8", newline="\n")  # noqa: SIM115
+    except OSError as exc:
+        raise TapeError(f"cannot read tape {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield line, f"{path}:{number}"
         except UnicodeDecodeError:
             raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
 
@@ -249,18 +350,57 @@ def _temp_beside(target: Path, status: os.stat_result | None) -> tuple[int, Path
     raise TapeError(f"cannot write {target}: no free temporary name beside it")
 
 
-def write_tape_to(events: Iterable[Event | StoredEvent], out: IO[str]) -> int:
-    """Write ``events`` as tape lines to an open text stream; return the number of lines."""
-    count = 0
+LastLine = Callable[[], str | None]
+
+
+def _tape_lines(
+    events: Iterable[Event | StoredEvent], hashes: bool, last_line: LastLine | None
+) -> Iterator[tuple[str, bool]]:
+    """Each tape line with its newline, and whether it is an event (not the proof)."""
+    last_position: int | None = None
+    last_format: str | None = None
     for ev in events:
-        out.write(event_to_line(ev) + "\n")
-        count += 1
+        chain: dict[str, Any] | None = None
+        if hashes and isinstance(ev, StoredEvent):
+            chain = {"position": ev.position}
+            if last_position != ev.position - 1:
+                chain["prev_hash"] = ev.prev_hash
+            chain["hash"] = ev.hash
+            if ev.hash_format != last_format:
+                chain["hash_format"] = ev.hash_format
+            last_position, last_format = ev.position, ev.hash_format
+        yield event_to_line(ev, chain) + "\n", True
+    extra = last_line() if last_line is not None else None
+    if extra is not None:
+        yield extra + "\n", False
+
+
+def write_tape_to(
+    events: Iterable[Event | StoredEvent],
+    out: IO[str],
+    *,
+    hashes: bool = False,
+    last_line: LastLine | None = None,
+) -> int:
+    """Write ``events`` as tape lines to an open text stream; return the number of event lines."""
+    count = 0
+    for line, is_event in _tape_lines(events, hashes, last_line):
+        out.write(line)
+        count += is_event
     return count
 
 
-def write_tape(events: Iterable[Event | StoredEvent], path: Path) -> int:
-    """Write ``events`` as a tape at ``path`` atomically; return the number of lines.
+def write_tape(
+    events: Iterable[Event | StoredEvent],
+    path: Path,
+    *,
+    hashes: bool = False,
+    last_line: LastLine | None = None,
+) -> int:
+    """Write ``events`` as a tape at ``path`` atomically; return the number of event lines.
 
+    ``hashes`` adds each stored event's chain fields; ``last_line``, called
+    after the events are written, may give one more line (a proof) to end with.
     Only onto a new path or over a regular file (through a symlink, the file
     it points to); a directory, device, pipe or socket is refused with a
     :class:`TapeError` before anything is written. A new file gets the
@@ -272,13 +412,12 @@ def write_tape(events: Iterable[Event | StoredEvent], path: Path) -> int:
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for ev in events:
-                line = event_to_line(ev) + "\n"
+            for line, is_event in _tape_lines(events, hashes, last_line):
                 try:
                     out.write(line)
                 except OSError as exc:
                     raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-                count += 1
+                count += is_event
             try:
                 out.flush()
                 os.fsync(out.fileno())

@@ -11,6 +11,11 @@ Guarantees:
   sides; headers take part only when :attr:`MatchOptions.match_headers` is set,
   minus :attr:`MatchOptions.ignore_headers`. The host is never compared, so a
   tape recorded against ``api.openai.com`` replays for any ``base_url``.
+* What was redacted when the exchange was recorded is left out of matching
+  on both sides, without configuration: the JSON paths its request event
+  lists in ``redacted_paths``, and the query parameters and headers whose
+  recorded value is ``<redacted>``. Recording with
+  ``redact_json_paths=["metadata.user"]`` and replaying the same code matches.
 * A recorded exchange whose request the source did not keep
   (``Exchange.request_known`` is false, e.g. vercel/ai fixtures) matches any
   body and any headers for its method and path.
@@ -34,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from recorder.errors import CodetapeError
+from recorder.redact import REDACTED, Redactor
 from replay.source import Exchange, json_body
 
 __all__ = [
@@ -42,6 +48,7 @@ __all__ = [
     "MatchOptions",
     "Matcher",
     "NoMatch",
+    "Redactions",
     "RequestView",
     "UnplayedExchanges",
 ]
@@ -117,6 +124,28 @@ class MatchOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Redactions:
+    """What a recorded request had redacted, left out of matching on both sides."""
+
+    paths: tuple[str, ...] = ()
+    """Dotted JSON body paths (``*`` matches any key or item)."""
+    query: frozenset[str] = frozenset()
+    headers: frozenset[str] = frozenset()
+    """Lower-case header names."""
+
+    @classmethod
+    def of(cls, exchange: Exchange) -> Redactions:
+        return cls(
+            exchange.redacted_paths,
+            frozenset(k for k, v in exchange.query if v == REDACTED),
+            frozenset(k.lower() for k, v in exchange.request_headers if v == REDACTED),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.query or self.headers)
+
+
+@dataclass(frozen=True, slots=True)
 class Difference:
     """One field where a request differs from a recorded one."""
 
@@ -176,7 +205,7 @@ class RequestView:
 
     @classmethod
     def of_exchange(cls, exchange: Exchange, options: MatchOptions) -> RequestView:
-        return cls.of(
+        view = cls.of(
             exchange.method,
             exchange.url,
             exchange.request_headers,
@@ -184,20 +213,48 @@ class RequestView:
             options,
             body_known=exchange.request_known,
         )
+        redactions = Redactions.of(exchange)
+        return view.without(redactions) if redactions else view
+
+    def without(self, redactions: Redactions) -> RequestView:
+        """This view minus what ``redactions`` names."""
+        body = self.body
+        if self.body_kind == "json":
+            for dotted in redactions.paths:
+                body = _drop_field(body, dotted.split("."))
+        return RequestView(
+            method=self.method,
+            path=self.path,
+            query=tuple(pair for pair in self.query if pair[0] not in redactions.query),
+            body_kind=self.body_kind,
+            body=body,
+            headers={k: v for k, v in self.headers.items() if k not in redactions.headers},
+            body_known=self.body_known,
+        )
 
 
 def _drop_field(value: Any, dotted: Sequence[str]) -> Any:
-    if not isinstance(value, dict) or not dotted:
+    """``value`` without what ``dotted`` names (``*``: any key or item; a number: an index)."""
+    if not dotted:
         return value
     head, rest = dotted[0], dotted[1:]
-    if head not in value:
-        return value
-    copy = dict(value)
-    if rest:
-        copy[head] = _drop_field(copy[head], rest)
-    else:
-        del copy[head]
-    return copy
+    if isinstance(value, dict):
+        keys = list(value) if head == "*" else [head] if head in value else []
+        if not keys:
+            return value
+        copy = dict(value)
+        for key in keys:
+            if rest:
+                copy[key] = _drop_field(copy[key], rest)
+            else:
+                del copy[key]
+        return copy
+    if isinstance(value, list) and (head == "*" or head.isdigit()):
+        picked = range(len(value)) if head == "*" else [int(head)]
+        if not rest:
+            return [v for i, v in enumerate(value) if i not in picked]
+        return [_drop_field(v, rest) if i in picked else v for i, v in enumerate(value)]
+    return value
 
 
 def _multipart(body: bytes, content_type: str) -> list[dict[str, Any]] | None:
@@ -375,6 +432,7 @@ class Matcher:
         self.exchanges = list(exchanges)
         self.source = source
         self._views = [RequestView.of_exchange(x, self.options) for x in self.exchanges]
+        self._redactions = [Redactions.of(x) for x in self.exchanges]
         self._played = [False] * len(self.exchanges)
         self._lock = threading.Lock()
 
@@ -399,11 +457,11 @@ class Matcher:
         self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes
     ) -> Exchange:
         """The next recorded exchange for this request; raises :class:`NoMatch`."""
-        got = self.view(method, url, headers, body)
+        got = _Adjusted(self.view(method, url, headers, body), self._redactions)
         with self._lock:
             repeat: int | None = None
             for index in range(len(self.exchanges)):
-                if self._matches(index, got):
+                if self._matches(index, got.view(index)):
                     if not self._played[index]:
                         self._played[index] = True
                         return self.exchanges[index]
@@ -412,8 +470,12 @@ class Matcher:
                 return self.exchanges[repeat]
             raise NoMatch(self._explain(got, repeat))
 
-    def _explain(self, got: RequestView, played: int | None) -> str:
-        query = "&".join(f"{k}={v}" for k, v in got.query)
+    def _explain(self, adjusted: _Adjusted, played: int | None) -> str:
+        got = adjusted.live
+        shown = Redactor()  # a live secret in the query is not for the console either
+        query = "&".join(
+            f"{k}={REDACTED if shown.secret_query_param(k) else v}" for k, v in got.query
+        )
         what = f"{got.method} {got.path}{'?' + query if query else ''}"
         if played is not None:
             return (
@@ -425,7 +487,7 @@ class Matcher:
             return f"{what}: {self.source} holds no recorded exchanges"
         best: tuple[tuple[int, int, int, int], int, list[Difference]] | None = None
         for index, recorded in enumerate(self._views):
-            diffs = differences(recorded, got)
+            diffs = differences(recorded, adjusted.view(index))
             score = (
                 recorded.method != got.method,
                 recorded.path != got.path,
@@ -443,6 +505,7 @@ class Matcher:
         return "\n".join(lines)
 
     def unplayed(self) -> list[Exchange]:
+        """Recorded exchanges not served yet, in recorded order."""
         with self._lock:
             return [x for x, done in zip(self.exchanges, self._played, strict=True) if not done]
 
@@ -463,3 +526,23 @@ class Matcher:
     def reset(self) -> None:
         with self._lock:
             self._played = [False] * len(self.exchanges)
+
+
+class _Adjusted:
+    """A live request as each recorded exchange compares it: minus what that one had redacted."""
+
+    __slots__ = ("_cache", "_redactions", "live")
+
+    def __init__(self, live: RequestView, redactions: Sequence[Redactions]) -> None:
+        self.live = live
+        self._redactions = redactions
+        self._cache: dict[Redactions, RequestView] = {}
+
+    def view(self, index: int) -> RequestView:
+        redactions = self._redactions[index]
+        if not redactions:
+            return self.live
+        view = self._cache.get(redactions)
+        if view is None:
+            view = self._cache[redactions] = self.live.without(redactions)
+        return view

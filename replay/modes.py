@@ -14,10 +14,13 @@ Guarantees:
   new session, the old lines are kept byte for byte.
 * ``all`` sends every request through the real transport and rewrites the tape.
 * Recording goes through :class:`recorder.capture.RecordingTransport` into a
-  temporary SQLite store; :meth:`Tape.close` closes the capture session and
-  exports it to the tape atomically (:func:`recorder.tape.write_tape`), so a
-  run that dies mid-way leaves the previous tape untouched. A recording run
-  that made no request leaves the tape as it was.
+  temporary SQLite store, redacted as any recording is (``redact_headers``
+  and ``redact_json_paths`` add to the defaults); replaying the same code
+  matches, since what was redacted is left out of matching.
+  :meth:`Tape.close` closes the capture session and exports it to the tape
+  atomically (:func:`recorder.tape.write_tape`), so a run that dies mid-way
+  leaves the previous tape untouched. A recording run that made no request
+  leaves the tape as it was.
 """
 
 from __future__ import annotations
@@ -88,8 +91,12 @@ class Tape:
         real: httpx2.BaseTransport | None = None,
         async_real: httpx2.AsyncBaseTransport | None = None,
         name: str | None = None,
+        redact_headers: Iterable[str] = (),
+        redact_json_paths: Iterable[str] = (),
     ) -> None:
         self.path = Path(path)
+        self.redact_headers = tuple(redact_headers)
+        self.redact_json_paths = tuple(redact_json_paths)
         self.mode = RecordMode(mode)
         self.match = match or MatchOptions()
         self.pace = pace
@@ -135,7 +142,12 @@ class Tape:
             url = f"sqlite:///{Path(self._tmpdir) / 'record.db'}"
             migrate.upgrade(url)
             self._capture = CaptureSession(
-                url, self.name, labels={"tape": self.path.name}, on_store_error="raise"
+                url,
+                self.name,
+                labels={"tape": self.path.name},
+                on_store_error="raise",
+                redact_headers=self.redact_headers,
+                redact_json_paths=self.redact_json_paths,
             )
         return self._capture
 

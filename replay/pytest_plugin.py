@@ -10,8 +10,11 @@ What it gives a test:
   option, default ``fixtures``; characters other than letters, digits, ``.``,
   ``-`` and ``_`` in the test name become ``_``). ``@pytest.mark.codetape(tape=...)``
   overrides it; a relative path is taken from the rootdir.
-* The record mode: the marker's ``mode=``, else ``--codetape-mode``, else the
-  ``codetape_mode`` ini option, else ``none`` (replay only, no network).
+* The record mode, as pytest-recording decides it: ``--codetape-mode`` given
+  on the command line (or in ``addopts``) wins over everything, so CI can
+  force every test, marked or not, offline with ``--codetape-mode=none``;
+  else the marker's ``mode=``; else the ``codetape_mode`` ini option; else
+  ``none`` (replay only, no network).
 * A test that passes but leaves recorded exchanges unplayed fails, naming
   them; ``@pytest.mark.codetape(allow_unplayed=True)`` opts out.
 * Recording modes send requests through the ``codetape_real_transport`` /
@@ -19,7 +22,8 @@ What it gives a test:
   override them in a ``conftest.py`` to record from a fake upstream.
 * Other marker keywords: ``ignore_body_fields``, ``match_headers``,
   ``ignore_headers``, ``allow_repeats`` (see :class:`replay.matching.MatchOptions`),
-  ``pace`` and ``speed``.
+  ``pace`` and ``speed``; ``redact_headers`` and ``redact_json_paths`` add to
+  what a recording redacts (replay leaves it out of matching by itself).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ _MARKER_KEYS = {
     "allow_repeats",
     "pace",
     "speed",
+    "redact_headers",
+    "redact_json_paths",
 }
 
 
@@ -83,7 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "codetape(tape=None, mode=None, allow_unplayed=False, ignore_body_fields=(), "
         "match_headers=False, ignore_headers=None, allow_repeats=False, pace='instant', "
-        "speed=1.0): configure the test's codetape tape.",
+        "speed=1.0, redact_headers=(), redact_json_paths=()): configure the test's "
+        "codetape tape.",
     )
     mode = config.getoption("codetape_mode")
     if mode is not None:
@@ -131,7 +138,9 @@ def tape_path(item: pytest.Item, tape: str | Path | None = None) -> Path:
 def _mode(item: pytest.Item, options: dict[str, Any]) -> RecordMode:
     from replay.modes import RecordMode
 
-    value = options.get("mode") or item.config.getoption("codetape_mode")
+    value = item.config.getoption("codetape_mode")  # given on the command line: it wins
+    if value is None:
+        value = options.get("mode")
     if value is None:
         value = item.config.getini("codetape_mode") or "none"
     try:
@@ -182,6 +191,8 @@ def codetape(
         name=item.nodeid,
         real=codetape_real_transport,
         async_real=codetape_async_real_transport,
+        redact_headers=options.get("redact_headers", ()),
+        redact_json_paths=options.get("redact_json_paths", ()),
     )
     item.stash[_TAPE] = tape
     try:

@@ -10,8 +10,14 @@ Guarantees:
 * A request that matches nothing gets ``404`` with an OpenAI-style error body
   whose ``message`` is the :class:`~replay.matching.NoMatch` text (closest
   recorded request and each difference), plus ``x-should-retry: false`` so
-  SDKs do not retry it. An exchange recorded without a response gets ``502``;
-  one that broke off mid-body sends its bytes, then drops the connection.
+  SDKs do not retry it. Clients see a tape by its file name only, never its
+  path on this machine (in that message and in the status).
+* A recorded transport failure fails the client as it can over HTTP: a
+  timeout (before the response or mid-body) as silence after the recorded
+  bytes, until the client's own timeout fires as it did live (or the server
+  stops); a break-off mid-body as the recorded bytes, then a dropped
+  connection; any other failure before a response (a connection error) as
+  ``502``, since a server that accepted the connection cannot refuse it.
 * ``GET /__codetape__/status`` returns what was played and what was not.
 * :class:`ReplayServer` runs the app under uvicorn on a background thread
   (``port=0`` picks a free port) and stops it on :meth:`ReplayServer.close`;
@@ -21,9 +27,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -31,15 +39,18 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
 
+import httpx2
 import uvicorn
 
 from replay.matching import Matcher, MatchOptions, NoMatch
 from replay.source import Exchange, Recording
-from replay.transport import Clock, Pace, Pacing, SystemClock
+from replay.transport import Clock, Pace, Pacing, SystemClock, failure_class
 
 __all__ = ["STATUS_PATH", "ReplayApp", "ReplayServer", "serve"]
 
 STATUS_PATH = "/__codetape__/status"
+# How often a replayed timeout's silence checks whether the server is stopping.
+_SILENCE_POLL = 0.2
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,6 +74,11 @@ class _QuietBrokenOff(logging.Filter):
 _FILTER = _QuietBrokenOff()
 
 
+def _shown_source(source: str) -> str:
+    """What clients are told a recording is: a tape's file name, not where it lives here."""
+    return os.path.basename(source) if os.path.isfile(source) else source
+
+
 class ReplayApp:
     """The ASGI app (see the module docstring)."""
 
@@ -77,15 +93,22 @@ class ReplayApp:
         log: TextIO | None = None,
     ) -> None:
         self.recording = recording
-        self.matcher = Matcher(recording.exchanges, match, source=recording.source)
+        self.matcher = Matcher(recording.exchanges, match, source=_shown_source(recording.source))
         self.pacing = Pacing(
             Pace.parse(pace) if isinstance(pace, str) else pace, speed, clock or SystemClock()
         )
         self.log = log
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """The server is stopping: end the silences that replay recorded timeouts."""
+        self._stopping.set()
 
     def load(self, recording: Recording) -> None:
         """Serve ``recording`` from now on, all of it unplayed (one server, many tapes)."""
-        self.matcher = Matcher(recording.exchanges, self.matcher.options, source=recording.source)
+        self.matcher = Matcher(
+            recording.exchanges, self.matcher.options, source=_shown_source(recording.source)
+        )
         self.recording = recording
 
     def _say(self, line: str) -> None:
@@ -121,11 +144,17 @@ class ReplayApp:
             )
             return
         self._say(f"codetape: {method} {target} -> {exchange.describe()}")
-        await self._play(exchange, start, send)
+        await self._play(exchange, start, send, receive)
 
-    async def _play(self, exchange: Exchange, start: int, send: Send) -> None:
+    async def _play(self, exchange: Exchange, start: int, send: Send, receive: Receive) -> None:
+        timed_out = exchange.outcome == "transport_error" and issubclass(
+            failure_class(exchange), httpx2.TimeoutException
+        )
         if exchange.status is None:
             reason = exchange.reason or "no response was recorded"
+            if timed_out:
+                await self._silence(receive)
+                raise _BrokenOff(reason)
             await self._json(
                 send, 502, {"error": {"message": f"replayed: {reason}", "type": "codetape"}}
             )
@@ -145,8 +174,20 @@ class ReplayApp:
             await self.pacing.await_(start, chunk.offset_ns)
             await send({"type": "http.response.body", "body": chunk.data, "more_body": True})
         if exchange.outcome == "transport_error":
+            if timed_out:
+                await self._silence(receive)
             raise _BrokenOff(exchange.reason or "the recorded response broke off")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _silence(self, receive: Receive) -> None:
+        """Send nothing until the client hangs up (its timeout fired) or the server stops."""
+        while not self._stopping.is_set():
+            try:
+                message = await asyncio.wait_for(receive(), _SILENCE_POLL)
+            except TimeoutError:
+                continue
+            if message["type"] == "http.disconnect":
+                return
 
     async def _json(self, send: Send, status: int, value: Any) -> None:
         data = json.dumps(value, ensure_ascii=False).encode()
@@ -166,7 +207,7 @@ class ReplayApp:
     def status(self) -> dict[str, Any]:
         unplayed = self.matcher.unplayed()
         return {
-            "source": self.recording.source,
+            "source": _shown_source(self.recording.source),
             "exchanges": len(self.recording.exchanges),
             "played": self.matcher.played_count(),
             "unplayed": [x.describe() for x in unplayed],
@@ -203,6 +244,19 @@ def _config(app: ReplayApp) -> uvicorn.Config:
     return config
 
 
+class _Server(uvicorn.Server):
+    """uvicorn for a :class:`ReplayApp`: Ctrl-C also ends the app's replayed silences,
+    which uvicorn would otherwise wait for before it exits."""
+
+    def __init__(self, app: ReplayApp) -> None:
+        super().__init__(_config(app))
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._app.stop()
+        super().handle_exit(sig, frame)
+
+
 class ReplayServer:
     """Run a :class:`ReplayApp` on a background thread; ``url`` is where it listens."""
 
@@ -211,7 +265,7 @@ class ReplayServer:
         self._sock = _bind(host, port)
         bound = self._sock.getsockname()
         self.host, self.port = host, int(bound[1])
-        self._server = uvicorn.Server(_config(app))
+        self._server = _Server(app)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
@@ -233,6 +287,7 @@ class ReplayServer:
         return f"{self.url}/v1"
 
     def close(self) -> None:
+        self.app.stop()
         self._server.should_exit = True
         self._thread.join()
         self._sock.close()
@@ -270,7 +325,7 @@ def serve(
         )
         # uvicorn re-raises the Ctrl-C it handled; stopping is the normal way out.
         with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.Server(_config(app)).run(sockets=[sock])
+            _Server(app).run(sockets=[sock])
     finally:
         sock.close()
     return app.status()

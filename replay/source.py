@@ -78,6 +78,12 @@ class Exchange:
     outcome: str | None
     reason: str | None
     sse_types: tuple[str | None, ...] = field(default=())
+    redacted_paths: tuple[str, ...] = field(default=())
+    """Request JSON paths replaced when recorded (left out of matching on both sides)."""
+    failure: str | None = None
+    """The exception class the recorded call ended with (``exchange_end`` meta ``error``)."""
+    timeout: bool = False
+    """Whether that failure was a timeout."""
 
     @property
     def path(self) -> str:
@@ -169,6 +175,8 @@ def _build(
     types: list[str | None] = []
     outcome: str | None = None
     reason: str | None = None
+    failure: str | None = None
+    timeout = False
     for ev in evs[1:]:
         if ev.kind is EventKind.RESPONSE_HEAD:
             meta = ev.meta
@@ -186,6 +194,9 @@ def _build(
             meta = ev.meta
             outcome = meta.get("outcome")
             reason = meta.get("reason")
+            error = meta.get("error")
+            failure = error if isinstance(error, str) else None
+            timeout = meta.get("timeout") is True
     known = (
         request_known.get(request.session_id, True) and req_meta.get("request_known") is not False
     )
@@ -206,6 +217,9 @@ def _build(
         outcome=outcome,
         reason=reason,
         sse_types=tuple(types),
+        redacted_paths=tuple(str(p) for p in req_meta.get("redacted_paths") or ()),
+        failure=failure,
+        timeout=timeout,
     )
 
 

@@ -9,9 +9,14 @@ Guarantees:
   :meth:`replay.source.Exchange.replay_headers`) and the recorded body bytes.
 * The body is delivered as recorded: one chunk per SSE frame (never one blob),
   one chunk per ``body`` event. An exchange that ended in a transport error
-  after some bytes replays those bytes, then raises ``httpx2.ReadError``; one
-  with no recorded response raises ``httpx2.ConnectError``, as the live run
-  saw.
+  replays as the live run saw it: its recorded bytes, then the same
+  ``httpx2`` exception class (``ReadTimeout``, ``RemoteProtocolError``...;
+  before any response, ``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``...),
+  so the SDK raises what it raised live (``APITimeoutError`` for a timeout,
+  ``APIConnectionError`` otherwise). A failure recorded without its class
+  (imports, a transport's own exception) replays as ``httpx2.TimeoutException``
+  when it was a timeout, else ``ReadError`` after the response head and
+  ``ConnectError`` before it.
 * Pacing ``instant`` (the default) sleeps never. Pacing ``original`` sends the
   head and each chunk at its recorded ``offset_ns`` divided by ``speed``,
   counted from when the transport received the request. Imported recordings
@@ -48,6 +53,7 @@ __all__ = [
     "Pacing",
     "ReplayTransport",
     "SystemClock",
+    "failure_class",
 ]
 
 
@@ -122,10 +128,23 @@ class Pacing:
                 await self.clock.asleep(delay / 1e9)
 
 
-def _ending_error(exchange: Exchange, request: httpx2.Request) -> httpx2.TransportError | None:
+def failure_class(exchange: Exchange) -> type[httpx2.RequestError]:
+    """The ``httpx2`` exception class a recorded transport failure replays as."""
+    named = getattr(httpx2, exchange.failure or "", None)
+    if isinstance(named, type) and issubclass(named, httpx2.RequestError):
+        return named
+    if exchange.timeout:
+        return httpx2.TimeoutException
+    return httpx2.ConnectError if exchange.status is None else httpx2.ReadError
+
+
+def _failure(exchange: Exchange, request: httpx2.Request, default: str) -> httpx2.RequestError:
+    return failure_class(exchange)(f"replayed: {exchange.reason or default}", request=request)
+
+
+def _ending_error(exchange: Exchange, request: httpx2.Request) -> httpx2.RequestError | None:
     if exchange.outcome == "transport_error":
-        reason = exchange.reason or "the recorded response broke off"
-        return httpx2.ReadError(f"replayed: {reason}", request=request)
+        return _failure(exchange, request, "the recorded response broke off")
     return None
 
 
@@ -259,9 +278,7 @@ class ReplayTransport(_ReplayBase, httpx2.BaseTransport):
             self.forwarded += 1
             return self.fallback.handle_request(request)
         if exchange.status is None:
-            raise httpx2.ConnectError(
-                f"replayed: {exchange.reason or 'no response was recorded'}", request=request
-            )
+            raise _failure(exchange, request, "no response was recorded")
         self.pacing.wait(start, exchange.head_offset_ns)
         stream = _SyncStream(exchange.chunks, self.pacing, start, _ending_error(exchange, request))
         return _response(exchange, request, stream)
@@ -299,9 +316,7 @@ class AsyncReplayTransport(_ReplayBase, httpx2.AsyncBaseTransport):
             self.forwarded += 1
             return await self.fallback.handle_async_request(request)
         if exchange.status is None:
-            raise httpx2.ConnectError(
-                f"replayed: {exchange.reason or 'no response was recorded'}", request=request
-            )
+            raise _failure(exchange, request, "no response was recorded")
         await self.pacing.await_(start, exchange.head_offset_ns)
         stream = _AsyncStream(exchange.chunks, self.pacing, start, _ending_error(exchange, request))
         return _response(exchange, request, stream)

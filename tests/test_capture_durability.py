@@ -16,7 +16,7 @@ from recorder.capture import CaptureSession
 from recorder.cli import main
 from recorder.errors import StoreError
 from recorder.events import Event, EventKind, new_id
-from recorder.repair import process_state, repair, writer_identity
+from recorder.repair import liveness, process_state, repair, writer_identity
 from recorder.store import EventStore
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -43,7 +43,11 @@ def test_kill_9_mid_stream_loses_at_most_the_last_200ms(store: EventStore, write
     code = _CHILD.format(
         tests=str(Path(__file__).parent), tape=CI_STREAM, url=store.url, writer=writer
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # A short lease, so the repair below need not wait 30 s for it to expire.
+    env = {**os.environ, "CODETAPE_LEASE_SECONDS": "1", "CODETAPE_LEASE_RENEW_SECONDS": "0.2"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert child.stdout is not None
     received: list[float] = []
     for line in child.stdout:
@@ -73,12 +77,18 @@ def test_kill_9_mid_stream_loses_at_most_the_last_200ms(store: EventStore, write
     report = store.verify()
     assert report.ok and report.open_exchanges == [x.id]
 
-    # The next recorder to start closes it (appending), as interrupted.
+    # Once its lease has expired (at once in process mode, where the writer
+    # process gives it up when it has stored everything), the next recorder to
+    # start closes it (appending), as interrupted.
     assert process_state(identity) == "dead"
+    for _ in range(3000):
+        if liveness(store)[session.id].repairable:
+            break
+        time.sleep(0.01)
     with CaptureSession(store, "next"):
         pass
     [x] = store.exchanges(session.id)
-    assert x.outcome == "interrupted" and "died" in (x.reason or "")
+    assert x.outcome == "interrupted" and "lease" in (x.reason or "")
     assert store.find_session(session.id).closed
     report = store.verify()
     assert report.ok and report.open_exchanges == []
@@ -116,7 +126,7 @@ def _orphan(store: EventStore, identity: dict[str, object]) -> tuple[str, str]:
     return sid, xid
 
 
-def test_repair_command_closes_dead_recordings_and_leaves_live_ones(
+def test_sessions_recorded_before_leases_keep_the_process_identity_rule(
     store: EventStore,
 ) -> None:
     dead = {**writer_identity(), "pid": _dead_pid()}
@@ -153,7 +163,8 @@ def test_concurrent_repairs_cannot_both_close_a_session(store: EventStore) -> No
     sid, _ = _orphan(store, dead)
     from recorder.repair import _session_batch
 
-    batch, _ = _session_batch(store, sid, "test", dead)
+    with store.engine.connect() as conn:
+        batch, _ = _session_batch(conn, sid, "test", {"recorder": dead})
     first = repair(store)  # the other repairer wins the race...
     assert first.sessions_closed == [sid]
     with pytest.raises(StoreError):

@@ -274,5 +274,8 @@ def test_the_child_lets_go_of_a_database_once_its_last_session_closes(tmp_path: 
     assert stream_once(third.store, third) == 491
     third.close()
     with EventStore.open(url) as store:
-        assert [s.name for s in store.sessions()] == ["one", "two", "three"]
+        names = [s.name for s in store.sessions()]
+        # "one" and "two" were open at once, each with its own writer thread in
+        # the child: either may commit its session_open first.
+        assert sorted(names[:2]) == ["one", "two"] and names[2:] == ["three"]
         assert store.verify().ok

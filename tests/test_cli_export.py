@@ -91,7 +91,7 @@ def test_a_fifo_is_refused_without_blocking(db: str, tmp_path: Path) -> None:
 
 def test_dash_writes_to_stdout(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = run("export", NAME, "-o", "-", "--db", db)
+    result = run("export", NAME, "--no-hashes", "-o", "-", "--db", db)
     assert result.exit_code == 0, result.output
     assert result.stdout.encode() == TAPE.read_bytes()
     assert result.stderr == "wrote 6 events to standard output\n"
@@ -126,7 +126,7 @@ def test_a_full_stdout_is_one_line(db: str, tmp_path: Path) -> None:
 
 def test_new_files_get_the_umask_mode(db: str, tmp_path: Path, umask: None) -> None:
     out = tmp_path / "new.jsonl"
-    assert run("export", NAME, "-o", str(out), "--db", db).exit_code == 0
+    assert run("export", NAME, "--no-hashes", "-o", str(out), "--db", db).exit_code == 0
     assert mode(out) == 0o640  # 0666 & ~027; mkstemp would have made it 0600
     assert out.read_bytes() == TAPE.read_bytes()
 
@@ -135,7 +135,7 @@ def test_a_replaced_file_keeps_its_mode(db: str, tmp_path: Path, umask: None) ->
     out = tmp_path / "shared.jsonl"
     out.write_text("old\n")
     out.chmod(0o664)
-    assert run("export", NAME, "-o", str(out), "--db", db).exit_code == 0
+    assert run("export", NAME, "--no-hashes", "-o", str(out), "--db", db).exit_code == 0
     assert mode(out) == 0o664
     assert out.read_bytes() == TAPE.read_bytes()
 
@@ -145,7 +145,7 @@ def test_a_symlink_replaces_its_target(db: str, tmp_path: Path) -> None:
     target.write_text("old\n")
     link = tmp_path / "link.jsonl"
     link.symlink_to(target)
-    assert run("export", NAME, "-o", str(link), "--db", db).exit_code == 0
+    assert run("export", NAME, "--no-hashes", "-o", str(link), "--db", db).exit_code == 0
     assert link.is_symlink()
     assert target.read_bytes() == TAPE.read_bytes()
 
@@ -165,3 +165,17 @@ def test_the_writer_itself_uses_the_umask(tmp_path: Path, umask: None) -> None:
     write_tape([Event("s", EventKind.SESSION_OPEN, 0, recorded_at_ns=1)], out)
     assert mode(out) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]
+
+
+def test_dash_carries_hashes_like_a_file_and_refuses_a_checkpoint(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "with-hashes.jsonl"
+    assert run("export", NAME, "-o", str(out), "--db", db).exit_code == 0
+    streamed = run("export", NAME, "-o", "-", "--db", db)
+    assert streamed.stdout.encode() == out.read_bytes()
+    assert '"position":1' in streamed.stdout
+    note = tmp_path / "checkpoint.txt"
+    note.write_text("unused\n")
+    refused = run("export", NAME, "-o", "-", "--checkpoint", str(note), "--db", db)
+    assert refused.exit_code == 2
+    assert "--checkpoint writes to a file" in refused.stderr
+    assert refused.stdout == ""

@@ -272,3 +272,106 @@ def test_ini_options_set_the_directory_and_the_mode(pytester: pytest.Pytester) -
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+_NO_NETWORK_CONFTEST = """
+import httpx2
+import pytest
+
+def refuse(request):
+    raise AssertionError("the real transport was called")
+
+@pytest.fixture
+def codetape_real_transport():
+    return httpx2.MockTransport(refuse)
+"""
+
+
+@pytest.mark.parametrize(
+    ("command_line", "marked", "unmarked"),
+    [
+        ([], "all", "once"),  # no option: the marker, else the ini option
+        (["--codetape-mode=none"], "none", "none"),  # the command line beats both
+        (["--codetape-mode", "new_episodes"], "new_episodes", "new_episodes"),
+    ],
+)
+def test_the_command_line_mode_beats_the_marker_and_the_ini_option(
+    pytester: pytest.Pytester, command_line: list[str], marked: str, unmarked: str
+) -> None:
+    pytester.makeini("[pytest]\ncodetape_mode = once\n")
+    pytester.makeconftest(_NO_NETWORK_CONFTEST)
+    _copy(pytester, STREAM_TAPE, "fixtures/test_modes/test_marked.jsonl")
+    _copy(pytester, STREAM_TAPE, "fixtures/test_modes/test_unmarked.jsonl")
+    pytester.makepyfile(
+        test_modes=f"""
+        import pytest
+
+        @pytest.mark.codetape(mode="all", allow_unplayed=True)
+        def test_marked(codetape):
+            assert codetape.mode == {marked!r}
+
+        @pytest.mark.codetape(allow_unplayed=True)
+        def test_unmarked(codetape):
+            assert codetape.mode == {unmarked!r}
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider", *command_line).assert_outcomes(passed=2)
+
+
+def test_ci_forces_a_test_marked_for_recording_offline(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(_NO_NETWORK_CONFTEST)
+    _copy(pytester, STREAM_TAPE, "fixtures/test_offline/test_rerecord.jsonl")
+    body = load_tape(STREAM_TAPE).exchanges[0].request_body.decode()
+    pytester.makepyfile(
+        test_offline=f"""
+        import json
+        import pytest
+
+        @pytest.mark.codetape(mode="all", allow_unplayed=True)
+        def test_rerecord(openai_client):
+            with openai_client.responses.create(**json.loads({body!r})) as stream:
+                assert [e.type for e in stream][-1] == "response.completed"
+        """
+    )
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    try:
+        # Forced to `none`, it replays; left marked `all`, it goes to the (refusing)
+        # network. A subprocess: a recording in an in-process inner session would
+        # import the recorder's SQLAlchemy and Alembic modules a second time.
+        forced = pytester.runpytest("-p", "no:cacheprovider", "--codetape-mode=none")
+        marked = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    finally:
+        monkeypatch.undo()
+    forced.assert_outcomes(passed=1)
+    marked.assert_outcomes(failed=1)
+    marked.stdout.fnmatch_lines(["*the real transport was called*"])
+
+
+def test_a_marker_redacting_a_field_records_and_replays_the_same_test(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(_UPSTREAM_CONFTEST)
+    pytester.makepyfile(
+        test_redacted="""
+        import pytest
+
+        @pytest.mark.codetape(redact_json_paths=["metadata.user"])
+        def test_call(openai_client):
+            response = openai_client.responses.create(
+                model="gpt-test", input="hello", metadata={"user": "alice"}
+            )
+            assert response.id == "resp_fake"
+        """
+    )
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    try:
+        pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--codetape-mode=once"
+        ).assert_outcomes(passed=1)
+    finally:
+        monkeypatch.undo()
+    tape = pytester.path / "fixtures/test_redacted/test_call.jsonl"
+    assert "alice" not in tape.read_text()
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

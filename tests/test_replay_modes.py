@@ -14,12 +14,17 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 from openai import OpenAI
 
-from replay import NoMatch
+from recorder.client import record
+from recorder.export import export_sessions
+from recorder.store import EventStore
+from replay import NoMatch, ReplayTransport
+from replay.matching import MatchOptions
 from replay.modes import InvalidRecordMode, RecordMode, Tape, TapeMissing
 from replay.source import load_tape
 
@@ -251,3 +256,56 @@ def test_a_tape_recorded_live_carries_timing_that_original_pacing_follows(
     assert clock.now - 1_000_000_000 == max(
         exchange.head_offset_ns, *(c.offset_ns or 0 for c in exchange.chunks)
     )
+
+
+def test_a_recording_with_redacted_fields_replays_the_same_code(tmp_path: Path) -> None:
+    path = tmp_path / "redacted.jsonl"
+    upstream = Upstream()
+
+    def call(tape: Tape, user: str = "alice", run: str = "1") -> Any:
+        client = tape.client(
+            api_key="sk-real",
+            default_headers={"X-Goog-Api-Key": "goog-secret"},
+            default_query={"token": "tok-secret"},
+        )
+        return client.responses.create(
+            model="gpt-test", input="one", metadata={"user": user, "run": run}
+        )
+
+    with Tape(path, "once", real=upstream.transport, redact_json_paths=["metadata.user"]) as tape:
+        first = call(tape)
+    text = path.read_text()
+    assert "alice" not in text and "goog-secret" not in text and "tok-secret" not in text
+    [recorded] = load_tape(path).exchanges
+    assert recorded.redacted_paths == ("metadata.user",)
+
+    # The same code replays: what was redacted is left out on both sides, headers too.
+    with Tape(path, "none", match=MatchOptions.build(match_headers=True)) as tape:
+        assert call(tape) == first
+        assert tape.unplayed() == []
+    # Only what was redacted: another value of a field kept in clear is a difference.
+    with Tape(path, "none") as tape, pytest.raises(NoMatch) as info:
+        call(tape, user="bob", run="2")
+    assert 'body.metadata.run: recorded "1", got "2"' in str(info.value)
+    assert "metadata.user" not in str(info.value) and "tok-secret" not in str(info.value)
+
+
+def test_recorded_with_redact_json_paths_then_replayed_matches(
+    store: EventStore, tmp_path: Path
+) -> None:
+    upstream = Upstream()
+    args: dict[str, Any] = {"model": "gpt-test", "input": "hi", "metadata": {"user": "alice"}}
+    with record(
+        store,
+        "redacted",
+        transport=upstream.transport,
+        api_key="sk-real",
+        redact_json_paths=["metadata.user"],
+    ) as client:
+        recorded = client.responses.create(**args)
+    tape = tmp_path / "redacted.jsonl"
+    export_sessions(store, ["redacted"], tape)
+    replay = ReplayTransport(tape)
+    with OpenAI(api_key="unused", http_client=httpx2.Client(transport=replay)) as client:
+        assert client.responses.create(**args) == recorded
+    replay.check_all_played()

@@ -85,11 +85,33 @@ def test_no_match_is_a_404_carrying_the_diff_and_not_retried() -> None:
             status = http.get(server.url + STATUS_PATH).json()
     # The SDK would have retried a retryable error; x-should-retry: false stops it.
     assert status == {
-        "source": str(STREAM),
+        "source": STREAM.name,
         "exchanges": 1,
         "played": 0,
         "unplayed": ["#1 POST /v1/responses"],
     }
+
+
+def test_clients_see_the_tape_by_name_not_by_its_path_here(tmp_path: Path) -> None:
+    private = tmp_path / "home" / "alice" / "private-project"
+    private.mkdir(parents=True)
+    tape = private / "recorded.jsonl"
+    tape.write_bytes(STREAM.read_bytes())
+    # Built with the tape, and loaded into a running server later: both paths.
+    with (
+        ReplayServer(ReplayApp(load_tape(tape))) as first,
+        ReplayServer(ReplayApp(Recording("none", ()))) as second,
+    ):
+        second.app.load(load_tape(tape))
+        for server in (first, second):
+            with httpx2.Client() as http:
+                response = http.post(server.base_url + "/responses", json={"input": "no such"})
+                status = http.get(server.url + STATUS_PATH).json()
+            assert response.status_code == 404
+            assert "no recorded exchange in recorded.jsonl matches" in response.text
+            assert status["source"] == "recorded.jsonl"
+            for shown in (response.text, json.dumps(status)):
+                assert "alice" not in shown and str(tmp_path) not in shown
 
 
 def test_original_pacing_through_the_server(tmp_path: Path) -> None:

@@ -125,6 +125,130 @@ def test_database_refuses_update_and_delete(store: EventStore, statement: str) -
     assert store.last_position() == 8
 
 
+# -- no conflict clause replaces an event ---------------------------------------
+# Each statement offers a forged copy of an existing row whose hash is
+# recomputed on the real predecessor, so a replacement that got through would
+# pass `verify`. :new_position is a free position (the row would move there).
+
+_COLUMNS = [
+    "position", "session_id", "exchange_id", "seq", "kind", "recorded_at_ns", "offset_ns",
+    "sse_event", "sse_type", "sequence_number", "response_id", "meta", "payload",
+    "hash_format", "prev_hash", "hash",
+]  # fmt: skip
+_VALUES = "(" + ", ".join(f":{c}" for c in _COLUMNS) + ")"
+_MOVED = "(" + ", ".join(":new_position" if c == "position" else f":{c}" for c in _COLUMNS) + ")"
+_INTO = "INTO events (" + ", ".join(_COLUMNS) + ") VALUES "
+_SET = "payload = excluded.payload, hash = excluded.hash"
+
+SQLITE_CONFLICTS = {
+    "insert or replace": f"INSERT OR REPLACE {_INTO}{_VALUES}",
+    "replace into": f"REPLACE {_INTO}{_VALUES}",
+    "insert or replace, stream clash only": f"INSERT OR REPLACE {_INTO}{_MOVED}",
+    "insert or ignore": f"INSERT OR IGNORE {_INTO}{_VALUES}",
+    "insert or fail": f"INSERT OR FAIL {_INTO}{_VALUES}",
+    "on conflict do nothing": f"INSERT {_INTO}{_VALUES} ON CONFLICT DO NOTHING",
+    "upsert on position": f"INSERT {_INTO}{_VALUES} ON CONFLICT (position) DO UPDATE SET {_SET}",
+    "upsert on stream": (
+        f"INSERT {_INTO}{_MOVED} ON CONFLICT (exchange_id, seq) "
+        f"WHERE exchange_id IS NOT NULL DO UPDATE SET {_SET}"
+    ),
+    "update or replace": "UPDATE OR REPLACE events SET payload = :payload, hash = :hash "
+    "WHERE position = :position",
+}
+POSTGRES_CONFLICTS = {
+    "upsert on position": f"INSERT {_INTO}{_VALUES} ON CONFLICT (position) DO UPDATE SET {_SET}",
+    "upsert on constraint": (
+        f"INSERT {_INTO}{_VALUES} ON CONFLICT ON CONSTRAINT pk_events DO UPDATE SET {_SET}"
+    ),
+    "upsert on stream": (
+        f"INSERT {_INTO}{_MOVED} ON CONFLICT (exchange_id, seq) "
+        f"WHERE exchange_id IS NOT NULL DO UPDATE SET {_SET}"
+    ),
+    "on conflict do nothing": f"INSERT {_INTO}{_VALUES} ON CONFLICT DO NOTHING",
+    "merge update": (
+        "MERGE INTO events e USING (SELECT CAST(:position AS bigint) AS p) s ON e.position = s.p "
+        "WHEN MATCHED THEN UPDATE SET payload = :payload, hash = :hash"
+    ),
+    "merge delete": (
+        "MERGE INTO events e USING (SELECT CAST(:position AS bigint) AS p) s ON e.position = s.p "
+        "WHEN MATCHED THEN DELETE"
+    ),
+}
+# PostgreSQL's DO NOTHING refuses nothing: it skips the row, and the log is unchanged.
+_SILENT = {("postgresql", "on conflict do nothing")}
+
+
+def _forged_copy(store: EventStore, position: int) -> dict[str, object]:
+    """The row at ``position`` with another payload and a hash that is right for it."""
+    from recorder.store.hashing import event_hash
+
+    (row,) = (e for e in store.iter_events(position - 1, until=position))
+    payload = b"data: forged\n\n"
+    digest = event_hash(
+        row.prev_hash, row.position, row.session_id, row.exchange_id, row.seq, row.kind.value,
+        row.recorded_at_ns, row.offset_ns, row.sse_event, row.sse_type, row.sequence_number,
+        row.response_id, row.meta_json, payload,
+    )  # fmt: skip
+    values = {c: getattr(row, c) for c in _COLUMNS if c not in ("meta", "kind")}
+    return {
+        **values,
+        "kind": row.kind.value,
+        "meta": row.meta_json,
+        "payload": payload,
+        "hash": digest,
+        "new_position": store.last_position() + 1,
+    }
+
+
+def _dump(store: EventStore) -> list[tuple[object, ...]]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM events ORDER BY position")]
+
+
+CONFLICT_CASES = [pytest.param("sqlite", c, id=f"sqlite-{c}") for c in SQLITE_CONFLICTS] + [
+    pytest.param("postgresql", c, id=f"postgres-{c}", marks=pytest.mark.postgres)
+    for c in POSTGRES_CONFLICTS
+]
+
+
+def _open_backend(request: pytest.FixtureRequest, backend: str) -> EventStore:
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    migrate.upgrade(url)
+    return EventStore.open(url)
+
+
+@pytest.mark.parametrize(("backend", "clause"), CONFLICT_CASES)
+def test_no_conflict_clause_replaces_an_event(
+    request: pytest.FixtureRequest, backend: str, clause: str
+) -> None:
+    with _open_backend(request, backend) as store:
+        _sid, _xid, batch = session_batch()
+        store.append(batch)
+        before = _dump(store)
+        # The exchange's last SSE frame: it has a successor, and a stream place to clash on.
+        params = _forged_copy(store, 6)
+        statement = (SQLITE_CONFLICTS if backend == "sqlite" else POSTGRES_CONFLICTS)[clause]
+        if (backend, clause) in _SILENT:
+            with store.engine.begin() as conn:
+                assert conn.execute(sa.text(statement), params).rowcount == 0
+        else:
+            with pytest.raises(sa.exc.DBAPIError, match="immutable"), store.engine.begin() as conn:
+                conn.execute(sa.text(statement), params)
+        assert _dump(store) == before
+        assert store.verify().ok
+
+
+def test_sqlite_refuses_a_replace_of_a_session_event(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    with EventStore.open(sqlite_url) as store:
+        store.append(session_batch()[2])
+        before = _dump(store)
+        params = _forged_copy(store, 8)  # the session_close: a session-stream event
+        with pytest.raises(sa.exc.DBAPIError, match="immutable"), store.engine.begin() as conn:
+            conn.execute(sa.text(f"INSERT OR REPLACE {_INTO}{_MOVED}"), params)
+        assert _dump(store) == before
+
+
 @pytest.mark.postgres
 def test_postgres_refuses_truncate(pg_url: str) -> None:
     migrate.upgrade(pg_url)

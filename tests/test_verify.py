@@ -7,10 +7,12 @@ the immutability triggers off and then change rows with raw SQL.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from tampering import rewrite, rows, tamper
 
 from recorder.cli import main
 from recorder.events import Event, EventKind, new_id
@@ -32,17 +34,6 @@ def store(db_url: str) -> Iterator[EventStore]:
         batch.append(Event(sid, EventKind.EXCHANGE_END, 9, xid, meta={"outcome": "completed"}))
         opened.append(batch)  # positions 1..11
         yield opened
-
-
-def tamper(store: EventStore, *statements: str) -> None:
-    with store.engine.begin() as conn:
-        if store.backend == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE events DISABLE TRIGGER USER")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER events_no_update")
-            conn.exec_driver_sql("DROP TRIGGER events_no_delete")
-        for statement in statements:
-            conn.exec_driver_sql(statement)
 
 
 def blob(store: EventStore, hex_bytes: str) -> str:
@@ -79,8 +70,8 @@ CASES: dict[str, tuple[Callable[[EventStore], list[str]], int, str]] = {
         3,
         "altered",
     ),
-    "removed row": (lambda s: ["DELETE FROM events WHERE position = 6"], 7, "chain broken"),
-    "removed first row": (lambda s: ["DELETE FROM events WHERE position = 1"], 2, "chain broken"),
+    "removed row": (lambda s: ["DELETE FROM events WHERE position = 6"], 6, "missing"),
+    "removed first row": (lambda s: ["DELETE FROM events WHERE position = 1"], 1, "missing"),
     "appended forged row": (
         lambda s: [copy_row(4, 12, exchange_id="'forged'")],
         12,
@@ -152,3 +143,25 @@ def test_engine_is_untouched_by_tampering_helpers(store: EventStore) -> None:
     # The triggers are back in force for a store nobody tampered with.
     with pytest.raises(sa.exc.DBAPIError), store.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM events WHERE position = 1")
+
+
+def test_positions_must_run_from_1_without_a_gap(store: EventStore) -> None:
+    """Rows removed and the rest re-hashed where they stand: the chain is whole, a hole is not."""
+    kept = [(ev.position, ev) for ev in rows(store) if ev.position not in (4, 5)]
+    # Take the removed SSE frames out of the exchange's seq numbering too, as an attacker would.
+    renumbered = [
+        (p, replace(ev, seq=ev.seq - 2) if ev.exchange_id and ev.position > 5 else ev)
+        for p, ev in kept
+    ]
+    rewrite(store, renumbered)
+    report = store.verify()
+    assert report.first_bad_position == 4
+    assert report.problems[0].message == "positions 4-5 are missing: rows were removed"
+    assert len(report.problems) == 1
+
+
+def test_a_log_not_starting_at_1_is_reported(store: EventStore) -> None:
+    rewrite(store, [(ev.position + 3, ev) for ev in rows(store)])
+    report = store.verify()
+    assert report.first_bad_position == 1
+    assert report.problems[0].message == "positions 1-3 are missing: rows were removed"

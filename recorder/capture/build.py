@@ -3,28 +3,36 @@
 Guarantees: every exchange event codetape writes has the shape built here, so
 replay and projections cannot tell a captured exchange from an imported one
 except by its times and fidelity. Headers, URLs and request bodies pass through
-the :class:`~recorder.redact.Redactor` before an event exists; payloads are
-the bytes given, never re-encoded.
+the :class:`~recorder.redact.Redactor` before an event exists, and so do the
+response objects that echo the request (lifecycle SSE frames, JSON bodies).
+Payloads are the bytes given, never re-encoded, except the values a redactor
+replaced, which the event's meta names (``redacted_paths``). A last SSE frame
+that a client would drop (no blank line after it) is stored as it came and
+marked ``unterminated``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from recorder.events import Event, EventKind, Outcome
-from recorder.redact import Redactor
+from recorder.redact import ECHO_TYPES, Redactor
 from recorder.sse import SSEFrame
 
 __all__ = [
     "body_event",
     "body_response_id",
     "end_event",
+    "redact_event",
+    "redact_frame",
     "request_event",
     "response_head_event",
     "sse_event",
     "sse_frame_event",
+    "unterminated_sse_event",
 ]
 
 
@@ -41,16 +49,26 @@ def request_event(
     at_ns: int,
     offset_ns: int | None = None,
 ) -> Event:
-    """The exchange's REQUEST (seq 0), redacted."""
+    """The exchange's REQUEST (seq 0), redacted.
+
+    The meta says what was redacted, so replay can leave exactly that out of
+    matching without being told: a header or query value that was replaced
+    reads :data:`~recorder.redact.REDACTED` where it stood, ``redacted_paths``
+    lists the JSON paths replaced in the body (a JSON value could be that
+    string for real) and ``redacted_userinfo`` says the URL lost its user info.
+    """
     payload, redacted_paths = redactor.body(body)
+    stored_url, _, userinfo = redactor.url_redacted(url)
     meta: dict[str, Any] = {
         "method": method.upper(),
-        "url": redactor.url(url),
+        "url": stored_url,
         "headers": redactor.header_pairs(headers),
         "fidelity": fidelity,
     }
     if redacted_paths:
         meta["redacted_paths"] = redacted_paths
+    if userinfo:
+        meta["redacted_userinfo"] = True
     return Event(
         session_id,
         EventKind.REQUEST,
@@ -105,20 +123,83 @@ def sse_event(
     *,
     at_ns: int,
     offset_ns: int | None = None,
+    redactor: Redactor | None = None,
 ) -> Event:
-    """One SSE frame, its payload exactly ``frame.raw``."""
+    """One SSE frame: its payload exactly ``frame.raw``, unless ``redactor`` replaced an echo.
+
+    A frame cut off before its blank line becomes :func:`unterminated_sse_event`.
+    """
+    if frame.cut:
+        return unterminated_sse_event(
+            session_id,
+            exchange_id,
+            seq,
+            frame,
+            response_id,
+            redactor,
+            at_ns=at_ns,
+            offset_ns=offset_ns,
+        )
     sse_type, sequence_number, _ = frame.fields()
+    raw, meta = frame.raw, None
+    if redactor is not None and (sse_type in ECHO_TYPES or type(frame.json()) is not dict):
+        raw, meta = redact_frame(redactor, raw)
     return sse_frame_event(
         session_id,
         exchange_id,
         seq,
-        frame.raw,
+        raw,
         frame.event,
         sse_type,
         sequence_number,
         response_id,
         at_ns,
         offset_ns,
+        meta,
+    )
+
+
+def redact_frame(redactor: Redactor, raw: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    """``raw`` with the request paths its response object echoes replaced, and the
+    event meta that says so (``None`` when nothing was replaced: the wire's bytes)."""
+    redacted = redactor.frame(raw)
+    if redacted is None:
+        return raw, None
+    return redacted[0], {"redacted_paths": redacted[1]}
+
+
+def unterminated_sse_event(
+    session_id: str,
+    exchange_id: str,
+    seq: int,
+    frame: SSEFrame,
+    response_id: str | None,
+    redactor: Redactor | None,
+    *,
+    at_ns: int,
+    offset_ns: int | None = None,
+) -> Event:
+    """A last frame without its blank line (the stream stopped mid-event).
+
+    Its bytes are stored as they came (echoes redacted), with meta
+    ``unterminated: true``; a client drops such a frame (the openai SDK
+    dispatches an event only at a blank line), so it carries no parsed
+    ``sse_event``, ``sse_type`` or ``sequence_number`` and no projection counts
+    it as an event the client saw.
+    """
+    raw, meta = frame.raw, None
+    if redactor is not None:
+        raw, meta = redact_frame(redactor, raw)
+    return Event(
+        session_id,
+        EventKind.SSE,
+        seq,
+        exchange_id,
+        recorded_at_ns=at_ns,
+        offset_ns=offset_ns,
+        payload=raw,
+        meta={**(meta or {}), "unterminated": True},
+        response_id=response_id,
     )
 
 
@@ -150,8 +231,11 @@ def sse_frame_event(
     response_id: str | None,
     at_ns: int,
     offset_ns: int | None,
+    meta: dict[str, Any] | None = None,
 ) -> Event:
-    """``Event(session_id, EventKind.SSE, seq, exchange_id, ...)`` (no meta), built cheaply.
+    """``Event(session_id, EventKind.SSE, seq, exchange_id, ...)``, built cheaply.
+
+    ``meta`` is empty unless the frame was redacted (see :func:`redact_frame`).
 
     Capture builds one per frame on the client's thread: the frozen
     dataclass's ``__init__`` (a checked ``object.__setattr__`` per field) costs
@@ -165,7 +249,7 @@ def sse_frame_event(
     _set_recorded_at_ns(event, at_ns)
     _set_offset_ns(event, offset_ns)
     _set_payload(event, raw)
-    _set_meta(event, {})
+    _set_meta(event, {} if meta is None else meta)
     _set_sse_event(event, sse_event)
     _set_sse_type(event, sse_type)
     _set_sequence_number(event, sequence_number)
@@ -196,8 +280,18 @@ def body_event(
     at_ns: int,
     offset_ns: int | None = None,
     response_id: str | None = None,
+    redactor: Redactor | None = None,
 ) -> Event:
-    """A whole non-streamed body, or one chunk of a large one."""
+    """A whole non-streamed body, or one chunk of a large one.
+
+    With a ``redactor`` (for a whole body only), the request paths a JSON
+    body echoes are replaced, and meta ``redacted_paths`` names them.
+    """
+    meta: dict[str, Any] = {}
+    if redactor is not None:
+        body, hits = redactor.response_body(body)
+        if hits:
+            meta["redacted_paths"] = hits
     return Event(
         session_id,
         EventKind.BODY,
@@ -206,6 +300,7 @@ def body_event(
         recorded_at_ns=at_ns,
         offset_ns=offset_ns,
         payload=body,
+        meta=meta,
         response_id=response_id,
     )
 
@@ -236,3 +331,41 @@ def end_event(
         offset_ns=offset_ns,
         meta=meta,
     )
+
+
+def redact_event(event: Event, redactor: Redactor) -> Event:
+    """A stored event (from a tape) redacted as if it were being recorded now.
+
+    Headers, URLs, request bodies and the echoes in SSE frames and whole JSON
+    bodies pass through ``redactor``; the event comes back unchanged (the
+    same object) when nothing was replaced, so an already redacted tape
+    imports byte for byte. A large JSON body a tape holds in several ``body``
+    events cannot be parsed piece by piece and is left as it is.
+    """
+    if event.kind in (EventKind.SSE, EventKind.BODY) and not redactor.json_paths:
+        return event  # most of a tape: only configured paths could change them
+    meta = dict(event.meta)
+    payload = event.payload
+    hits: list[str] = []
+    if event.kind in (EventKind.REQUEST, EventKind.RESPONSE_HEAD):
+        pairs = [(str(p[0]), str(p[1])) for p in meta.get("headers") or () if len(p) == 2]
+        headers = redactor.header_pairs(pairs)
+        if headers != [list(p) for p in pairs]:
+            meta["headers"] = headers
+    if event.kind is EventKind.REQUEST:
+        url, _, userinfo = redactor.url_redacted(str(meta.get("url", "")))
+        if url != meta.get("url", ""):
+            meta["url"] = url
+        if userinfo:
+            meta["redacted_userinfo"] = True
+        payload, hits = redactor.body(payload)
+    elif event.kind is EventKind.SSE:
+        payload, frame_meta = redact_frame(redactor, payload)
+        hits = frame_meta["redacted_paths"] if frame_meta else []
+    elif event.kind is EventKind.BODY:
+        payload, hits = redactor.response_body(payload)
+    if hits:
+        meta["redacted_paths"] = sorted({*meta.get("redacted_paths", ()), *hits})
+    if meta == event.meta and payload == event.payload:
+        return event
+    return dataclasses.replace(event, meta=meta, payload=payload)

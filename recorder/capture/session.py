@@ -38,15 +38,18 @@ from recorder.capture.build import (
     body_event,
     body_response_id,
     end_event,
+    redact_frame,
     request_event,
     response_head_event,
     sse_frame_event,
+    unterminated_sse_event,
 )
 from recorder.config import resolve_url
 from recorder.errors import CodetapeError
 from recorder.events import Event, EventKind, Outcome, new_id
+from recorder.lease import HeldLease, lease_keeper
 from recorder.outcome import _TERMINAL, StreamOutcome, outcome_for_body
-from recorder.redact import Redactor
+from recorder.redact import ECHO_TYPES, Redactor
 from recorder.repair import repair_dead_writers, writer_identity
 from recorder.sse import SSEFrame, SSESplitter
 from recorder.store.engine import is_process_local
@@ -185,9 +188,7 @@ class CaptureSession:
                     "name": name,
                     "labels": dict(labels or {}),
                     "metadata": dict(metadata or {}),
-                    "redact_headers": sorted(self.redactor.headers),
-                    "redact_query_params": sorted(self.redactor.query_params),
-                    "redact_json_paths": [list(p) for p in self.redactor.json_paths],
+                    "redactor": self.redactor.to_config(),
                     "on_store_error": on_store_error,
                     "flush_interval": flush_interval,
                     "max_pending_bytes": max_pending_bytes,
@@ -211,6 +212,12 @@ class CaptureSession:
         )
         meta_data = dict(metadata or {})
         meta_data["recorder"] = recorder_identity or writer_identity()
+        # Lease hook: the lease is taken in the transaction that stores the
+        # session_open, renewed by this process (the one writing the events)
+        # and released by close(); see recorder.lease.
+        self._lease: HeldLease | None = lease_keeper(
+            self.store, identity=meta_data["recorder"]
+        ).hold(self.id)
         self.submit(
             Event(
                 self.id,
@@ -266,7 +273,7 @@ class CaptureSession:
                 raise CaptureError(self._failure_message(what))
             return
         stored = self.writer.flush(_SYNC_TIMEOUT, fail_fast=True)
-        if not stored or self.writer.stats.store_errors or self.writer.stats.lost:
+        if not stored or self.writer.stats.store_errors or self.stats.events_lost:
             raise CaptureError(self._failure_message(what))
 
     def _failure_message(self, what: str) -> str:
@@ -300,13 +307,16 @@ class CaptureSession:
         if self._remote is not None:
             return self._remote.stats if self._closed else self._remote.current_stats()
         w = self.writer.stats
+        # Events the lease fence dropped (their session was closed by a repair
+        # while this recorder was stopped) went through the writer as stored.
+        fenced = self._lease.lost_events if self._lease is not None else 0
         with self._lock:
             return CaptureStats(
                 exchanges=self._exchanges,
                 open_exchanges=len(self._open),
                 events_submitted=w.submitted,
-                events_stored=w.stored,
-                events_lost=w.lost,
+                events_stored=w.stored - fenced,
+                events_lost=w.lost + fenced,
                 commits=w.commits,
                 store_errors=w.store_errors,
                 recorder_errors=self._recorder_errors,
@@ -339,6 +349,8 @@ class CaptureSession:
             meta["reason"] = reason
         self.writer.submit(Event(self.id, EventKind.SESSION_CLOSE, None, meta=meta))
         self.writer.close()
+        if self._lease is not None:
+            self._lease.release()
         if self._owns_store:
             self.store.close()
 
@@ -628,23 +640,29 @@ class ExchangeRecorder:
             if event_type in _TERMINAL:
                 self._tracker.observe(event_type, obj)
         session = self._session
+        raw, meta = frame.raw, None
+        if event_type in ECHO_TYPES or type(obj) is not dict:
+            raw, meta = redact_frame(session.redactor, raw)  # the response echoes the request
         event = sse_frame_event(
             session.id,
             self.id,
             self._seq,
-            frame.raw,
+            raw,
             frame.event,
             event_type,
             number,
             self._response_id,
             self._wall0 + offset,
             offset,
+            meta,
         )
         if not session.writer.submit(event) and session.strict:
             raise CaptureError(session._failure_message("recording"))
         self._seq += 1
 
     def _body_event(self, offset: int, *, final: bool) -> None:
+        if not final and self._seq == 2 and self._session.redactor.holds_body(self._body):
+            return  # a JSON body to redact is stored whole (see Redactor.holds_body)
         body = bytes(self._body)
         self._body.clear()
         if not self._error_prefix:
@@ -662,6 +680,7 @@ class ExchangeRecorder:
                 at_ns=self._wall0 + offset,
                 offset_ns=offset,
                 response_id=body_response_id(body) if single else None,
+                redactor=self._session.redactor if single else None,
             )
         )
 
@@ -674,9 +693,28 @@ class ExchangeRecorder:
                 self.feed(tail, offset=offset)
         if self._streamed:
             for frame in self._splitter.flush():
-                self._frame(frame, offset)
+                if frame.cut:
+                    self._cut_frame(frame, offset)
+                else:
+                    self._frame(frame, offset)
         elif self._body or self._seq == 2:
             self._body_event(offset, final=True)
+
+    def _cut_frame(self, frame: SSEFrame, offset: int) -> None:
+        """The stream stopped inside this last frame: the client dropped it, so must the outcome."""
+        self._tracker.cut(frame.type)
+        self._submit(
+            unterminated_sse_event(
+                self._session.id,
+                self.id,
+                self._seq,
+                frame,
+                self._response_id,
+                self._session.redactor,
+                at_ns=self._wall0 + offset,
+                offset_ns=offset,
+            )
+        )
 
     # -- endings -------------------------------------------------------------
 

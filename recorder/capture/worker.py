@@ -17,9 +17,9 @@ interpreter exits. A forked client process starts its own.
 Guarantees: the tap never waits for the child or the database (strict mode
 aside, which waits for acknowledgements exactly where thread mode waits for
 commits). If the client process dies, the child reads end-of-file, stores
-everything it received and exits without closing anything, so ``repair``
-later marks the open exchanges interrupted; each session's recorder identity
-names the child too, and repair waits until both processes are gone. If the
+everything it received, gives up its sessions' leases (the child holds them:
+it writes the events) and exits without closing anything, so ``repair`` then
+marks the open exchanges interrupted. If the
 child dies, the client's calls go on unrecorded and the loss is logged (in
 strict mode, the next call raises :class:`CaptureError`); the next session
 starts a new child.
@@ -52,6 +52,7 @@ from recorder.capture.session import (
 )
 from recorder.errors import CodetapeError
 from recorder.events import Outcome, new_id
+from recorder.lease import abandon_leases
 from recorder.redact import Redactor
 from recorder.repair import writer_identity
 from recorder.store.store import EventStore
@@ -435,11 +436,7 @@ class _Child:
             store = self.stores.get(url)
             if store is None:
                 store = self.stores[url] = EventStore.open(url)
-            redactor = Redactor(
-                headers=frozenset(config.pop("redact_headers")),
-                query_params=frozenset(config.pop("redact_query_params")),
-                json_paths=tuple(tuple(p) for p in config.pop("redact_json_paths")),
-            )
+            redactor = Redactor.from_config(config.pop("redactor"))
             identity = config.pop("identity")
             identity["writer"] = {
                 k: v for k, v in writer_identity().items() if k in ("pid", "start_ticks")
@@ -541,6 +538,9 @@ class _Child:
         for session in self.sessions.values():
             session.writer.close()
         for store in self.stores.values():
+            # Nothing more will be written to the sessions left open: their
+            # leases may expire now, so a repair need not wait for them.
+            abandon_leases(store)
             store.close()
 
 

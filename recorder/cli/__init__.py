@@ -12,11 +12,13 @@ from recorder.cli import (  # noqa: F401
     cost_cmd,
     db_cmds,
     demo_cmd,
+    integrity_cmds,
     log_cmds,
     projection_cmds,
     replay_cmds,
     stream_cmds,
     transfer_cmds,
+    verify_cmd,
 )
 from recorder.cli.app import main
 

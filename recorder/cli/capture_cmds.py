@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from recorder.cli.app import db_option, emit_json, json_option, listen_option, main, open_store
+from recorder.cli.redaction import redaction_options, redactor_from
 
 if TYPE_CHECKING:
     from recorder.capture.session import WriterMode
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
 @click.option(
     "--force",
     is_flag=True,
-    help="Also close sessions whose recorder cannot be checked (other hosts). "
-    "Only when no recorder is running.",
+    help="Close every open session, even one whose recorder holds a live lease or "
+    "cannot be checked. Only when no recorder is running.",
 )
 @db_option
 @json_option
@@ -27,6 +28,17 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
 
     Each open exchange of a dead recording gets an `interrupted` ending and its
     session a close.
+
+    \b
+    A recorder holds a lease on each session it records, in the database, and
+    renews it every 5 s; a session is closed only once its lease has expired
+    (30 s without renewal, on the database's clock), whichever host or
+    container recorded it. A recorder that was only stopped and resumes after
+    that records what follows in a new session that names the closed one.
+    Sessions recorded before leases existed are closed only when their
+    recorder process is provably gone from this host (else use --force).
+    The recorder's environment variables CODETAPE_LEASE_SECONDS and
+    CODETAPE_LEASE_RENEW_SECONDS change the lease and its renewal interval.
     """
     from recorder.repair import repair
 
@@ -59,10 +71,7 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
     help="Where requests go (the API's origin; request paths are kept).",
 )
 @click.option("--session", "session_name", default="proxy", show_default=True, help="Session name.")
-@click.option("--redact-header", "redact_headers", multiple=True, help="Another header to redact.")
-@click.option(
-    "--redact-json", "redact_json_paths", multiple=True, help="A request JSON path to redact (a.b)."
-)
+@redaction_options
 @click.option("--strict", is_flag=True, help="Refuse to forward what cannot be stored.")
 @click.option(
     "--writer",
@@ -79,6 +88,7 @@ def proxy_cmd(
     session_name: str,
     redact_headers: tuple[str, ...],
     redact_json_paths: tuple[str, ...],
+    keep: tuple[str, ...],
     strict: bool,
     writer: str,
     db: str | None,
@@ -98,8 +108,7 @@ def proxy_cmd(
             host=host,
             port=port,
             session=session_name,
-            redact_headers=redact_headers,
-            redact_json_paths=redact_json_paths,
+            redactor=redactor_from(redact_headers, redact_json_paths, keep),
             on_store_error="raise" if strict else "log",
             writer=cast("WriterMode", writer),
         )

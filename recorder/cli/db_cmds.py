@@ -1,4 +1,4 @@
-"""``codetape db``: create, upgrade and inspect the database schema.
+"""``codetape db``: create, upgrade and inspect the database schema; PostgreSQL roles.
 
 Only ``db upgrade`` creates a database (a SQLite file, the schema's tables);
 ``db current`` reads, and says whether the database is blank, older than,
@@ -75,3 +75,34 @@ def db_current(db: str | None, as_json: bool) -> None:
         )
         return
     click.echo(f"{current or 'blank'} ({_STATES[state].format(head=head)})")
+
+
+@db.command("roles")
+@click.option(
+    "--prefix",
+    default="codetape",
+    show_default=True,
+    help="Roles are PREFIX_recorder, PREFIX_projector and PREFIX_reader.",
+)
+@click.option("--print", "print_only", is_flag=True, help="Print the SQL instead of running it.")
+@db_option
+def db_roles(prefix: str, print_only: bool, db: str | None) -> None:
+    """Create least-privilege PostgreSQL roles for the log (run as the tables' owner).
+
+    PREFIX_recorder may only read and append events: no UPDATE, DELETE,
+    TRUNCATE or DDL, so it cannot change the log even with the triggers
+    gone. PREFIX_projector reads events and writes the projection tables.
+    PREFIX_reader only reads. They cannot log in: grant one to each user
+    (CREATE ROLE alice LOGIN PASSWORD '...' IN ROLE codetape_recorder).
+    Run it again after `codetape db upgrade`.
+    """
+    from recorder.config import resolve_url
+    from recorder.store import roles
+    from recorder.store.engine import describe_url
+
+    if print_only:
+        click.echo(roles.roles_sql(prefix), nl=False)
+        return
+    url = resolve_url(db)
+    names = roles.apply_roles(url, prefix)
+    click.echo(f"{describe_url(url)}: roles {', '.join(names.values())} are set up")

@@ -1,4 +1,4 @@
-"""Commands that read the log itself: sessions, show, verify.
+"""Commands that read the log's sessions: sessions, show.
 
 Every id and name is printed whole (a session's name or id is the handle the
 other commands take); tables too wide for the terminal become one block per
@@ -17,7 +17,7 @@ from recorder.cli.render import Column, print_records, when
 if TYPE_CHECKING:
     from recorder.events import StoredEvent
 
-__all__ = ["sessions", "show", "verify"]
+__all__ = ["sessions", "show"]
 
 
 @main.command()
@@ -164,51 +164,3 @@ def show(session: str, db: str | None, as_json: bool) -> None:
                 for ev in events_by_exchange[x.id]
             ],
         )
-
-
-@main.command()
-@db_option
-@json_option
-def verify(db: str | None, as_json: bool) -> None:
-    """Re-derive every hash in the log; exit 1 naming the first bad position.
-
-    Also reports exchanges left open (interrupted captures) and capture gaps.
-    """
-    with open_store(db) as store:
-        report = store.verify()
-    if as_json:
-        emit_json(
-            {
-                "ok": report.ok,
-                "checked": report.checked,
-                "head_position": report.head_position,
-                "head_hash": report.head_hash,
-                "first_bad_position": report.first_bad_position,
-                "problems": [
-                    {"position": p.position, "message": p.message} for p in report.problems
-                ],
-                "open_exchanges": report.open_exchanges,
-                "capture_gaps": report.capture_gaps,
-            }
-        )
-    else:
-        for problem in report.problems:
-            click.echo(f"position {problem.position}: {problem.message}", err=True)
-        if report.open_exchanges:
-            shown = report.open_exchanges[:5]
-            more = len(report.open_exchanges) - len(shown)
-            click.echo(
-                f"{len(report.open_exchanges)} exchange(s) never ended (interrupted capture): "
-                + ", ".join(shown)
-                + (f" and {more} more (--json lists them all)" if more else ""),
-                err=True,
-            )
-        if report.capture_gaps:
-            click.echo(f"{report.capture_gaps} capture gap(s) recorded", err=True)
-        if report.ok:
-            click.echo(
-                f"ok: {report.checked} events verified; head {report.head_position} "
-                f"{report.head_hash}"
-            )
-    if not report.ok:
-        raise SystemExit(1)

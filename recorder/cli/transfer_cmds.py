@@ -19,6 +19,7 @@ import click
 
 from recorder.cli.app import EXIT_INTERRUPTED, CliError, db_option, emit_json, json_option, main
 from recorder.cli.app import open_store as _open_store
+from recorder.cli.redaction import redaction_options, redactor_from
 
 if TYPE_CHECKING:
     from recorder.cli.interrupts import CommitGuard
@@ -80,18 +81,27 @@ def _json(outcome: FileOutcome) -> dict[str, Any]:
     "--partial",
     is_flag=True,
     help="Keep a file that is cut short (a session never closed, an exchange never "
-    "ended, a stream without its final event), marking its sessions partial.",
+    "ended, a vercel chunks stream without its final event), marking its sessions partial.",
 )
+@redaction_options
 @db_option
 @json_option
 def import_cmd(
-    files: tuple[Path, ...], fmt: str, partial: bool, db: str | None, as_json: bool
+    files: tuple[Path, ...],
+    fmt: str,
+    partial: bool,
+    redact_headers: tuple[str, ...],
+    redact_json_paths: tuple[str, ...],
+    keep: tuple[str, ...],
+    db: str | None,
+    as_json: bool,
 ) -> None:
     """Import tapes or other tools' recordings (VCR.py YAML, vercel chunks, test-proxy JSON).
 
     Each file is imported atomically: all of its sessions or none. A bad file
     does not stop the others; each gets one line, and the exit status is 1 if
-    any failed. A file already imported is skipped.
+    any failed. A file already imported is skipped. Secrets are redacted
+    before anything is stored, as when recording.
     """
     from recorder.cli.interrupts import CommitGuard
     from recorder.ingest import import_files
@@ -105,7 +115,8 @@ def import_cmd(
         store = _open_store(db)
         guard = CommitGuard(store.engine)
         with guard:
-            pending = import_files(store, list(files), fmt, partial=partial)
+            redactor = redactor_from(redact_headers, redact_json_paths, keep)
+            pending = import_files(store, list(files), fmt, redactor, partial=partial)
             while len(outcomes) < len(files):
                 current = files[len(outcomes)]
                 outcome = next(pending)
@@ -175,21 +186,48 @@ def _report_interrupt(
     metavar="FILE",
     help="Tape file to write (atomically; a new file or a regular one), or - for stdout.",
 )
+@click.option(
+    "--no-hashes",
+    is_flag=True,
+    help="Leave out each row's position and chain hash (a tape that round-trips byte for byte).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(path_type=Path),
+    help="End the tape with the proof that its rows are in the log this signed checkpoint "
+    "covers (a file only, not -o -).",
+)
 @db_option
 @json_option
-def export_cmd(sessions: tuple[str, ...], output: str, db: str | None, as_json: bool) -> None:
+def export_cmd(
+    sessions: tuple[str, ...],
+    output: str,
+    no_hashes: bool,
+    checkpoint_file: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
     """Export sessions (ids or names) to a tape file (JSON Lines)."""
     from recorder.export import export_sessions, resolve_sessions
-    from recorder.tape import write_tape_to
 
     if output == "-" and as_json:
         raise click.UsageError("--json and -o - would both write to standard output")
+    if output == "-" and checkpoint_file is not None:
+        raise click.UsageError(
+            "--checkpoint writes to a file: its proof is checked before the file appears"
+        )
+    note = None
+    if checkpoint_file is not None:
+        from recorder.integrity import read_note
+
+        note = read_note(checkpoint_file)
     with _open_store(db) as store:
+        ids = resolve_sessions(store, sessions)  # before a first byte is written
         if output == "-":
-            ids = resolve_sessions(store, sessions)  # before a first byte is written
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
             try:
-                count = write_tape_to((ev for sid in ids for ev in store.session_events(sid)), out)
+                count = export_sessions(store, ids, out, hashes=not no_hashes)
                 out.flush()
             except BrokenPipeError:
                 raise
@@ -201,8 +239,7 @@ def export_cmd(sessions: tuple[str, ...], output: str, db: str | None, as_json: 
                     out.detach()
             click.echo(f"wrote {count} events to standard output", err=True)
             return
-        ids = resolve_sessions(store, sessions)
-        count = export_sessions(store, ids, Path(output))
+        count = export_sessions(store, ids, Path(output), hashes=not no_hashes, checkpoint=note)
     if as_json:
         emit_json({"path": output, "events": count, "sessions": ids})
         return

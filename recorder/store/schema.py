@@ -1,10 +1,12 @@
 """The log's tables, declared once for SQLAlchemy and for Alembic's autogenerate check.
 
 Guarantees: ``events`` is append-only (the migrations add triggers on both
-backends that make any UPDATE or DELETE fail); ``position`` orders every event
+backends that make any UPDATE or DELETE fail, and on SQLite any INSERT that
+would replace a row); ``position`` orders every event
 globally; ``(exchange_id, seq)`` and, for session-level events,
 ``(session_id, seq)`` are unique. Projection tables live in the same metadata
-but are ordinary mutable tables.
+but are ordinary mutable tables, and so is ``leases``, the bookkeeping of which
+recorder still holds which open session (see :mod:`recorder.lease`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import (
 __all__ = [
     "SCHEMA_REVISION",
     "events",
+    "leases",
     "metadata",
     "pj_audit",
     "pj_checkpoints",
@@ -36,7 +39,7 @@ __all__ = [
 ]
 
 # The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0002_projections"
+SCHEMA_REVISION = "0004_no_replace"
 
 metadata = MetaData(
     naming_convention={
@@ -89,6 +92,25 @@ Index(
     sqlite_where=events.c.exchange_id.is_(None),
     postgresql_where=events.c.exchange_id.is_(None),
 )
+
+# -- leases -----------------------------------------------------------------
+# Mutable bookkeeping beside the log, never part of it: one row per session a
+# live recorder holds, renewed by that recorder, deleted when it releases the
+# session or a repair closes it (see recorder.lease). All times are the
+# database's clock, in ns since the Unix epoch.
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("recorder", Text, nullable=False),
+    Column("duration_ns", BigInteger, nullable=False),
+    Column("acquired_at_ns", BigInteger, nullable=False),
+    Column("renewed_at_ns", BigInteger, nullable=False),
+    Column("expires_at_ns", BigInteger, nullable=False),
+)
+Index("ix_leases_holder", leases.c.holder)
 
 # -- projections -------------------------------------------------------------
 # Derived read models (see recorder.projections). Ordinary mutable tables: a

@@ -3,25 +3,30 @@
 Guarantees:
 
 * **Append-only.** The only write is :meth:`EventStore.append`; the database
-  itself refuses UPDATE and DELETE on ``events`` (triggers, see migrations).
+  itself refuses UPDATE and DELETE on ``events``, and on SQLite any INSERT
+  that would replace an event (triggers, see migrations).
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
-  (``BEGIN IMMEDIATE`` on SQLite, ``LOCK TABLE ... IN EXCLUSIVE MODE`` on
-  PostgreSQL), so positions are assigned and committed in order: a reader that
-  has seen position N never later finds a new row below N. That makes
-  "read from position onward" safe for projections, and lets one hash chain
-  run over the whole log.
+  (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on
+  PostgreSQL, :data:`APPEND_LOCK`), so positions are assigned and committed in
+  order: a reader that has seen position N never later finds a new row below
+  N. That makes "read from position onward" safe for projections, and lets
+  one hash chain run over the whole log.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
   no read loads the whole table.
+* **Checks under the lock.** An append may be given a ``prepare`` hook, and a
+  store a ``guard``: both run inside the append's transaction once the write
+  lock is held, so what they read and decide (a lease still held, a session
+  still open) cannot change before the batch commits. Their ``on_commit``
+  callbacks run only once it has.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -39,8 +44,29 @@ from recorder.store.engine import (
 )
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.schema import SCHEMA_REVISION
+from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
-__all__ = ["EventStore", "ExchangeInfo", "SessionInfo", "VerifyProblem", "VerifyReport"]
+__all__ = [
+    "APPEND_LOCK",
+    "Committed",
+    "EventStore",
+    "ExchangeInfo",
+    "Prepare",
+    "SessionInfo",
+    "VerifyProblem",
+    "VerifyReport",
+]
+
+Committed = Callable[[list[int]], None]
+Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
+"""A hook run inside an append's transaction, under the write lock.
+
+It gets the connection, the batch and the log's last position before the
+batch, and returns the batch to append (the same, changed, or empty) and a
+callback to run, with the positions given to the batch, once the transaction
+has committed (or None). It may read and write other tables on the
+connection, never ``events`` itself (it returns events to append instead).
+"""
 
 _COLUMNS = (
     "position",
@@ -62,6 +88,12 @@ _COLUMNS = (
 )
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
 _PAGE = 2000
+# The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
+# An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
+# DELETE or TRUNCATE a table lock it in EXCLUSIVE mode, and a recording role
+# must be able to append with INSERT alone (see recorder.store.roles). It is
+# held until commit, like a table lock, so commits stay in position order.
+APPEND_LOCK = int.from_bytes(b"codetape", "big")
 # Rows per multi-row INSERT on SQLite: 50 x 16 columns stays under 999, the
 # bound-parameter limit of SQLite builds before 3.32.
 _ROWS_PER_INSERT = 50
@@ -98,32 +130,6 @@ class ExchangeInfo:
     first_position: int
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyProblem:
-    position: int
-    message: str
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """What :meth:`EventStore.verify` found. ``ok`` is False on any integrity problem."""
-
-    checked: int = 0
-    head_position: int = 0
-    head_hash: str = GENESIS
-    problems: list[VerifyProblem] = field(default_factory=list)
-    open_exchanges: list[str] = field(default_factory=list)
-    capture_gaps: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def first_bad_position(self) -> int | None:
-        return self.problems[0].position if self.problems else None
-
-
 def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     return StoredEvent(
         position=row[0],
@@ -152,26 +158,6 @@ def _describe_session(s: SessionInfo) -> str:
     )
 
 
-def _row_hash(prev: str, position: int, seq: int, meta_json: str, ev: Event | StoredEvent) -> str:
-    """The chain hash of ``ev`` stored at ``position`` after a row hashed ``prev``."""
-    return event_hash(
-        prev,
-        position,
-        ev.session_id,
-        ev.exchange_id,
-        seq,
-        ev.kind.value,
-        ev.recorded_at_ns,
-        ev.offset_ns,
-        ev.sse_event,
-        ev.sse_type,
-        ev.sequence_number,
-        ev.response_id,
-        meta_json,
-        ev.payload,
-    )
-
-
 class EventStore:
     """The append-only, hash-chained log of events."""
 
@@ -183,6 +169,8 @@ class EventStore:
         self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
         self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
         self._multi_sql: dict[int, str] = {}
+        self.guard: Prepare | None = None
+        """Run on every non-empty append (see :data:`Prepare`); set by :mod:`recorder.lease`."""
 
     # -- opening -------------------------------------------------------------
 
@@ -252,20 +240,40 @@ class EventStore:
 
     # -- writing -------------------------------------------------------------
 
-    def append(self, batch: Iterable[Event]) -> list[int]:
+    def append(self, batch: Iterable[Event], *, prepare: Prepare | None = None) -> list[int]:
         """Append ``batch`` atomically; return the positions given to its events.
 
         Events with ``seq=None`` get the next sequence number of their stream.
+        The store's :attr:`guard`, then ``prepare``, may check and rewrite the
+        batch under the write lock (see :data:`Prepare`).
         """
         items = list(batch)
-        if not items:
+        if not items and prepare is None:
             return []
+        committed: list[Committed] = []
+        positions = self._append(items, prepare, committed)
+        for on_commit in committed:
+            on_commit(positions)
+        return positions
+
+    def _append(
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
+    ) -> list[int]:
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             if self.backend == "postgresql":
-                conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
             last = conn.exec_driver_sql(
                 "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
             ).first()
+            # The guard checks the batch as the caller gave it; prepare, the
+            # caller's own check, comes last and is appended as it returns.
+            for hook in (self.guard, prepare):
+                if hook is not None and (items or hook is prepare):
+                    items, on_commit = hook(conn, items, 0 if last is None else last[0])
+                    if on_commit is not None:
+                        committed.append(on_commit)
+            if not items:
+                return []  # leaving the block commits what the hooks wrote
             position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
@@ -516,39 +524,32 @@ class EventStore:
 
     # -- verification --------------------------------------------------------
 
-    def verify(self, *, max_problems: int = 20) -> VerifyReport:
-        """Re-derive every hash in position order and check the chain and sequences."""
-        report = VerifyReport()
-        prev = GENESIS
-        expected_seq: dict[str, int] = defaultdict(int)
-        open_exchanges: dict[str, int] = {}
-        for ev in self.iter_events(0):
-            report.checked += 1
-            problem = self._check_row(ev, prev, expected_seq)
-            if problem is not None and len(report.problems) < max_problems:
-                report.problems.append(VerifyProblem(ev.position, problem))
-            stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
-            expected_seq[stream] = ev.seq + 1
-            if ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
-                open_exchanges[ev.exchange_id] = ev.position
-            elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
-                open_exchanges.pop(ev.exchange_id, None)
-            elif ev.kind is EventKind.CAPTURE_GAP:
-                report.capture_gaps += 1
-            prev = ev.hash
-            report.head_position, report.head_hash = ev.position, ev.hash
-        report.open_exchanges = list(open_exchanges)
-        return report
+    def verify(
+        self, *, max_problems: int = 20, marks: Iterable[int] = (), until: int | None = None
+    ) -> VerifyReport:
+        """Re-derive every hash in position order and check the chain, positions and sequences.
 
-    @staticmethod
-    def _check_row(ev: StoredEvent, prev: str, expected_seq: dict[str, int]) -> str | None:
-        if ev.hash_format != HASH_FORMAT:
-            return f"unknown hash format {ev.hash_format!r} (this codetape knows {HASH_FORMAT})"
-        if ev.prev_hash != prev:
-            return "chain broken: the previous row was removed, inserted or reordered"
-        if _row_hash(ev.prev_hash, ev.position, ev.seq, ev.meta_json, ev) != ev.hash:
-            return "hash mismatch: the row was altered"
-        stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
-        if ev.seq != expected_seq[stream]:
-            return f"sequence gap in stream {stream}: seq {ev.seq}, expected {expected_seq[stream]}"
-        return None
+        See :mod:`recorder.store.verify` for what this proves and what it cannot;
+        ``marks`` asks for the chain head and RFC 6962 root at those positions;
+        ``until`` stops after that position.
+        """
+        checker = ChainChecker(max_problems=max_problems, marks=marks)
+        for ev in self.iter_events(0, until=until):
+            checker.feed(ev)
+        return checker.finish()
+
+    def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:
+        """(position, hash) of each row up to ``until``, in order: the Merkle tree's leaves."""
+        query = sa.text(
+            "SELECT position, hash FROM events WHERE position > :after AND position <= :until "
+            "ORDER BY position LIMIT :limit"
+        )
+        after = 0
+        while after < until:
+            with translate_errors(self.url), self.engine.connect() as conn:
+                rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
+            for position, digest in rows:
+                yield int(position), str(digest)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
