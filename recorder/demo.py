@@ -23,6 +23,9 @@ Guarantees:
   run, a newer bundled tape) it records a new one.
 * The tape ships inside the package (``recorder/projections/data``), so the
   demo works from an installed wheel.
+* The session's HTML report (:func:`write_report`) goes beside the database
+  when that is a SQLite file, else into the user data directory, unless a
+  path is given; it is written atomically like every report.
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ if TYPE_CHECKING:
     from openai import OpenAI
 
     from recorder.events import Event, StoredEvent
+    from recorder.report import WrittenReport
     from replay.source import Exchange
 
 __all__ = [
     "DEMO_API_KEY",
     "DEMO_LABELS",
+    "DEMO_REPORT",
     "DEMO_SESSION_NAME",
     "DEMO_TAPE",
     "SDK_BASE_URL",
@@ -55,13 +60,16 @@ __all__ = [
     "demo_tape_path",
     "find_recorded",
     "record",
+    "report_path",
     "sse_bytes",
+    "write_report",
 ]
 
 DEMO_TAPE = "demo_code_interpreter.jsonl"
 DEMO_SESSION_NAME = "demo: code interpreter (replayed pydantic-ai recording)"
 DEMO_LABELS = {"demo": "true", "source": "replay"}
 DEMO_API_KEY = "demo-no-key"
+DEMO_REPORT = "codetape-demo-report.html"
 SDK_BASE_URL = "https://api.openai.com/v1"
 """The ``openai`` SDK's default base URL, which the bundled tape was recorded against."""
 
@@ -207,3 +215,24 @@ def _typed(method: Callable[..., Any], body: dict[str, Any]) -> dict[str, Any]:
     if extra:
         kwargs["extra_body"] = extra
     return kwargs
+
+
+def report_path(store: EventStore) -> Path:
+    """Where the demo's report goes: beside a SQLite file database, else the user data dir."""
+    import sqlalchemy as sa
+
+    from recorder.config import default_sqlite_path
+
+    url = sa.make_url(store.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent / DEMO_REPORT
+    return default_sqlite_path().parent / DEMO_REPORT
+
+
+def write_report(store: EventStore, session_id: str, path: Path | None = None) -> WrittenReport:
+    """Write the demo session's HTML report (to :func:`report_path` unless ``path`` is given)."""
+    from recorder.report import write_report as write
+
+    target = path if path is not None else report_path(store)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write(store, [session_id], target)

@@ -227,6 +227,11 @@ def test_demo_on_the_embedded_database_twice(
     assert "$0.015125" in first.output  # 2772*1.25e-6 + 1166*10e-6
     # The container fee of the original's day (flat $0.03), as the demo explains it.
     assert "$0.045125" in first.output
+    # The advisor's line for the session, then the report, written beside the database.
+    assert "container advice: 1 container(s) created, none while another" in first.output
+    report = default_sqlite_path().parent / "codetape-demo-report.html"
+    assert f"wrote {report} (" in first.output.replace("\n", "")
+    assert report.read_text(encoding="utf-8").startswith("<!doctype html>")
     second = CliRunner().invoke(main, ["demo"], catch_exceptions=False)
     assert second.exit_code == 0, second.output
     assert "already recorded; reusing" in second.output
@@ -240,9 +245,20 @@ def test_demo_on_the_embedded_database_twice(
         assert store.verify().ok
 
 
-def test_demo_with_db(db_url: str, offline: Offline, no_network_env: None) -> None:
-    result = CliRunner().invoke(main, ["demo", "--db", db_url], catch_exceptions=False)
+def test_demo_with_db(
+    db_url: str,
+    offline: Offline,
+    no_network_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    report = tmp_path / "out" / "demo.html"
+    result = CliRunner().invoke(
+        main, ["demo", "--db", db_url, "--report", str(report)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
+    assert report.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert "recorded session" in result.output
     assert "image (89 KB data URL)" in result.output
     assert "active" in result.output

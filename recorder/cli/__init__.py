@@ -12,6 +12,7 @@ from recorder.cli import (  # noqa: F401
     cost_cmd,
     db_cmds,
     demo_cmd,
+    insight_cmds,
     integrity_cmds,
     log_cmds,
     projection_cmds,

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -39,6 +39,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "TIME_HELP",
     "CliError",
+    "console",
     "db_option",
     "emit_json",
     "get_console",
@@ -280,6 +281,17 @@ def open_store(db: str | None) -> EventStore:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+class _CommandConsole:
+    """``console``: stands for the running command's console (see :func:`get_console`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_console(), name)
+
+
+console: Console = cast("Console", _CommandConsole())
+"""For modules that print through one name; every attribute is the current command's."""
 
 
 def get_console() -> Console:

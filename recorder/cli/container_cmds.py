@@ -6,6 +6,7 @@ container when the terminal is too narrow for it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ from recorder.cli.app import (
     main,
     open_store,
 )
-from recorder.cli.render import Column, parse_time, print_records, when
+from recorder.cli.render import BadOption, Column, parse_time, print_records, when
 
 __all__ = ["containers", "print_containers"]
 
@@ -86,16 +87,58 @@ def print_containers(rows: list[dict[str, Any]], at_ns: int) -> None:
     type=click.IntRange(min=1),
     help="Cap a container's life at this many minutes (default: no cap).",
 )
+@click.option(
+    "--advise",
+    is_flag=True,
+    help="Containers created while a reusable one of the same tier existed, and the fees to save.",
+)
+@click.option(
+    "--by",
+    "advise_by",
+    default="session",
+    show_default=True,
+    metavar="session|label=KEY",
+    help="With --advise: who may share a container (a session, or sessions with one label value).",
+)
+@click.option(
+    "--fees",
+    type=click.Path(path_type=Path),
+    help="With --advise: your own container fee table (JSON).",
+)
+@click.option("--csv", "as_csv", is_flag=True, help="With --advise: print the findings as CSV.")
 @db_option
 @json_option
 def containers(
     at: str | None,
     idle_minutes: int | None,
     max_age_minutes: int | None,
+    advise: bool,
+    advise_by: str,
+    fees: Path | None,
+    as_csv: bool,
     db: str | None,
     as_json: bool,
 ) -> None:
-    """Every container seen: tier, creator, activity, files, and whether it is still reusable."""
+    """Every container seen: tier, creator, activity, files, and whether it is still reusable.
+
+    --advise: which containers could have been avoided by reusing a live one, and what that saves.
+    """
+    if advise:
+        from recorder.cli.insight_cmds import advise_containers
+
+        conflicting = [o for o, v in (("--at", at), ("--max-age-minutes", max_age_minutes)) if v]
+        advise_containers(
+            db,
+            by=advise_by,
+            idle_minutes=idle_minutes,
+            fees=fees,
+            as_json=as_json,
+            as_csv=as_csv,
+            conflicting=conflicting,
+        )
+        return
+    if as_csv or fees or advise_by != "session":
+        raise BadOption("--by, --fees and --csv go with --advise")
     from recorder import projections as P
 
     at_ns = parse_time(at or "now", "--at")

@@ -7,7 +7,10 @@ the recorder wrapped around a replay of it.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import click
 
 from recorder.cli.app import db_option, get_console, main
 from recorder.cli.audit_cmd import print_audit
@@ -106,8 +109,14 @@ def _original_date_fees(report: dict[str, Any], session_id: str, stages: list[St
 
 
 @main.command()
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the session's HTML report (default: beside the database).",
+)
 @db_option
-def demo(db: str | None) -> None:
+def demo(report_file: Path | None, db: str | None) -> None:
     """Record a bundled real code-interpreter session (no API key, no network) and show
     its chunks, stage timeline, audit trail, cost and container state.
 
@@ -187,3 +196,6 @@ def demo(db: str | None) -> None:
             "`codetape containers` judges it now. The times are the log's: for this demo, "
             "when it was replayed, not when OpenAI ran it.[/dim]"
         )
+        from recorder.cli.insight_cmds import demo_insight
+
+        demo_insight(store, session_id, report_file)
