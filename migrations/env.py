@@ -31,7 +31,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", create_dir=True)
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", create=True)
     try:
         with engine.begin() as conn:
             _run(conn)

@@ -2,7 +2,9 @@
 
 Guarantees: :func:`resolve_url` always returns a SQLAlchemy URL string;
 ``postgresql://`` and ``postgres://`` URLs are routed to psycopg 3, and a bare
-file path is taken as a SQLite file.
+file path is taken as a SQLite file. An empty URL is a mistake, never a
+silent fall back to the default. Messages about a database name it as the
+user spelled it (:func:`as_typed`), not in its normalised form.
 """
 
 from __future__ import annotations
@@ -12,9 +14,22 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["ENV_VAR", "default_sqlite_path", "is_default", "normalize_url", "resolve_url"]
+from recorder.errors import CodetapeError
+
+__all__ = [
+    "ENV_VAR",
+    "as_typed",
+    "default_sqlite_path",
+    "is_default",
+    "normalize_url",
+    "resolve_url",
+]
 
 ENV_VAR = "CODETAPE_DB"
+
+# Normalised URL -> the spelling it was given in. Filled by normalize_url, so
+# that a message about "postgresql+psycopg://..." can say what the user typed.
+_TYPED: dict[str, str] = {}
 
 
 def default_sqlite_path() -> Path:
@@ -24,17 +39,35 @@ def default_sqlite_path() -> Path:
 
 def normalize_url(url: str) -> str:
     """Accept the usual spellings and return a SQLAlchemy URL."""
+    if not url.strip():
+        raise CodetapeError(
+            "the database URL is empty: give sqlite:///PATH or postgresql://user@host:port/db"
+        )
+    normalized = url
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    if "://" not in url:
-        return "sqlite:///" + str(Path(url).expanduser().resolve())
-    return url
+            normalized = "postgresql+psycopg://" + url[len(prefix) :]
+            break
+    else:
+        if "://" not in url:
+            normalized = "sqlite:///" + str(Path(url).expanduser().resolve())
+    if normalized != url:
+        _TYPED[normalized] = url
+    return normalized
+
+
+def as_typed(url: str) -> str:
+    """The spelling ``url`` was given in to :func:`normalize_url` (``url`` itself if none)."""
+    return _TYPED.get(url, url)
 
 
 def resolve_url(explicit: str | None = None) -> str:
-    """``explicit`` (from ``--db``), else ``$CODETAPE_DB``, else the embedded default."""
-    if explicit:
+    """``explicit`` (from ``--db``), else ``$CODETAPE_DB``, else the embedded default.
+
+    An empty ``explicit`` is refused (``--db ""`` is a mistake); an empty
+    ``$CODETAPE_DB`` counts as unset, as shells make unsetting awkward.
+    """
+    if explicit is not None:
         return normalize_url(explicit)
     env = os.environ.get(ENV_VAR)
     if env:

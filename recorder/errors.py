@@ -10,9 +10,12 @@ these in one place, :mod:`recorder.store.engine`.
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousSession",
     "CodetapeError",
     "DatabaseUnavailable",
     "ImmutableLogError",
+    "NewerSchema",
+    "NoSuchDatabase",
     "NotUpgraded",
     "SessionExists",
     "StoreBusy",
@@ -38,8 +41,16 @@ class StoreBusy(StoreError):
     """The database is locked by another writer: a delay, not a refusal (retry later)."""
 
 
+class NoSuchDatabase(DatabaseUnavailable):
+    """The database named does not exist (a SQLite file, a PostgreSQL database)."""
+
+
 class NotUpgraded(StoreError):
     """The database schema is missing or older than this codetape."""
+
+
+class NewerSchema(StoreError):
+    """The database was written by a newer codetape (a schema revision this one does not know)."""
 
 
 class ImmutableLogError(StoreError):
@@ -48,6 +59,18 @@ class ImmutableLogError(StoreError):
 
 class UnknownSession(CodetapeError):
     """No session matches the given name or id."""
+
+
+class AmbiguousSession(UnknownSession):
+    """Several sessions share the name given.
+
+    ``candidates`` holds ``(id, description)`` for each, oldest first, so that
+    the user can pick one by id.
+    """
+
+    def __init__(self, message: str, candidates: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
 
 
 class SessionExists(StoreError):

@@ -3,18 +3,27 @@
 Guarantees:
 
 * A file is checked whole before anything is written: a bad line, an unknown
-  format or a session already in the log writes nothing.
-* Bounded transactions: events are appended in batches of at most
+  format or a duplicate session writes nothing. :func:`import_files` imports
+  several, each on its own, going on past a bad one and reporting every
+  file's outcome.
+* Bounded transactions: a file's events are appended in batches of at most
   :data:`BATCH_EVENTS` events (or :data:`BATCH_BYTES` of payload), one
   transaction each, so a long import never holds the log's write lock for
   more than a fraction of a second: a live recorder waiting for it gets it
   between two batches (the importer pauses briefly after each one).
 * Complete or re-runnable: an import that returns has stored the whole file.
   One that is interrupted (killed, the database gone) leaves each of the
-  file's sessions complete, absent, or stopped at a batch boundary (listed as
+  file's sessions whole, absent, or stopped at a batch boundary (listed as
   open by ``codetape sessions``); importing the same file again stores exactly
-  what is missing, so nothing is stored twice. A session the log holds with
-  other content than the file's is refused as a duplicate.
+  what is missing, and nothing twice.
+* Nothing is silently partial: a file cut short (a tape whose session is never
+  closed or whose exchange never ends, a vercel chunks file whose stream stops
+  before its final event) is refused unless ``partial`` says to keep it, marked in the
+  session's ``metadata.partial`` and with its open parts ended as
+  ``interrupted``. A file holding no session is refused.
+* No recording is imported twice: the same session already in the log is a
+  duplicate, and a longer or shorter version of one (recognised by content,
+  see :mod:`recorder.copies`) is refused rather than counted twice.
 * Recordings, tapes included, are redacted (:mod:`recorder.redact`) before
   anything is stored; SSE bodies are cut into one event per frame by the shared
   splitter, so the frames concatenate back to the source body exactly.
@@ -30,10 +39,10 @@ import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -46,7 +55,7 @@ from recorder.capture.build import (
     response_head_event,
     sse_event,
 )
-from recorder.errors import CodetapeError, SessionExists, TapeError
+from recorder.errors import CodetapeError, DatabaseUnavailable, SessionExists, TapeError
 from recorder.events import Event, EventKind, Outcome
 from recorder.importers.model import RecordedExchange, RecordedSession
 from recorder.outcome import StreamOutcome, outcome_for_body
@@ -54,15 +63,21 @@ from recorder.redact import Redactor
 from recorder.sse import split_sse
 from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
-from recorder.tape import read_tape
+from recorder.tape import incomplete_parts, read_tape
 
 __all__ = [
     "BATCH_BYTES",
     "BATCH_EVENTS",
     "FORMATS",
+    "AlreadyImported",
+    "FileOutcome",
     "ImportResult",
+    "IncompleteSource",
+    "NothingToImport",
     "append_in_batches",
+    "file_events",
     "import_file",
+    "import_files",
     "recorded_session_events",
 ]
 
@@ -82,6 +97,8 @@ class ImportResult:
     sessions: list[tuple[str, str]]
     """(id, name) of each imported session."""
     events: int
+    partial: bool = False
+    """True when the file was cut short and kept with ``--partial``."""
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -284,55 +301,250 @@ def file_events(
 
     if fmt not in FORMATS:
         raise CodetapeError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if not path.is_file():
+    if path.is_dir():
+        raise CodetapeError(f"{path} is a directory: name the files in it to import")
+    if not path.exists():
         raise CodetapeError(f"no such file: {path}")
-    if fmt == "auto":
-        fmt = detect_format(path)
-    if fmt == "tape":
-        # A tape may come from anywhere (an older codetape, a hand edit): it is
-        # redacted like any other recording; an already redacted one is unchanged.
-        scrub = redactor or Redactor()
-        tape_events = [redact_event(ev, scrub) for ev in read_tape(path)]
-        _check_streams(tape_events, path)
-        return fmt, tape_events
-    content_key = hashlib.sha256(path.read_bytes()).hexdigest()
-    events: list[Event] = []
-    for index, rec in enumerate(load_any(path, fmt)):
-        events.extend(recorded_session_events(rec, key=f"{content_key}:{index}", redactor=redactor))
+    if not path.is_file():
+        raise CodetapeError(f"{path} is not a regular file")
+    try:
+        if fmt == "auto":
+            fmt = detect_format(path)
+        if fmt == "tape":
+            # A tape may come from anywhere (an older codetape, a hand edit): it is
+            # redacted like any other recording; an already redacted one is unchanged.
+            scrub = redactor or Redactor()
+            tape_events = [redact_event(ev, scrub) for ev in read_tape(path)]
+            _check_streams(tape_events, path)
+            return fmt, tape_events
+        content_key = hashlib.sha256(path.read_bytes()).hexdigest()
+        events: list[Event] = []
+        for index, rec in enumerate(load_any(path, fmt)):
+            events.extend(
+                recorded_session_events(rec, key=f"{content_key}:{index}", redactor=redactor)
+            )
+    except OSError as exc:
+        raise CodetapeError(f"cannot read {path}: {exc.strerror or exc}") from None
     return fmt, events
 
 
+def _incomplete(fmt: str, events: Sequence[Event]) -> dict[str, list[str]]:
+    """Session id -> what is missing from it, for a source cut short."""
+    names = _session_ids(events)
+    found: dict[str, list[str]] = {}
+    if fmt == "tape":
+        # A tape's endings are recorded ones: missing ones mean the file stops early.
+        per_session: dict[str, list[Event]] = {}
+        for ev in events:
+            per_session.setdefault(ev.session_id, []).append(ev)
+        for session_id, evs in per_session.items():
+            parts = incomplete_parts(evs)
+            if parts:
+                found[session_id] = parts
+        return found
+    if fmt != "chunks":
+        # A test-proxy or VCR file cut short does not parse; one that parses
+        # holds what its tool recorded, a stream the client broke off included.
+        return found
+    # vercel writes one line per event and nothing after the last: a file
+    # cut at a line boundary looks like a stream that stops before its final
+    # event, which the importer ends as interrupted.
+    numbers: dict[str, int] = {}
+    requests: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        if ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
+            numbers[ev.session_id] = numbers.get(ev.session_id, 0) + 1
+            requests[ev.exchange_id] = (
+                f"exchange #{numbers[ev.session_id]}",
+                f"{ev.meta.get('method')} {ev.meta.get('url')}",
+            )
+        elif (
+            ev.kind is EventKind.EXCHANGE_END
+            and ev.exchange_id is not None
+            and ev.meta.get("outcome") == Outcome.INTERRUPTED.value
+        ):
+            label, line = requests.get(ev.exchange_id, ("an exchange", "?"))
+            found.setdefault(ev.session_id, []).append(
+                f"{label} ({line}) stops before its final event"
+            )
+    return {sid: parts for sid, parts in found.items() if sid in names}
+
+
+def _keep_partial(events: list[Event], parts: dict[str, list[str]]) -> list[Event]:
+    """Mark each partial session in its metadata, and end what the source left open.
+
+    The endings appended (``interrupted`` exchanges, a session close) say so in
+    their reason, so the log never holds an exchange that stays open forever.
+    """
+    result: list[Event] = []
+    next_seq: dict[str, int] = {}
+    last_ns: dict[str, int] = {}
+    for ev in events:
+        if ev.kind is EventKind.SESSION_OPEN and ev.session_id in parts:
+            meta = dict(ev.meta)
+            metadata = dict(meta.get("metadata") or {})
+            metadata["partial"] = "; ".join(parts[ev.session_id])
+            meta["metadata"] = metadata
+            ev = replace(ev, meta=meta)
+        result.append(ev)
+        next_seq[ev.stream_id] = (ev.seq or 0) + 1
+        last_ns[ev.stream_id] = ev.recorded_at_ns
+    ended = {ev.exchange_id for ev in events if ev.kind is EventKind.EXCHANGE_END}
+    closed = {ev.session_id for ev in events if ev.kind is EventKind.SESSION_CLOSE}
+    opened_in = {
+        ev.exchange_id: ev.session_id
+        for ev in events
+        if ev.kind is EventKind.REQUEST and ev.exchange_id is not None
+    }
+    for exchange_id, session_id in opened_in.items():
+        if exchange_id in ended or session_id not in parts:
+            continue
+        result.append(
+            end_event(
+                session_id,
+                exchange_id,
+                next_seq[exchange_id],
+                Outcome.INTERRUPTED,
+                "the imported file ends before this exchange did",
+                at_ns=last_ns[exchange_id],
+            )
+        )
+    for session_id in parts:
+        if session_id in closed:
+            continue
+        at = max(ev.recorded_at_ns for ev in events if ev.session_id == session_id)
+        result.append(
+            Event(
+                session_id,
+                EventKind.SESSION_CLOSE,
+                next_seq[session_id],
+                recorded_at_ns=at,
+                meta={"reason": "the imported file ends here (imported with --partial)"},
+            )
+        )
+    return result
+
+
+class IncompleteSource(CodetapeError):
+    """A file cut short: a session never closed, an exchange never ended."""
+
+
+class NothingToImport(CodetapeError):
+    """A file that holds no session."""
+
+
+class AlreadyImported(SessionExists):
+    """Every session of the file is already in the log (the same, or a longer version)."""
+
+
+def _check_copies(store: EventStore, path: Path, events: list[Event]) -> None:
+    """Refuse a file whose sessions, or versions of them, are already in the log."""
+    from recorder.copies import find_copies
+
+    sessions = _session_ids(events)
+    present: dict[str, str] = {}
+    for copy in find_copies(store, events):
+        stored = copy.stored
+        if copy.relation == "same":
+            present[copy.new_id] = (
+                f"session {copy.new_name!r} ({stored.id}) is already in the database"
+            )
+        elif copy.relation == "longer":
+            present[copy.new_id] = (
+                f"a longer version of session {copy.new_name!r} is already in the database "
+                f"({stored.id}): this file is a cut copy of it"
+            )
+        elif copy.relation == "shorter":
+            raise SessionExists(
+                f"{path}: session {copy.new_name!r} is a longer version of {stored.id}, "
+                f"which was imported from a partial copy ({copy.stored_items} of its "
+                f"{copy.new_items} events): not imported, so that nothing is counted twice"
+            )
+        else:
+            raise SessionExists(
+                f"{path}: session id {copy.new_id} is already in the database with other "
+                f"content (session {stored.name!r})"
+            )
+    if not present:
+        return
+    first = next(iter(present.values()))
+    if len(present) == len(sessions):
+        more = f" (and {len(present) - 1} more of its sessions)" if len(present) > 1 else ""
+        raise AlreadyImported(f"{path}: {first}{more}")
+    raise SessionExists(
+        f"{path}: {first}; {len(present)} of its {len(sessions)} sessions are in the "
+        "database already, and a file is imported whole or not at all"
+    )
+
+
 def import_file(
-    store: EventStore, path: Path, fmt: str = "auto", redactor: Redactor | None = None
+    store: EventStore,
+    path: Path,
+    fmt: str = "auto",
+    redactor: Redactor | None = None,
+    *,
+    partial: bool = False,
 ) -> ImportResult:
-    """Import one file into ``store`` (see the module docstring for what is guaranteed)."""
+    """Import one file into ``store`` (see the module docstring for how it is stored).
+
+    Refused, with nothing written: a file holding no session
+    (:class:`NothingToImport`); one whose sessions are already in the log
+    (:class:`AlreadyImported`), or a longer version of a partial import
+    (:class:`~recorder.errors.SessionExists`); one cut short
+    (:class:`IncompleteSource`) unless ``partial``, which keeps it with each
+    such session's ``metadata.partial`` saying what is missing.
+    """
     path = Path(path)
     fmt, events = file_events(path, fmt, redactor)
     sessions = _session_ids(events)
     if not sessions:
-        raise TapeError(f"{path}: holds no session")
-    missing = _missing(store, events)
-    for session_id, name in sessions.items():
-        if store.has_session(session_id) and (
-            not missing or not _resumable(store, session_id, events)
-        ):
-            raise SessionExists(
-                f"{path}: session {name!r} ({session_id}) is already in the database"
-            )
-    append_in_batches(store, missing)
-    return ImportResult(path, fmt, list(sessions.items()), len(events))
+        raise NothingToImport(f"{path}: holds no session: nothing to import")
+    resumed = _interrupted_import(store, events)
+    if resumed is not None:
+        # This very file's import was cut off between two batches: finish it.
+        append_in_batches(store, resumed)
+        return ImportResult(path, fmt, list(sessions.items()), len(events))
+    _check_copies(store, path, events)
+    parts = _incomplete(fmt, events)
+    if parts and not partial:
+        listed = [part for session_parts in parts.values() for part in session_parts]
+        more = f" (and {len(listed) - 2} more)" if len(listed) > 2 else ""
+        raise IncompleteSource(
+            f"{path} is cut short: {'; '.join(listed[:2])}{more}. Import it anyway with "
+            "--partial (the session is then marked partial)"
+        )
+    if parts:
+        events = _keep_partial(events, parts)
+    append_in_batches(store, events)
+    return ImportResult(path, fmt, list(sessions.items()), len(events), partial=bool(parts))
 
 
-def _missing(store: EventStore, events: Sequence[Event]) -> list[Event]:
-    """The events of ``events`` not in the log yet: all of them, unless an import of
-    the same file was interrupted (its events are in the log in file order)."""
+def _interrupted_import(store: EventStore, events: Sequence[Event]) -> list[Event] | None:
+    """The events still missing when the log holds exactly a prefix of ``events``, stored in
+    order by an import of this same file that stopped between two batches; else None.
+
+    A prefix means the same sessions, ids, kinds, seqs, payloads and meta, in
+    file order: a copy imported with ``--partial`` differs where it was cut,
+    and is left to the duplicate checks.
+    """
     stored: dict[str, int] = {}
     for session_id in {ev.session_id for ev in events}:
-        for stream_id, seq in _stored_seqs(store, session_id).items():
-            stored[stream_id] = seq
+        stored.update(_stored_seqs(store, session_id))
     if not stored:
-        return list(events)
-    return [ev for ev in events if ev.seq is None or ev.seq > stored.get(ev.stream_id, -1)]
+        return None
+    missing = [ev for ev in events if ev.seq is None or ev.seq > stored.get(ev.stream_id, -1)]
+    if not missing:
+        return None  # all of it is there: a duplicate
+    for session_id in {ev.session_id for ev in events}:
+        mine = [ev for ev in events if ev.session_id == session_id]
+        held = list(store.session_events(session_id))
+        if len(held) > len(mine) or any(
+            (h.kind, h.exchange_id, h.seq, h.payload, h.meta)
+            != (m.kind, m.exchange_id, m.seq, m.payload, dict(m.meta))
+            for h, m in zip(held, mine, strict=False)
+        ):
+            return None
+    return missing
 
 
 def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
@@ -343,18 +555,6 @@ def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
     )
     with translate_errors(store.url), store.engine.connect() as conn:
         return {str(stream): int(seq) for stream, seq in conn.execute(query, {"s": session_id})}
-
-
-def _resumable(store: EventStore, session_id: str, events: Sequence[Event]) -> bool:
-    """Whether what the log holds of the session is exactly a prefix of the file's events."""
-    mine = [ev for ev in events if ev.session_id == session_id]
-    held = list(store.session_events(session_id))
-    if len(held) > len(mine):
-        return False
-    return all(
-        (h.kind, h.exchange_id, h.seq, h.payload) == (m.kind, m.exchange_id, m.seq, m.payload)
-        for h, m in zip(held, mine, strict=False)
-    )
 
 
 def append_in_batches(store: EventStore, events: Sequence[Event]) -> int:
@@ -371,3 +571,49 @@ def append_in_batches(store: EventStore, events: Sequence[Event]) -> int:
         if start < len(events):
             time.sleep(_BATCH_PAUSE)
     return len(events)
+
+
+FileStatus = Literal["imported", "duplicate", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    """What became of one file of a multi-file import."""
+
+    path: Path
+    status: FileStatus
+    result: ImportResult | None = None
+    error: str | None = None
+
+
+def import_files(
+    store: EventStore,
+    paths: Iterable[Path],
+    fmt: str = "auto",
+    redactor: Redactor | None = None,
+    *,
+    partial: bool = False,
+) -> Iterator[FileOutcome]:
+    """Import each file atomically, going on after one fails; yield each file's outcome.
+
+    A file already imported is ``duplicate`` (skipped, not a failure). Once
+    the database itself is unavailable, the files left are reported failed
+    without being tried.
+    """
+    unavailable: str | None = None
+    for raw in paths:
+        path = Path(raw)
+        if unavailable is not None:
+            yield FileOutcome(path, "failed", error=f"not tried: {unavailable}")
+            continue
+        try:
+            result = import_file(store, path, fmt, redactor, partial=partial)
+        except AlreadyImported as exc:
+            yield FileOutcome(path, "duplicate", error=str(exc))
+        except DatabaseUnavailable as exc:
+            unavailable = str(exc)
+            yield FileOutcome(path, "failed", error=str(exc))
+        except CodetapeError as exc:
+            yield FileOutcome(path, "failed", error=str(exc))
+        else:
+            yield FileOutcome(path, "imported", result=result)

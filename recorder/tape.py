@@ -16,7 +16,10 @@ read such a tape as before. Without them (``hashes=False``), export → import
 into a fresh database → export gives a byte-identical file.
 
 Writing is atomic: a tape is written to a temporary file beside the target
-and renamed over it, so a failed export never leaves a half-written tape.
+and renamed over it, so a failed export never leaves a half-written tape. Only
+a new path or a regular file is ever replaced (never a directory, a device or
+a pipe), and the permissions are those a new file or the replaced one would
+have. :func:`incomplete_parts` names what a tape cut short leaves open.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +43,12 @@ __all__ = [
     "TapeProof",
     "TapeRow",
     "event_to_line",
+    "incomplete_parts",
     "iter_tape_rows",
     "line_to_event",
     "read_tape",
     "write_tape",
+    "write_tape_to",
 ]
 
 TAPE_VERSION = 1
@@ -100,7 +106,8 @@ def _record(line: str, where: str) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise TapeError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        problem = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        raise TapeError(f"{where}: not valid JSON ({problem} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise TapeError(f"{where}: a tape line must be a JSON object")
     return record
@@ -254,49 +261,188 @@ def read_tape(path: Path) -> list[Event]:
     return list(iter_tape(path))
 
 
+def incomplete_parts(events: Iterable[Event | StoredEvent]) -> list[str]:
+    """What a tape's events leave unfinished: sessions never closed, exchanges never ended.
+
+    Empty for a complete tape. A tape cut short (at a line boundary, so every
+    line still parses) or exported while its session was being recorded has
+    parts here; importing it as if complete would leave them open forever.
+    """
+    open_sessions: dict[str, str] = {}
+    open_exchanges: dict[str, str] = {}
+    numbers: dict[str, int] = {}
+    for ev in events:
+        if ev.kind is EventKind.SESSION_OPEN:
+            open_sessions[ev.session_id] = str(ev.meta.get("name") or ev.session_id)
+        elif ev.kind is EventKind.SESSION_CLOSE:
+            open_sessions.pop(ev.session_id, None)
+        elif ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
+            numbers[ev.session_id] = numbers.get(ev.session_id, 0) + 1
+            meta = ev.meta
+            open_exchanges[ev.exchange_id] = (
+                f"exchange #{numbers[ev.session_id]} ({meta.get('method', '?')} "
+                f"{meta.get('url', '?')}) never ended"
+            )
+        elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
+            open_exchanges.pop(ev.exchange_id, None)
+    return [f"session {name!r} is never closed" for name in open_sessions.values()] + list(
+        open_exchanges.values()
+    )
+
+
+_KIND_NAMES = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _writable_target(path: Path) -> tuple[Path, os.stat_result | None]:
+    """The file to replace (a symlink followed) and its status; refuse what is not a file.
+
+    Renaming over a device, a pipe or a directory would replace it with a
+    regular file (or fail half-way), so only a new path or a regular file is
+    accepted.
+    """
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        status = target.stat()
+    except FileNotFoundError:
+        status = None
+    except OSError as exc:
+        raise TapeError(f"cannot write {path}: {exc.strerror}") from None
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        kind = _KIND_NAMES.get(stat.S_IFMT(status.st_mode), "not a regular file")
+        raise TapeError(
+            f"cannot write a tape to {path}: it is {kind}; give a new file name "
+            "or an existing regular file"
+        )
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise TapeError(f"cannot write {path}: directory {directory} does not exist")
+    return target, status
+
+
+def _temp_beside(target: Path, status: os.stat_result | None) -> tuple[int, Path]:
+    """A new temporary file beside ``target``: the target's mode if it exists, else umask's.
+
+    ``tempfile.mkstemp`` would make it 0600 whatever the umask, and the rename
+    would then narrow a shared file's permissions.
+    """
+    for _ in range(100):
+        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise TapeError(f"cannot write {target}: {exc.strerror}") from None
+        if status is not None:
+            try:
+                os.fchmod(fd, stat.S_IMODE(status.st_mode))
+                if (status.st_uid, status.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(fd, status.st_uid, status.st_gid)
+            except OSError:
+                pass  # keeping the owner is a courtesy only root can always pay
+        return fd, candidate
+    raise TapeError(f"cannot write {target}: no free temporary name beside it")
+
+
+LastLine = Callable[[], str | None]
+
+
+def _tape_lines(
+    events: Iterable[Event | StoredEvent], hashes: bool, last_line: LastLine | None
+) -> Iterator[tuple[str, bool]]:
+    """Each tape line with its newline, and whether it is an event (not the proof)."""
+    last_position: int | None = None
+    last_format: str | None = None
+    for ev in events:
+        chain: dict[str, Any] | None = None
+        if hashes and isinstance(ev, StoredEvent):
+            chain = {"position": ev.position}
+            if last_position != ev.position - 1:
+                chain["prev_hash"] = ev.prev_hash
+            chain["hash"] = ev.hash
+            if ev.hash_format != last_format:
+                chain["hash_format"] = ev.hash_format
+            last_position, last_format = ev.position, ev.hash_format
+        yield event_to_line(ev, chain) + "\n", True
+    extra = last_line() if last_line is not None else None
+    if extra is not None:
+        yield extra + "\n", False
+
+
+def write_tape_to(
+    events: Iterable[Event | StoredEvent],
+    out: IO[str],
+    *,
+    hashes: bool = False,
+    last_line: LastLine | None = None,
+) -> int:
+    """Write ``events`` as tape lines to an open text stream; return the number of event lines."""
+    count = 0
+    for line, is_event in _tape_lines(events, hashes, last_line):
+        out.write(line)
+        count += is_event
+    return count
+
+
 def write_tape(
     events: Iterable[Event | StoredEvent],
     path: Path,
     *,
     hashes: bool = False,
-    last_line: Callable[[], str | None] | None = None,
+    last_line: LastLine | None = None,
 ) -> int:
     """Write ``events`` as a tape at ``path`` atomically; return the number of event lines.
 
     ``hashes`` adds each stored event's chain fields; ``last_line``, called
     after the events are written, may give one more line (a proof) to end with.
+    Only onto a new path or over a regular file (through a symlink, the file
+    it points to); a directory, device, pipe or socket is refused with a
+    :class:`TapeError` before anything is written. A new file gets the
+    permissions the umask gives; a replaced file keeps its own.
     """
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise TapeError(f"cannot write {path}: directory {directory} does not exist")
+    target, status = _writable_target(path)
+    fd, tmp = _temp_beside(target, status)
     count = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            last_position: int | None = None
-            last_format: str | None = None
-            for ev in events:
-                chain: dict[str, Any] | None = None
-                if hashes and isinstance(ev, StoredEvent):
-                    chain = {"position": ev.position}
-                    if last_position != ev.position - 1:
-                        chain["prev_hash"] = ev.prev_hash
-                    chain["hash"] = ev.hash
-                    if ev.hash_format != last_format:
-                        chain["hash_format"] = ev.hash_format
-                    last_position, last_format = ev.position, ev.hash_format
-                out.write(event_to_line(ev, chain))
-                out.write("\n")
-                count += 1
-            extra = last_line() if last_line is not None else None
-            if extra is not None:
-                out.write(extra)
-                out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
+            for line, is_event in _tape_lines(events, hashes, last_line):
+                try:
+                    out.write(line)
+                except OSError as exc:
+                    raise TapeError(f"cannot write {path}: {exc.strerror}") from None
+                count += is_event
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise TapeError(f"cannot write {path}: {exc.strerror}") from None
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise TapeError(f"cannot write {path}: {exc.strerror}") from None
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _sync_directory(target.parent)
     return count
+
+
+def _sync_directory(directory: Path) -> None:
+    # The rename is durable once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -225,6 +225,9 @@ def _bind(host: str, port: int) -> socket.socket:
         from recorder.errors import CodetapeError
 
         raise CodetapeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    # Listen now: the banner giving the address is printed before uvicorn
+    # starts, and a client that connects in between must queue, not be refused.
+    sock.listen(socket.SOMAXCONN)
     sock.set_inheritable(True)
     return sock
 

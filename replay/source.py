@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from recorder.errors import CodetapeError, TapeError
+from recorder.errors import AmbiguousSession, CodetapeError, TapeError
 from recorder.events import Event, EventKind, StoredEvent
 from recorder.tape import read_tape
 
@@ -223,10 +223,40 @@ def _build(
     )
 
 
+_FORMAT_NAMES = {
+    "vcr": "a VCR cassette",
+    "chunks": "a vercel chunks file",
+    "testproxy": "a test-proxy recording",
+}
+
+
 def load_tape(path: Path | str) -> Recording:
-    """The exchanges of a tape file."""
+    """The exchanges of a tape file.
+
+    A recording in another tool's format is named as such, with the command
+    that imports it, rather than reported as a malformed tape.
+    """
     path = Path(path)
-    return Recording(str(path), tuple(exchanges_from_events(read_tape(path))))
+    try:
+        events = read_tape(path)
+    except TapeError as exc:
+        raise _not_a_tape(path, exc) from None
+    return Recording(str(path), tuple(exchanges_from_events(events)))
+
+
+def _not_a_tape(path: Path, error: TapeError) -> CodetapeError:
+    from recorder.importers.detect import detect_format
+
+    try:
+        fmt = detect_format(path)
+    except CodetapeError:
+        fmt = "tape"
+    if fmt in _FORMAT_NAMES:
+        return CodetapeError(
+            f"{path} is {_FORMAT_NAMES[fmt]}, not a tape: import it first with "
+            f"`codetape import {path}`, then give the session's name"
+        )
+    return error
 
 
 def load_session(ref: str, db: str | None = None) -> Recording:
@@ -248,6 +278,8 @@ def load(ref: str | Path, db: str | None = None) -> Recording:
         raise TapeError(f"no such tape: {path}")
     try:
         return load_session(str(ref), db)
+    except AmbiguousSession:
+        raise  # its candidates are the answer
     except CodetapeError as exc:
         raise CodetapeError(f"{ref!r} is neither a tape file nor a known session: {exc}") from None
 

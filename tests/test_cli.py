@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,7 @@ def test_import_detects_realdata_formats_by_content(
 
 
 def test_db_current_reports_state(sqlite_url: str) -> None:
+    sqlite3.connect(sqlite_url.removeprefix("sqlite:///")).close()  # an empty database file
     assert "blank" in run("db", "current", "--db", sqlite_url).output
     assert run("db", "upgrade", "--db", sqlite_url).exit_code == 0
     assert "up to date" in run("db", "current", "--db", sqlite_url).output
@@ -133,7 +135,7 @@ def test_corrupt_tape_line_and_nothing_written(db: str, tmp_path: Path) -> None:
 
 def test_unreachable_database() -> None:
     result = run("sessions", "--db", "postgresql://nobody@127.0.0.1:1/none")
-    assert_one_line_error(result, "cannot reach the database")
+    assert_one_line_error(result, "cannot reach the PostgreSQL server at 127.0.0.1:1")
 
 
 def test_database_not_upgraded(sqlite_url: str) -> None:
@@ -150,9 +152,13 @@ def test_unknown_session(db: str) -> None:
     assert not Path("/tmp/never.jsonl").exists()
 
 
-def test_duplicate_import(db: str) -> None:
+def test_duplicate_import_is_skipped(db: str) -> None:
     assert run("import", str(STREAM_TAPE), "--db", db).exit_code == 0
-    assert_one_line_error(run("import", str(STREAM_TAPE), "--db", db), "already in the database")
+    again = run("import", str(STREAM_TAPE), "--db", db)
+    assert again.exit_code == 0
+    assert "skipped, already imported" in again.output
+    assert "already in the database" in again.output
+    assert len(json.loads(run("sessions", "--db", db, "--json").output)) == 1
 
 
 def test_embedded_default_database_is_created_on_first_use(

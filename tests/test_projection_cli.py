@@ -112,7 +112,6 @@ def test_projections_rebuild_and_status(db: str) -> None:
     ("args", "fragment"),
     [
         (("containers", "--at", "yesterday-ish"), "is not a time"),
-        (("cost", "--json", "--csv"), "choose one of --json and --csv"),
         (("cost", "--fees", "/nonexistent/fees.json"), "cannot read fee table"),
         (("chunks", "no-such-session"), "no session named"),
     ],

@@ -207,7 +207,7 @@ def test_a_recorder_in_another_pid_namespace_is_never_closed_by_its_neighbours(
         result = CliRunner().invoke(main, ["repair", "--db", store.url])
         assert result.exit_code == 0, result.output
         assert not store.find_session(session_id).closed
-        assert f"left {session_id[:12]} open: its recorder holds a live lease" in result.output
+        assert f"left {session_id} open: its recorder holds a live lease" in result.output
         with contextlib.suppress(queue.Empty):
             live.seen.append(live.lines.get(timeout=0.5))
     stats = live.finish()

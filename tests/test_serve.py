@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -179,9 +180,10 @@ def test_cli_serve_errors_are_one_line() -> None:
         text=True,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == (
-        "Error: --listen wants HOST:PORT (e.g. 127.0.0.1:8080), got 'nonsense'"
+        "Error: Invalid value for '--listen': wants HOST:PORT (e.g. 127.0.0.1:8080; "
+        "port 0 picks a free one), got 'nonsense' (see `codetape serve --help`)"
     )
 
 
@@ -204,3 +206,16 @@ def test_broken_off_and_unanswered_exchanges_fail_as_they_did() -> None:
         response = http.post(f"{server.url}/v1/responses", content=x.request_body)
         assert response.status_code == 502
         assert response.json()["error"]["message"] == "replayed: no response was recorded"
+
+
+def test_the_announced_address_accepts_connections_before_the_server_runs() -> None:
+    # serve() prints the address once bound, before uvicorn starts: a client
+    # connecting in between (a loaded CI machine) must queue, not be refused.
+    from replay.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass
+    finally:
+        sock.close()

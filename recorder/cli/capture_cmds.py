@@ -6,10 +6,8 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from recorder.cli.app import db_option, emit_json, json_option, main, open_store
+from recorder.cli.app import db_option, emit_json, json_option, listen_option, main, open_store
 from recorder.cli.redaction import redaction_options, redactor_from
-from recorder.errors import CodetapeError
-from recorder.repair import repair
 
 if TYPE_CHECKING:
     from recorder.capture.session import WriterMode
@@ -42,6 +40,8 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
     The recorder's environment variables CODETAPE_LEASE_SECONDS and
     CODETAPE_LEASE_RENEW_SECONDS change the lease and its renewal interval.
     """
+    from recorder.repair import repair
+
     with open_store(db) as store:
         ids = [store.find_session(ref).id for ref in sessions] if sessions else None
         report = repair(store, force=force, session_ids=ids)
@@ -55,22 +55,15 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
         )
         return
     for session_id, why in report.skipped:
-        click.echo(f"left {session_id[:12]} open: {why}", err=True)
+        click.echo(f"left {session_id} open: {why}", err=True)
     click.echo(
         f"closed {len(report.sessions_closed)} session(s), "
         f"{len(report.exchanges_interrupted)} exchange(s) marked interrupted"
     )
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CodetapeError(f"--listen wants HOST:PORT, not {value!r}")
-    return host or "127.0.0.1", int(port)
-
-
 @main.command("proxy")
-@click.option("--listen", default="127.0.0.1:8787", show_default=True, help="HOST:PORT to serve.")
+@listen_option("127.0.0.1:8787")
 @click.option(
     "--upstream",
     default="https://api.openai.com",
@@ -90,7 +83,7 @@ def _listen(value: str) -> tuple[str, int]:
 )
 @db_option
 def proxy_cmd(
-    listen: str,
+    listen: tuple[str, int],
     upstream: str,
     session_name: str,
     redact_headers: tuple[str, ...],
@@ -107,7 +100,7 @@ def proxy_cmd(
     """
     from recorder.proxy import run_proxy
 
-    host, port = _listen(listen)
+    host, port = listen
     with open_store(db) as store:
         run_proxy(
             store,

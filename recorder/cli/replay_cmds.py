@@ -10,29 +10,14 @@ import sys
 
 import click
 
-from recorder.cli.app import db_option, emit_json, json_option, main
-from recorder.errors import CodetapeError
+from recorder.cli.app import db_option, emit_json, json_option, listen_option, main
 
 __all__ = ["diff_cmd", "serve_cmd"]
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise CodetapeError(f"--listen wants HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
-    return host, int(port)
-
-
 @main.command("serve")
 @click.argument("source", metavar="TAPE_OR_SESSION")
-@click.option(
-    "--listen",
-    default="127.0.0.1:8080",
-    show_default=True,
-    metavar="HOST:PORT",
-    help="Address to listen on (port 0 picks a free one).",
-)
+@listen_option("127.0.0.1:8080")
 @click.option(
     "--pace",
     type=click.Choice(["instant", "original"]),
@@ -53,7 +38,7 @@ def _listen(value: str) -> tuple[str, int]:
 @db_option
 def serve_cmd(
     source: str,
-    listen: str,
+    listen: tuple[str, int],
     pace: str,
     speed: float,
     ignore_fields: tuple[str, ...],
@@ -69,7 +54,7 @@ def serve_cmd(
     from replay.server import ReplayApp, serve
     from replay.source import load
 
-    host, port = _listen(listen)
+    host, port = listen
     recording = load(source, db)
     app = ReplayApp(
         recording,

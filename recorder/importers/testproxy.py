@@ -58,6 +58,8 @@ def load(path: Path) -> list[RecordedSession]:
     entries = doc["Entries"]
     if not isinstance(entries, list):
         raise ImportFormatError(f"{path.name}: 'Entries' is not a list")
+    if not entries:
+        raise ImportFormatError(f"{path.name}: the recording holds no entries: nothing to import")
 
     exchanges = [_exchange(entry, path, i) for i, entry in enumerate(entries)]
     metadata: dict[str, Any] = {}

@@ -51,6 +51,16 @@ def load(path: Path) -> list[RecordedSession]:
     interactions = doc["interactions"]
     if not isinstance(interactions, list):
         raise ImportFormatError(f"{path.name}: 'interactions' is not a list")
+    if _is_go_vcr(doc, interactions):
+        raise ImportFormatError(
+            f"{path.name} is a go-vcr cassette (version {doc.get('version', '?')}): go-vcr "
+            "cassettes are not supported; codetape imports VCR.py cassettes, vercel chunks "
+            "files and test-proxy recordings"
+        )
+    if not interactions:
+        raise ImportFormatError(
+            f"{path.name}: the cassette holds no interactions: nothing to import"
+        )
 
     exchanges = [_exchange(item, path, i) for i, item in enumerate(interactions)]
     stem = last_component(path.name)
@@ -68,6 +78,20 @@ def load(path: Path) -> list[RecordedSession]:
             source=make_source("vcr", path, exchanges),
         )
     ]
+
+
+def _is_go_vcr(doc: dict[str, Any], interactions: list[Any]) -> bool:
+    """go-vcr (Go) writes ``request.url`` and ``response.code``; VCR.py ``uri`` and ``status``.
+
+    Both say ``version: 1`` in their first formats, so the shape decides;
+    ``version: 2`` and later are go-vcr's alone.
+    """
+    version = doc.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 2:
+        return True
+    first = interactions[0] if interactions else None
+    request = first.get("request") if isinstance(first, dict) else None
+    return isinstance(request, dict) and "url" in request and "uri" not in request
 
 
 def _exchange(item: Any, path: Path, index: int) -> RecordedExchange:

@@ -14,6 +14,8 @@ is busy, not refusing, and a writer may simply try again.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +24,24 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 
-from recorder.errors import DatabaseUnavailable, ImmutableLogError, StoreBusy, StoreError
+from recorder.config import as_typed
+from recorder.errors import (
+    DatabaseUnavailable,
+    ImmutableLogError,
+    NoSuchDatabase,
+    StoreBusy,
+    StoreError,
+)
 
-__all__ = ["create_engine", "describe_url", "sqlite_busy_timeout", "translate_errors"]
+__all__ = [
+    "create_engine",
+    "describe_url",
+    "sqlite_busy_timeout",
+    "sqlite_path",
+    "translate_errors",
+]
 
 _BUSY_TIMEOUT = 30.0
 # SQLite result codes (the low byte of an extended code): another connection
@@ -38,28 +53,32 @@ _PG_BUSY_STATES = ("55P03", "40001", "40P01", "57014")
 
 
 def describe_url(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL as the user typed it (see :func:`recorder.config.as_typed`), password hidden."""
+    typed = as_typed(url)
+    if "://" not in typed:
+        return typed  # a bare SQLite path
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        return sa.make_url(typed).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
-        return url
+        return typed
 
 
-def create_engine(
-    url: str, *, create_dir: bool = False, busy_timeout: float | None = None
-) -> Engine:
+def create_engine(url: str, *, create: bool = False, busy_timeout: float | None = None) -> Engine:
     """An engine for ``url`` with the backend's pragmas and transaction rules.
 
-    ``busy_timeout`` (SQLite) overrides the URL's: how long one statement waits
-    for another connection's lock before it fails with :class:`StoreBusy`.
+    A SQLite file (and its directory) is created only with ``create=True``;
+    otherwise a missing file is :class:`NoSuchDatabase`, so that reading from
+    a mistyped path never leaves an empty database behind. ``busy_timeout``
+    (SQLite) overrides the URL's: how long one statement waits for another
+    connection's lock before it fails with :class:`StoreBusy`.
     """
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
-        raise DatabaseUnavailable(f"not a database URL: {url!r}") from exc
+        raise DatabaseUnavailable(f"not a database URL: {describe_url(url)!r}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed, create_dir=create_dir, busy_timeout=busy_timeout)
+        return _sqlite_engine(parsed, url, create=create, busy_timeout=busy_timeout)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -80,19 +99,45 @@ def is_process_local(url: str) -> bool:
     return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL opens, or None (in memory, not SQLite, or not a URL)."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if parsed.query.get("uri") == "true":
+        if parsed.query.get("mode") == "memory" or "mode=memory" in database:
+            return None
+        database = database.removeprefix("file:").split("?", 1)[0]
+    return Path(database).expanduser()
+
+
 def sqlite_busy_timeout(url: str) -> float:
     """Seconds a SQLite connection to ``url`` waits for another writer's lock."""
     return _busy_timeout(sa.make_url(url))
 
 
-def _sqlite_engine(parsed: sa.URL, *, create_dir: bool, busy_timeout: float | None) -> Engine:
-    database = parsed.database
-    if database and database != ":memory:":
-        parent = Path(database).expanduser().parent
-        if create_dir:
-            parent.mkdir(parents=True, exist_ok=True)
-        elif not parent.is_dir():
-            raise DatabaseUnavailable(f"cannot open {parsed}: directory {parent} does not exist")
+def _busy_timeout(parsed: sa.URL) -> float:
+    """Seconds a SQLite connection waits for another writer's lock (``?timeout=`` in the URL)."""
+    value = parsed.query.get("timeout")
+    if value is None:
+        return _BUSY_TIMEOUT
+    try:
+        seconds = float(value if isinstance(value, str) else value[-1])
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise DatabaseUnavailable(f"timeout={value!r} in {parsed} is not a number of seconds")
+    return seconds
+
+
+def _sqlite_engine(parsed: sa.URL, url: str, *, create: bool, busy_timeout: float | None) -> Engine:
+    path = sqlite_path(url)
+    if path is not None:
+        _check_sqlite_path(path, url, create=create)
     busy_ms = int((_busy_timeout(parsed) if busy_timeout is None else busy_timeout) * 1000)
     engine = sa.create_engine(parsed, connect_args={"timeout": busy_ms / 1000})
 
@@ -115,18 +160,28 @@ def _sqlite_engine(parsed: sa.URL, *, create_dir: bool, busy_timeout: float | No
     return engine
 
 
-def _busy_timeout(parsed: sa.URL) -> float:
-    """Seconds a SQLite connection waits for another writer's lock (``?timeout=`` in the URL)."""
-    value = parsed.query.get("timeout")
-    if value is None:
-        return _BUSY_TIMEOUT
-    try:
-        seconds = float(value if isinstance(value, str) else value[-1])
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise DatabaseUnavailable(f"timeout={value!r} in {parsed} is not a number of seconds")
-    return seconds
+def _check_sqlite_path(path: Path, url: str, *, create: bool) -> None:
+    """Refuse, before SQLite would create an empty file, what cannot be this database."""
+    where = describe_url(url)
+    if path.is_dir():
+        raise DatabaseUnavailable(
+            f"{where} is a directory, not a database file: name a file in it "
+            f"(e.g. sqlite:///{path / 'codetape.db'})"
+        )
+    if create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailable(
+                f"cannot create the directory {path.parent} for {where}: {exc.strerror}"
+            ) from None
+        return
+    if not path.exists():
+        missing = "" if path.parent.is_dir() else f" (nor its directory {path.parent})"
+        raise NoSuchDatabase(
+            f"no such database file: {path}{missing}; check the path, or create a database "
+            f"there with `codetape db upgrade --db {where}`"
+        )
 
 
 @contextlib.contextmanager
@@ -138,17 +193,24 @@ def translate_errors(url: str) -> Iterator[None]:
         raise _translate(exc, url) from exc
 
 
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+
+
 def _translate(exc: DBAPIError, url: str) -> StoreError:
-    text = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    text = _first_line(exc)
     where = describe_url(url)
     if "immutable" in text:
         return ImmutableLogError(f"events are immutable: {text}")
     if _is_busy(exc):
         return StoreBusy(f"the database at {where} is busy: {text}")
-    if exc.connection_invalidated or _is_connect_error(exc):
-        return DatabaseUnavailable(f"cannot reach the database at {where}: {text}")
-    if isinstance(exc, (OperationalError, ProgrammingError)):
-        return StoreError(f"database error at {where}: {text}")
+    path = sqlite_path(url)
+    if path is not None and ("unable to open database" in text or "readonly database" in text):
+        return _sqlite_problem(path, where, text)
+    if "connection failed" in text or "failed to resolve host" in text:
+        return _postgres_problem(url, where, text)
+    if exc.connection_invalidated:
+        return DatabaseUnavailable(f"lost the connection to the database at {where}: {text}")
     return StoreError(f"database error at {where}: {text}")
 
 
@@ -161,16 +223,55 @@ def _is_busy(exc: DBAPIError) -> bool:
     return getattr(orig, "sqlstate", None) in _PG_BUSY_STATES
 
 
-def _is_connect_error(exc: DBAPIError) -> bool:
-    text = str(exc.orig)
-    markers = (
-        "connection failed",
-        "Connection refused",
-        "could not connect",
-        "unable to open database",
-        "does not exist",
-        "password authentication failed",
-        "no password supplied",
-        "timeout expired",
+def _sqlite_problem(path: Path, where: str, text: str) -> StoreError:
+    """Name why SQLite could not open or write ``path`` (its own message says little)."""
+    if path.is_dir():
+        return DatabaseUnavailable(f"{where} is a directory, not a database file")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not os.access(directory, os.W_OK):
+        if not path.exists():
+            return DatabaseUnavailable(
+                f"cannot create {where}: the directory {directory} is read-only"
+            )
+        return DatabaseUnavailable(
+            f"cannot use {where}: the directory {directory} is read-only, and SQLite needs "
+            "to create the database's journal files (-wal, -shm) beside it"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return DatabaseUnavailable(f"cannot use {where}: permission denied on {path}")
+    return DatabaseUnavailable(f"cannot open the SQLite database {where}: {text}")
+
+
+_PG_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _postgres_problem(url: str, where: str, text: str) -> StoreError:
+    """A failed PostgreSQL connection: a missing database, a refused login, or no server."""
+    reason = text.split("FATAL:", 1)[-1].strip() if "FATAL:" in text else text
+    try:
+        parsed = sa.make_url(url)
+        server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    except sa.exc.ArgumentError:
+        server = where
+    quoted = _PG_QUOTED.search(reason)
+    name = quoted.group(1) if quoted else "?"
+    if reason.startswith("database ") and reason.endswith("does not exist"):
+        return NoSuchDatabase(
+            f"no database {name!r} on the PostgreSQL server at {server}: create it "
+            f"(createdb {name}), then run `codetape db upgrade --db {where}`"
+        )
+    if reason.startswith("role ") and reason.endswith("does not exist"):
+        return DatabaseUnavailable(
+            f"the PostgreSQL server at {server} has no user {name!r} (in {where})"
+        )
+    if "authentication failed" in reason or "no password supplied" in reason:
+        return DatabaseUnavailable(
+            f"the PostgreSQL server at {server} refused the login for {where}: {reason}"
+        )
+    if "FATAL:" in text:
+        return DatabaseUnavailable(f"the PostgreSQL server at {server} refused {where}: {reason}")
+    # psycopg: 'connection failed: connection to server at "h", port p failed: <why>'
+    reason = reason.rsplit(" failed: ", 1)[-1]
+    return DatabaseUnavailable(
+        f"cannot reach the PostgreSQL server at {server} ({where}): {reason}"
     )
-    return any(m in text for m in markers)

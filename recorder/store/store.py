@@ -29,6 +29,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
@@ -41,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import NotUpgraded, StoreBusy, UnknownSession
+from recorder.errors import AmbiguousSession, NotUpgraded, StoreBusy, UnknownSession
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
 from recorder.store.engine import (
     create_engine,
@@ -163,6 +164,13 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     )
 
 
+def _describe_session(s: SessionInfo) -> str:
+    opened = dt.datetime.fromtimestamp(s.opened_at_ns // 1_000_000_000, dt.UTC)
+    return f"{s.name!r}, opened {opened:%Y-%m-%d %H:%M:%S} UTC, {s.exchanges} exchange(s)" + (
+        "" if s.closed else ", still open"
+    )
+
+
 class EventStore:
     """The append-only, hash-chained log of events."""
 
@@ -206,18 +214,35 @@ class EventStore:
         return store
 
     def check_schema(self) -> None:
-        """Raise :class:`NotUpgraded` unless the database is at this code's revision."""
+        """Raise unless the database is at this code's revision.
+
+        :class:`NotUpgraded` for a blank or older schema (with the command that
+        fixes it), :class:`NewerSchema` for one written by a newer codetape.
+        """
         where = describe_url(self.url)
-        hint = f"run `codetape db upgrade --db {where}`"
         with translate_errors(self.url), self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                raise NotUpgraded(f"the database at {where} has no codetape schema: {hint}")
-            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-        if version != SCHEMA_REVISION:
+            version = None
+            if sa.inspect(conn).has_table("alembic_version"):
+                version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        if version == SCHEMA_REVISION:
+            return
+        if is_process_local(self.url):
             raise NotUpgraded(
-                f"the database at {where} is at schema revision {version}, "
-                f"this codetape needs {SCHEMA_REVISION}: {hint}"
+                f"the in-memory database {where} starts blank in every process, so "
+                "`codetape db upgrade` cannot prepare it: use a file (sqlite:///PATH) or "
+                "PostgreSQL, or open it with EventStore.open(url, upgrade=True)"
             )
+        from recorder.store import migrate
+
+        hint = f"run `codetape db upgrade --db {where}`"
+        if version is None:
+            raise NotUpgraded(f"the database at {where} has no codetape schema: {hint}")
+        if migrate.revision_state(version, SCHEMA_REVISION) == "newer":
+            raise migrate.newer_schema(self.url, version)
+        raise NotUpgraded(
+            f"the database at {where} is at schema revision {version}, "
+            f"this codetape needs {SCHEMA_REVISION}: {hint}"
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -471,20 +496,32 @@ class EventStore:
         return result
 
     def find_session(self, ref: str) -> SessionInfo:
-        """The session with id ``ref`` (or a unique id prefix), else the latest named ``ref``."""
+        """The session with id ``ref``, else the one named ``ref``, else a unique id prefix.
+
+        Raises :class:`AmbiguousSession` (listing the candidates) when several
+        sessions carry the name, or the prefix, rather than guessing.
+        """
         sessions = self.sessions()
         for s in sessions:
             if s.id == ref:
                 return s
         named = [s for s in sessions if s.name == ref]
+        if len(named) == 1:
+            return named[0]
         if named:
-            return named[-1]
+            raise AmbiguousSession(
+                f"{len(named)} sessions are named {ref!r}: give one's id instead",
+                [(s.id, _describe_session(s)) for s in named],
+            )
         if len(ref) >= 6:
             prefixed = [s for s in sessions if s.id.startswith(ref)]
             if len(prefixed) == 1:
                 return prefixed[0]
             if len(prefixed) > 1:
-                raise UnknownSession(f"session id prefix {ref!r} is ambiguous")
+                raise AmbiguousSession(
+                    f"{len(prefixed)} session ids start with {ref!r}: give more of the id",
+                    [(s.id, _describe_session(s)) for s in prefixed],
+                )
         raise UnknownSession(
             f"no session named or with id {ref!r} in {describe_url(self.url)}"
             " (see `codetape sessions`)"
