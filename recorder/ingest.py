@@ -566,7 +566,16 @@ def append_in_batches(store: EventStore, events: Sequence[Event]) -> int:
         while end < len(events) and end - start < BATCH_EVENTS and size < BATCH_BYTES:
             size += len(events[end].payload)
             end += 1
-        store.append(events[start:end])
+        try:
+            store.append(events[start:end])
+        except CodetapeError as exc:
+            if not start:
+                raise
+            # Say what is stored: the same import, run again, stores the rest.
+            raise type(exc)(
+                f"{exc}; {start} of its {len(events)} events were stored before that: "
+                "import the same file again to complete it"
+            ) from exc
         start = end
         if start < len(events):
             time.sleep(_BATCH_PAUSE)

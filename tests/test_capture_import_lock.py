@@ -134,3 +134,29 @@ def test_a_session_held_with_other_content_is_still_a_duplicate(
     with pytest.raises(SessionExists):
         import_file(store, tape)
     assert store.last_position() == before
+
+
+def test_an_import_that_fails_midway_says_what_is_stored_and_completes_when_run_again(
+    store: EventStore, tmp_path: Path
+) -> None:
+    from recorder.errors import StoreError
+
+    tape = tmp_path / "long.jsonl"
+    long_tape(tape, 10)  # 4,942 events: three transactions
+    calls: list[int] = []
+
+    class Failing(EventStore):
+        def append(self, batch: Iterable[Event], **kw: object) -> list[int]:
+            calls.append(1)
+            if len(calls) == 2:
+                raise StoreError("database error: disk full (test)")
+            return super().append(batch)
+
+    with pytest.raises(StoreError, match=r"2000 of its 4942 events were stored before that"):
+        import_file(Failing(store.engine, store.url), tape)
+    result = import_file(store, tape)  # run again: the rest, nothing twice
+    assert result.events == 4942
+    events = read_tape(tape)
+    [sid] = {e.session_id for e in events}
+    assert len(list(store.session_events(sid))) == 4942
+    assert store.find_session(sid).closed and store.verify().ok
