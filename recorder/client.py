@@ -76,8 +76,8 @@ def record(
     ``transport`` is the real transport to wrap (default: the SDK's HTTP
     transport); ``client_options`` go to ``openai.OpenAI`` (``api_key``,
     ``base_url``, ``max_retries``...). ``writer`` says where the recording
-    work runs: by default in this process's recorder child, off the client's
-    GIL (see :class:`~recorder.capture.session.CaptureSession`).
+    work runs: by default a writer thread of this process; ``"process"`` in
+    this process's recorder child (see :class:`~recorder.capture.session.CaptureSession`).
     """
     options = _options(
         labels, metadata, redactor, redact_headers, redact_json_paths, on_store_error, writer

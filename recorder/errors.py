@@ -18,6 +18,7 @@ __all__ = [
     "NoSuchDatabase",
     "NotUpgraded",
     "SessionExists",
+    "StoreBusy",
     "StoreError",
     "TapeError",
     "UnknownSession",
@@ -34,6 +35,10 @@ class StoreError(CodetapeError):
 
 class DatabaseUnavailable(StoreError):
     """The database cannot be reached or opened."""
+
+
+class StoreBusy(StoreError):
+    """The database is locked by another writer: a delay, not a refusal (retry later)."""
 
 
 class NoSuchDatabase(DatabaseUnavailable):

@@ -2,10 +2,20 @@
 
 Guarantees:
 
-* One file is one atomic append: either every session in it lands, or nothing
-  does (a bad line, an unknown format or a duplicate session writes nothing).
-  :func:`import_files` imports several, each atomically, going on past a bad
-  one and reporting every file's outcome.
+* A file is checked whole before anything is written: a bad line, an unknown
+  format or a duplicate session writes nothing. :func:`import_files` imports
+  several, each on its own, going on past a bad one and reporting every
+  file's outcome.
+* Bounded transactions: a file's events are appended in batches of at most
+  :data:`BATCH_EVENTS` events (or :data:`BATCH_BYTES` of payload), one
+  transaction each, so a long import never holds the log's write lock for
+  more than a fraction of a second: a live recorder waiting for it gets it
+  between two batches (the importer pauses briefly after each one).
+* Complete or re-runnable: an import that returns has stored the whole file.
+  One that is interrupted (killed, the database gone) leaves each of the
+  file's sessions whole, absent, or stopped at a batch boundary (listed as
+  open by ``codetape sessions``); importing the same file again stores exactly
+  what is missing, and nothing twice.
 * Nothing is silently partial: a file cut short (a tape whose session is never
   closed or whose exchange never ends, a vercel chunks file whose stream stops
   before its final event) is refused unless ``partial`` says to keep it, marked in the
@@ -28,10 +38,13 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
+
+import sqlalchemy as sa
 
 from recorder.capture.build import (
     body_event,
@@ -48,16 +61,20 @@ from recorder.importers.model import RecordedExchange, RecordedSession
 from recorder.outcome import StreamOutcome, outcome_for_body
 from recorder.redact import Redactor
 from recorder.sse import split_sse
+from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
 from recorder.tape import incomplete_parts, read_tape
 
 __all__ = [
+    "BATCH_BYTES",
+    "BATCH_EVENTS",
     "FORMATS",
     "AlreadyImported",
     "FileOutcome",
     "ImportResult",
     "IncompleteSource",
     "NothingToImport",
+    "append_in_batches",
     "file_events",
     "import_file",
     "import_files",
@@ -65,6 +82,10 @@ __all__ = [
 ]
 
 FORMATS = ("auto", "tape", "vcr", "chunks", "testproxy")
+BATCH_EVENTS = 2000
+BATCH_BYTES = 8 * 1024 * 1024
+# After each batch the lock is left free this long, for a writer waiting on it.
+_BATCH_PAUSE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +485,7 @@ def import_file(
     *,
     partial: bool = False,
 ) -> ImportResult:
-    """Import one file into ``store`` atomically.
+    """Import one file into ``store`` (see the module docstring for how it is stored).
 
     Refused, with nothing written: a file holding no session
     (:class:`NothingToImport`); one whose sessions are already in the log
@@ -478,6 +499,11 @@ def import_file(
     sessions = _session_ids(events)
     if not sessions:
         raise NothingToImport(f"{path}: holds no session: nothing to import")
+    resumed = _interrupted_import(store, events)
+    if resumed is not None:
+        # This very file's import was cut off between two batches: finish it.
+        append_in_batches(store, resumed)
+        return ImportResult(path, fmt, list(sessions.items()), len(events))
     _check_copies(store, path, events)
     parts = _incomplete(fmt, events)
     if parts and not partial:
@@ -489,8 +515,71 @@ def import_file(
         )
     if parts:
         events = _keep_partial(events, parts)
-    store.append(events)
+    append_in_batches(store, events)
     return ImportResult(path, fmt, list(sessions.items()), len(events), partial=bool(parts))
+
+
+def _interrupted_import(store: EventStore, events: Sequence[Event]) -> list[Event] | None:
+    """The events still missing when the log holds exactly a prefix of ``events``, stored in
+    order by an import of this same file that stopped between two batches; else None.
+
+    A prefix means the same sessions, ids, kinds, seqs, payloads and meta, in
+    file order: a copy imported with ``--partial`` differs where it was cut,
+    and is left to the duplicate checks.
+    """
+    stored: dict[str, int] = {}
+    for session_id in {ev.session_id for ev in events}:
+        stored.update(_stored_seqs(store, session_id))
+    if not stored:
+        return None
+    missing = [ev for ev in events if ev.seq is None or ev.seq > stored.get(ev.stream_id, -1)]
+    if not missing:
+        return None  # all of it is there: a duplicate
+    for session_id in {ev.session_id for ev in events}:
+        mine = [ev for ev in events if ev.session_id == session_id]
+        held = list(store.session_events(session_id))
+        if len(held) > len(mine) or any(
+            (h.kind, h.exchange_id, h.seq, h.payload, h.meta)
+            != (m.kind, m.exchange_id, m.seq, m.payload, dict(m.meta))
+            for h, m in zip(held, mine, strict=False)
+        ):
+            return None
+    return missing
+
+
+def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
+    """Highest seq stored for each stream of the session (its own and its exchanges')."""
+    query = sa.text(
+        "SELECT coalesce(exchange_id, session_id), max(seq) FROM events "
+        "WHERE session_id = :s GROUP BY coalesce(exchange_id, session_id)"
+    )
+    with translate_errors(store.url), store.engine.connect() as conn:
+        return {str(stream): int(seq) for stream, seq in conn.execute(query, {"s": session_id})}
+
+
+def append_in_batches(store: EventStore, events: Sequence[Event]) -> int:
+    """Append ``events`` in order, in transactions of at most :data:`BATCH_EVENTS` events
+    (and :data:`BATCH_BYTES`); the number appended."""
+    start = 0
+    while start < len(events):
+        end, size = start, 0
+        while end < len(events) and end - start < BATCH_EVENTS and size < BATCH_BYTES:
+            size += len(events[end].payload)
+            end += 1
+        try:
+            store.append(events[start:end])
+        except CodetapeError as exc:
+            if not start:
+                raise
+            # Say what is stored: the same import, run again, stores the rest.
+            raise type(exc)(
+                f"{exc}; {start} of its {len(events)} events were stored before that: "
+                "import the same file again to complete it"
+            ) from exc
+        start = end
+        if start < len(events):
+            time.sleep(_BATCH_PAUSE)
+    return len(events)
 
 
 FileStatus = Literal["imported", "duplicate", "failed"]

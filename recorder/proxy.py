@@ -41,6 +41,7 @@ import httpx2
 from recorder.capture.session import CaptureError, CaptureSession, OnStoreError, WriterMode
 from recorder.capture.transport import AsyncRecordingTransport
 from recorder.redact import Redactor
+from recorder.store.engine import is_process_local
 from recorder.store.store import EventStore
 from recorder.upstream import BadTarget, parse_upstream, upstream_url
 
@@ -228,6 +229,10 @@ def run_proxy(
     import uvicorn
 
     parse_upstream(upstream)  # a bad --upstream is refused before a session is opened
+    if writer == "auto" and not is_process_local(store.url):
+        # One event loop relays every client's stream: the recording's work
+        # goes to the recorder child, off the loop's interpreter.
+        writer = "process"
     capture = CaptureSession(
         store,
         session,

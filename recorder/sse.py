@@ -328,6 +328,23 @@ class SSESplitter:
         """Number of bytes buffered and not yet emitted in a frame."""
         return len(self._buf)
 
+    def is_whole(self, chunk: bytes) -> bool:
+        """True when ``chunk`` is exactly one whole frame and nothing is pending.
+
+        Then ``feed(chunk)`` would return just ``[parse_frame(chunk,
+        stream_start=False)]`` and leave the splitter as it is, so a caller
+        that reads the frame's fields from ``chunk`` itself may skip ``feed``.
+        """
+        return (
+            not self._buf
+            and not self._bom_pending
+            and not self._at_start
+            and type(chunk) is bytes
+            and 0 < len(chunk) - 2 == chunk.find(b"\n\n")
+            and chunk[0] != _LF
+            and b"\r" not in chunk
+        )
+
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[SSEFrame]:
         """Add ``chunk``; return every frame it completed (possibly none)."""
         if not chunk:

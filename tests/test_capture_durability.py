@@ -94,6 +94,77 @@ def test_kill_9_mid_stream_loses_at_most_the_last_200ms(store: EventStore, write
     assert report.ok and report.open_exchanges == []
 
 
+_FAST_CHILD = """
+import json, sys, time
+sys.path.insert(0, {tests!r})
+from fake_upstream import Upstream, sse_response
+from recorder.client import record
+
+def frame(n, kind, **fields):
+    data = json.dumps({{"type": kind, "sequence_number": n, **fields}}, separators=(",", ":"))
+    return f"event: {{kind}}\\ndata: {{data}}\\n\\n".encode()
+
+response = {{"id": "resp_fast", "object": "response", "status": "in_progress", "output": []}}
+frames = [frame(0, "response.created", response=response)]
+frames += [frame(n, "response.code_interpreter_call_code.delta", output_index=0,
+                 item_id="ci_fast", delta=f"x{{n}} = {{n}} ** 2\\n") for n in range(1, {count})]
+upstream = Upstream([sse_response(frames)])  # no pacing: as fast as the SDK reads
+with record({url!r}, "fast", transport=upstream.transport(), api_key="k",
+            base_url="https://api.openai.com/v1", writer={writer!r}) as client:
+    out = sys.stdout
+    for n, event in enumerate(client.responses.create(model="m", input="x", stream=True)):
+        out.write(f"{{n}} {{time.monotonic()}}\\n")
+        out.flush()
+"""
+FAST_EVENTS = 40_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [0.4, 0.9, 1.4])
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_kill_9_on_a_fast_stream_loses_at_most_the_last_200ms(
+    store: EventStore, writer: str, kill_after: float
+) -> None:
+    """``kill_after``: seconds after the SDK got its first event (thousands of events later)."""
+    code = _FAST_CHILD.format(
+        tests=str(Path(__file__).parent), url=store.url, writer=writer, count=FAST_EVENTS
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    received: list[float] = []
+    for line in child.stdout:
+        received.append(float(line.split()[1]))
+        if received[-1] - received[0] >= kill_after:
+            break
+    killed_at = time.monotonic()
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(30)
+    # Events the SDK had when it died may still be in the pipe: read them too.
+    received.extend(float(line.split()[1]) for line in child.stdout)
+    child.stdout.close()
+    assert len(received) < FAST_EVENTS  # killed mid-stream
+
+    session = store.find_session("fast")
+    identity = session.metadata["recorder"]
+    for _ in range(3000):  # the recorder child (process writer) stores what it got, then exits
+        if process_state(identity) == "dead":
+            break
+        time.sleep(0.01)
+    [x] = store.exchanges(session.id)
+    durable = sum(1 for t in received if t < killed_at - WINDOW_S)
+    assert durable > 0  # the stream ran for longer than the window
+    # The SDK had event k before it was stored or not: the oldest missing one
+    # tells how much time the loss covers.
+    window = killed_at - received[x.sse_events] if x.sse_events < len(received) else 0.0
+    assert x.sse_events >= durable, (
+        f"{durable - x.sse_events} event(s) the SDK had more than {WINDOW_S * 1e3:.0f} ms "
+        f"before the kill are not in the log ({x.sse_events} stored of {len(received)} "
+        f"received; the loss covers {window * 1e3:.0f} ms)"
+    )
+    report = store.verify()
+    assert report.ok and report.open_exchanges == [x.id]
+
+
 def _dead_pid() -> int:
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait(30)

@@ -184,17 +184,18 @@ def test_a_ctrl_c_during_a_commit_is_held_until_the_commit_is_known(store: Event
     def interrupt_now(_conn: object) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
-    guard = CommitGuard(store.engine)
+    engine = store.write_engine  # appends commit there (their own connections on SQLite)
+    guard = CommitGuard(engine)
     try:
         with guard:
             # Listeners run in the order they were added: the guard's first.
-            event.listen(store.engine, "commit", interrupt_now)
+            event.listen(engine, "commit", interrupt_now)
             try:
                 store.append([Event("s1", EventKind.SESSION_OPEN, 0, meta={"name": "x"})])
             except KeyboardInterrupt:
                 pytest.fail("Ctrl-C cut into the commit")
             finally:
-                event.remove(store.engine, "commit", interrupt_now)
+                event.remove(engine, "commit", interrupt_now)
             assert guard.requested
             with pytest.raises(KeyboardInterrupt):
                 guard.settle()

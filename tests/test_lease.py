@@ -330,7 +330,7 @@ def test_repair_sweeps_lease_rows_of_sessions_that_are_closed(
     assert session.flush(10)
     keeper = lease_keeper(store)
     holder = keeper.holder
-    session.writer.submit(Event(session.id, EventKind.SESSION_CLOSE, None))
+    session.sink.submit(Event(session.id, EventKind.SESSION_CLOSE, None))
     assert session.flush(10)
     keeper.abandon()  # the row stays, expired; the release never comes
     assert _lease_rows(store) == [(session.id, holder)]
@@ -358,7 +358,7 @@ def test_a_replacement_writer_takes_the_lease_over(store: EventStore, other: Eve
     held.release()
     assert _lease_rows(store) == [] and store.find_session(session.id).closed
     assert _named(store, "replaced") == [session.id]
-    session.writer.close()
+    session.sink.close()
 
 
 def test_a_replacement_writer_for_a_repaired_session_goes_on_in_a_continuation(
@@ -379,7 +379,7 @@ def test_a_replacement_writer_for_a_repaired_session_goes_on_in_a_continuation(
     assert x.method == "POST"
     assert _lease_rows(store) == [(new, replacement.holder)]
     held.release()
-    session.writer.close()
+    session.sink.close()
 
 
 _XID = "9" * 32
@@ -459,13 +459,16 @@ def test_a_lone_recorder_checks_its_lease_without_a_statement(store: EventStore)
 
     session = CaptureSession(store, "alone", writer="thread")
     assert session.flush(10)
-    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    engines = {store.engine, store.write_engine}  # appends have their own on SQLite
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", seen)
     try:
         for _ in range(5):
             _exchange_with_frames(session, 3).finish()
             assert session.flush(10)
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", seen)
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", seen)
     assert len([s for s in statements if "INSERT INTO events" in s]) >= 5
     assert [s for s in statements if "leases" in s] == []
     session.close()

@@ -1,4 +1,4 @@
-"""httpx2 transports that record every exchange while passing it through untouched.
+r"""httpx2 transports that record every exchange while passing it through untouched.
 
 Guarantees:
 
@@ -10,7 +10,10 @@ Guarantees:
 * Every request is one exchange with exactly one ending: normal end, the
   client closing early (``break``, ``close()``, an exception in its loop),
   transport errors and timeouts, cancellation; see
-  :class:`~recorder.capture.session.ExchangeRecorder`.
+  :class:`~recorder.capture.exchange.ExchangeRecorder`.
+* When the session's sink asks producers to wait (the store fell behind),
+  the wait happens after the chunk went on and before the next one is read:
+  a thread waits, an event loop ``await``\ s and keeps serving everything else.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from typing import Any
 
 import httpx2
 
-from recorder.capture.session import CaptureSession, Exchange, session_for
+from recorder.capture.exchange import ExchangeRecorder
+from recorder.capture.session import CaptureSession, session_for
 from recorder.store.store import EventStore
 
 __all__ = ["AsyncRecordingTransport", "RecordingTransport"]
 
 
 class _RecordingStream(httpx2.SyncByteStream):
-    def __init__(self, inner: httpx2.SyncByteStream, x: Exchange) -> None:
+    def __init__(self, inner: httpx2.SyncByteStream, x: ExchangeRecorder) -> None:
         self._inner = inner
         self._x = x
 
@@ -36,8 +40,10 @@ class _RecordingStream(httpx2.SyncByteStream):
         x = self._x
         try:
             for chunk in self._inner:
-                x.feed(chunk)
+                wait = x.feed(chunk)
                 yield chunk
+                if wait:
+                    x.wait()
         except GeneratorExit:
             x.close_early()
             raise
@@ -56,7 +62,7 @@ class _RecordingStream(httpx2.SyncByteStream):
 
 
 class _AsyncRecordingStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream, x: Exchange) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, x: ExchangeRecorder) -> None:
         self._inner = inner
         self._x = x
 
@@ -64,8 +70,10 @@ class _AsyncRecordingStream(httpx2.AsyncByteStream):
         x = self._x
         try:
             async for chunk in self._inner:
-                x.feed(chunk)
+                wait = x.feed(chunk)
                 yield chunk
+                if wait:
+                    await x.wait_async()
         except GeneratorExit:
             x.close_early()
             raise

@@ -113,7 +113,7 @@ def import_cmd(
     guard: CommitGuard | None = None
     try:
         store = _open_store(db)
-        guard = CommitGuard(store.engine)
+        guard = CommitGuard(store.write_engine)  # the engine appends commit on
         with guard:
             redactor = redactor_from(redact_headers, redact_json_paths, keep)
             pending = import_files(store, list(files), fmt, redactor, partial=partial)

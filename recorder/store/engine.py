@@ -4,6 +4,11 @@ Guarantees: a SQLite engine runs in WAL mode with ``synchronous=NORMAL`` (a
 committed append survives a crash of the process; see the README's durability
 section) and takes the write lock at ``BEGIN`` for appends, so two writers never
 interleave a hash chain; a PostgreSQL engine uses psycopg 3.
+
+A SQLite connection waits up to its busy timeout for another writer's lock
+(30 s, or the URL's ``?timeout=SECONDS``); past it, and for PostgreSQL lock,
+deadlock and statement timeouts, the error is :class:`StoreBusy`: the store
+is busy, not refusing, and a writer may simply try again.
 """
 
 from __future__ import annotations
@@ -22,11 +27,29 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from recorder.config import as_typed
-from recorder.errors import DatabaseUnavailable, ImmutableLogError, NoSuchDatabase, StoreError
+from recorder.errors import (
+    DatabaseUnavailable,
+    ImmutableLogError,
+    NoSuchDatabase,
+    StoreBusy,
+    StoreError,
+)
 
-__all__ = ["create_engine", "describe_url", "sqlite_path", "translate_errors"]
+__all__ = [
+    "create_engine",
+    "describe_url",
+    "sqlite_busy_timeout",
+    "sqlite_path",
+    "translate_errors",
+]
 
-_BUSY_TIMEOUT_MS = 30_000
+_BUSY_TIMEOUT = 30.0
+# SQLite result codes (the low byte of an extended code): another connection
+# holds the lock (SQLITE_BUSY), or a table lock in shared cache (SQLITE_LOCKED).
+_SQLITE_BUSY_CODES = (5, 6)
+# PostgreSQL: lock_not_available (lock_timeout), serialization_failure,
+# deadlock_detected, query_canceled (statement_timeout): all worth a retry.
+_PG_BUSY_STATES = ("55P03", "40001", "40P01", "57014")
 
 
 def describe_url(url: str) -> str:
@@ -40,12 +63,14 @@ def describe_url(url: str) -> str:
         return typed
 
 
-def create_engine(url: str, *, create: bool = False) -> Engine:
+def create_engine(url: str, *, create: bool = False, busy_timeout: float | None = None) -> Engine:
     """An engine for ``url`` with the backend's pragmas and transaction rules.
 
     A SQLite file (and its directory) is created only with ``create=True``;
     otherwise a missing file is :class:`NoSuchDatabase`, so that reading from
-    a mistyped path never leaves an empty database behind.
+    a mistyped path never leaves an empty database behind. ``busy_timeout``
+    (SQLite) overrides the URL's: how long one statement waits for another
+    connection's lock before it fails with :class:`StoreBusy`.
     """
     try:
         parsed = sa.make_url(url)
@@ -53,7 +78,7 @@ def create_engine(url: str, *, create: bool = False) -> Engine:
         raise DatabaseUnavailable(f"not a database URL: {describe_url(url)!r}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed, url, create=create)
+        return _sqlite_engine(parsed, url, create=create, busy_timeout=busy_timeout)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -90,11 +115,31 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
-def _sqlite_engine(parsed: sa.URL, url: str, *, create: bool) -> Engine:
+def sqlite_busy_timeout(url: str) -> float:
+    """Seconds a SQLite connection to ``url`` waits for another writer's lock."""
+    return _busy_timeout(sa.make_url(url))
+
+
+def _busy_timeout(parsed: sa.URL) -> float:
+    """Seconds a SQLite connection waits for another writer's lock (``?timeout=`` in the URL)."""
+    value = parsed.query.get("timeout")
+    if value is None:
+        return _BUSY_TIMEOUT
+    try:
+        seconds = float(value if isinstance(value, str) else value[-1])
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise DatabaseUnavailable(f"timeout={value!r} in {parsed} is not a number of seconds")
+    return seconds
+
+
+def _sqlite_engine(parsed: sa.URL, url: str, *, create: bool, busy_timeout: float | None) -> Engine:
     path = sqlite_path(url)
     if path is not None:
         _check_sqlite_path(path, url, create=create)
-    engine = sa.create_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000})
+    busy_ms = int((_busy_timeout(parsed) if busy_timeout is None else busy_timeout) * 1000)
+    engine = sa.create_engine(parsed, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -102,7 +147,7 @@ def _sqlite_engine(parsed: sa.URL, url: str, *, create: bool) -> Engine:
         # transaction starts, so appends can take the write lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -157,6 +202,8 @@ def _translate(exc: DBAPIError, url: str) -> StoreError:
     where = describe_url(url)
     if "immutable" in text:
         return ImmutableLogError(f"events are immutable: {text}")
+    if _is_busy(exc):
+        return StoreBusy(f"the database at {where} is busy: {text}")
     path = sqlite_path(url)
     if path is not None and ("unable to open database" in text or "readonly database" in text):
         return _sqlite_problem(path, where, text)
@@ -165,6 +212,15 @@ def _translate(exc: DBAPIError, url: str) -> StoreError:
     if exc.connection_invalidated:
         return DatabaseUnavailable(f"lost the connection to the database at {where}: {text}")
     return StoreError(f"database error at {where}: {text}")
+
+
+def _is_busy(exc: DBAPIError) -> bool:
+    """Another writer holds a lock we waited for too long: worth retrying, nothing refused."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_BUSY_CODES
+    return getattr(orig, "sqlstate", None) in _PG_BUSY_STATES
 
 
 def _sqlite_problem(path: Path, where: str, text: str) -> StoreError:

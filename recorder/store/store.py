@@ -12,6 +12,12 @@ Guarantees:
   order: a reader that has seen position N never later finds a new row below
   N. That makes "read from position onward" safe for projections, and lets
   one hash chain run over the whole log.
+* **Waiting for the lock, fairly.** PostgreSQL queues lock requests in order.
+  SQLite has no queue: its own wait polls only every 100 ms after a while, so
+  a writer between another's short transactions could wait for a whole long
+  import. An append therefore tries for the lock every few milliseconds (a
+  connection with a 20 ms busy timeout, retried) until the database's busy
+  timeout has passed, then fails with :class:`~recorder.errors.StoreBusy`.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
   no read loads the whole table.
 * **Checks under the lock.** An append may be given a ``prepare`` hook, and a
@@ -25,6 +31,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -34,12 +42,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import AmbiguousSession, NotUpgraded, UnknownSession
+from recorder.errors import AmbiguousSession, NotUpgraded, StoreBusy, UnknownSession
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
 from recorder.store.engine import (
     create_engine,
     describe_url,
     is_process_local,
+    sqlite_busy_timeout,
     translate_errors,
 )
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
@@ -94,9 +103,13 @@ _PAGE = 2000
 # must be able to append with INSERT alone (see recorder.store.roles). It is
 # held until commit, like a table lock, so commits stay in position order.
 APPEND_LOCK = int.from_bytes(b"codetape", "big")
-# Rows per multi-row INSERT on SQLite: 50 x 16 columns stays under 999, the
-# bound-parameter limit of SQLite builds before 3.32.
-_ROWS_PER_INSERT = 50
+# Rows per multi-row INSERT on SQLite: 250 x 16 columns stays under 32,766,
+# the bound-parameter limit since SQLite 3.32 (50 x 16 under 999 before it).
+# Few statements per batch matter: the driver releases the GIL around each.
+_ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
+_ROWS_PER_SMALL_INSERT = 25
+# SQLite: one try for the write lock waits this long (see the module docstring).
+_LOCK_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +182,8 @@ class EventStore:
         self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
         self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
         self._multi_sql: dict[int, str] = {}
+        self._write_engine: Engine | None = None
+        self._busy_timeout: float | None = None
         self.guard: Prepare | None = None
         """Run on every non-empty append (see :data:`Prepare`); set by :mod:`recorder.lease`."""
 
@@ -231,6 +246,14 @@ class EventStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._write_engine is not None:
+            self._write_engine.dispose()
+
+    def forked(self) -> None:
+        """In a forked child: drop the parent's pooled connections (unclosed) to open our own."""
+        self.engine.dispose(close=False)
+        if self._write_engine is not None:
+            self._write_engine.dispose(close=False)
 
     def __enter__(self) -> EventStore:
         return self
@@ -251,10 +274,28 @@ class EventStore:
         if not items and prepare is None:
             return []
         committed: list[Committed] = []
-        positions = self._append(items, prepare, committed)
+        positions = self._append_waiting(items, prepare, committed)
         for on_commit in committed:
             on_commit(positions)
         return positions
+
+    def _append_waiting(
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
+    ) -> list[int]:
+        """:meth:`_append`; on SQLite, tried again for the write lock until the busy timeout."""
+        if self.backend != "sqlite":
+            return self._append(items, prepare, committed)
+        if self._busy_timeout is None:
+            self._busy_timeout = sqlite_busy_timeout(self.url)
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return self._append(items, prepare, committed)
+            except StoreBusy:
+                committed.clear()  # nothing was committed: the hooks' notes are void
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.001)
 
     def _append(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
@@ -325,9 +366,18 @@ class EventStore:
         # executemany; the writer thread then contends for the GIL with the
         # client's thread hundreds of times per batch, and each handoff costs
         # both threads far more than the row. One step per _ROWS_PER_INSERT
-        # rows keeps the handoffs rare (and binds in one C loop).
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            part = rows[start : start + _ROWS_PER_INSERT]
+        # rows keeps the handoffs rare (and binds in one C loop). The rest
+        # goes in parts of _ROWS_PER_SMALL_INSERT, then one smaller part: few
+        # distinct statements, so the driver's statement cache (each prepared
+        # statement sized by its parameters) stays small whatever the batches.
+        start, count = 0, len(rows)
+        for size in (_ROWS_PER_INSERT, _ROWS_PER_SMALL_INSERT):
+            while count - start >= size:
+                part = rows[start : start + size]
+                conn.exec_driver_sql(self._multi_insert_sql(size), tuple(chain(*part)))
+                start += size
+        if start < count:
+            part = rows[start:]
             conn.exec_driver_sql(self._multi_insert_sql(len(part)), tuple(chain(*part)))
 
     def _multi_insert_sql(self, count: int) -> str:
@@ -336,8 +386,19 @@ class EventStore:
             sql = self._multi_sql[count] = self._insert_sql + (", " + self._values) * (count - 1)
         return sql
 
+    @property
+    def write_engine(self) -> Engine:
+        """The engine appends use: :attr:`engine`, except on a SQLite file, where
+        appends have connections of their own whose lock waits are short (see
+        the module docstring)."""
+        if self.backend != "sqlite" or is_process_local(self.url):
+            return self.engine
+        if self._write_engine is None:
+            self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
+        return self._write_engine
+
     def _write_connection(self) -> sa.Connection:
-        conn = self.engine.connect()
+        conn = self.write_engine.connect()
         if self.backend == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         return conn
