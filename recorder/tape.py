@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import secrets
-import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from recorder.atomic import atomic_text
 from recorder.errors import TapeError
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
 
@@ -290,65 +288,8 @@ def incomplete_parts(events: Iterable[Event | StoredEvent]) -> list[str]:
     )
 
 
-_KIND_NAMES = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _writable_target(path: Path) -> tuple[Path, os.stat_result | None]:
-    """The file to replace (a symlink followed) and its status; refuse what is not a file.
-
-    Renaming over a device, a pipe or a directory would replace it with a
-    regular file (or fail half-way), so only a new path or a regular file is
-    accepted.
-    """
-    target = path.resolve() if path.is_symlink() else path
-    try:
-        status = target.stat()
-    except FileNotFoundError:
-        status = None
-    except OSError as exc:
-        raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-    if status is not None and not stat.S_ISREG(status.st_mode):
-        kind = _KIND_NAMES.get(stat.S_IFMT(status.st_mode), "not a regular file")
-        raise TapeError(
-            f"cannot write a tape to {path}: it is {kind}; give a new file name "
-            "or an existing regular file"
-        )
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise TapeError(f"cannot write {path}: directory {directory} does not exist")
-    return target, status
-
-
-def _temp_beside(target: Path, status: os.stat_result | None) -> tuple[int, Path]:
-    """A new temporary file beside ``target``: the target's mode if it exists, else umask's.
-
-    ``tempfile.mkstemp`` would make it 0600 whatever the umask, and the rename
-    would then narrow a shared file's permissions.
-    """
-    for _ in range(100):
-        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise TapeError(f"cannot write {target}: {exc.strerror}") from None
-        if status is not None:
-            try:
-                os.fchmod(fd, stat.S_IMODE(status.st_mode))
-                if (status.st_uid, status.st_gid) != (os.geteuid(), os.getegid()):
-                    os.fchown(fd, status.st_uid, status.st_gid)
-            except OSError:
-                pass  # keeping the owner is a courtesy only root can always pay
-        return fd, candidate
-    raise TapeError(f"cannot write {target}: no free temporary name beside it")
-
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 LastLine = Callable[[], str | None]
 
@@ -377,7 +318,7 @@ def _tape_lines(
 
 def write_tape_to(
     events: Iterable[Event | StoredEvent],
-    out: IO[str],
+    out: SupportsWrite[str],
     *,
     hashes: bool = False,
     last_line: LastLine | None = None,
@@ -406,43 +347,5 @@ def write_tape(
     :class:`TapeError` before anything is written. A new file gets the
     permissions the umask gives; a replaced file keeps its own.
     """
-    path = Path(path)
-    target, status = _writable_target(path)
-    fd, tmp = _temp_beside(target, status)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for line, is_event in _tape_lines(events, hashes, last_line):
-                try:
-                    out.write(line)
-                except OSError as exc:
-                    raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-                count += is_event
-            try:
-                out.flush()
-                os.fsync(out.fileno())
-            except OSError as exc:
-                raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_directory(target.parent)
-    return count
-
-
-def _sync_directory(directory: Path) -> None:
-    # The rename is durable once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_text(Path(path), what="a tape", error=TapeError) as out:
+        return write_tape_to(events, out, hashes=hashes, last_line=last_line)
