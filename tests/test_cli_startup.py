@@ -57,6 +57,12 @@ def test_each_commands_help_imports_no_database_or_sdk(name: str) -> None:
     assert heavy == []
 
 
+def test_schemas_print_without_pydantic() -> None:
+    output, heavy = imported_by("schema", "cost")
+    assert json.loads(output)["title"] == "CostReport"
+    assert heavy == []
+
+
 def test_running_a_command_imports_what_it_needs() -> None:
     # The probe itself can see a heavy import: without this, the tests above could not fail.
     _output, heavy = imported_by("db", "current", "--db", "sqlite:///:memory:")

@@ -323,8 +323,18 @@ def open_store(db: str | None) -> EventStore:
     return EventStore.open(db)
 
 
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+def emit_json(value: Any, format_name: str | None = None) -> None:
+    """Print ``value`` as indented JSON; checked first against the published ``format_name``.
+
+    Checking means a document that strayed from its schema (``codetape schema
+    NAME``) fails loudly here instead of surprising a script.
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if format_name is not None:
+        from recorder.formats import check_json
+
+        check_json(format_name, text)
+    click.echo(text)
 
 
 class _CommandConsole:

@@ -84,7 +84,8 @@ def audit(session: str | None, db: str | None, as_json: bool) -> None:
                 "session_id": sid,
                 "entries": [e.to_json() for e in read.value],
                 "projections_behind": read.behind,
-            }
+            },
+            "audit",
         )
         return
     print_audit(read.value)

@@ -78,6 +78,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Re-issue SESSION's requests, in order, with --model (and --set fields) against a "
         "live endpoint, recording a new session; then compare the two call by call.",
     ),
+    "schema": (
+        "schema_cmd",
+        "Print the JSON Schema of format NAME; without NAME, list the formats.",
+    ),
     "serve": (
         "replay_cmds",
         "Replay a tape or session over HTTP: point any client's base_url at it.",

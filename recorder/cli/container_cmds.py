@@ -147,7 +147,9 @@ def containers(
         read = P.read_containers(store)
     rows = [c.to_json(at_ns, idle_minutes, max_age_minutes) for c in read.value]
     if as_json:
-        emit_json({"at_ns": at_ns, "containers": rows, "projections_behind": read.behind})
+        emit_json(
+            {"at_ns": at_ns, "containers": rows, "projections_behind": read.behind}, "containers"
+        )
         return
     print_containers(rows, at_ns)
     note_behind(read.behind)

@@ -158,7 +158,7 @@ def cost(
         )
     report = {**read.value.to_json(), "projections_behind": read.behind}
     if as_json:
-        emit_json(report)
+        emit_json(report, "cost")
         return
     note_behind(read.behind)
     if as_csv:

@@ -134,7 +134,7 @@ def advise_containers(
         read = read_advice(store, by=by, idle_minutes=idle_minutes, fees=fees)
     advice = read.value
     if as_json:
-        emit_json({**advice.to_json(), "projections_behind": read.behind})
+        emit_json({**advice.to_json(), "projections_behind": read.behind}, "containers-advise")
         return
     note_behind(read.behind)
     if as_csv:

@@ -104,7 +104,8 @@ def chunks(session: str, db: str | None, as_json: bool) -> None:
                 "session_id": info.id,
                 "chunks": [c.to_json() for c in read.value],
                 "projections_behind": read.behind,
-            }
+            },
+            "chunks",
         )
         return
     print_chunks(read.value)
@@ -195,7 +196,8 @@ def stages(session: str, db: str | None, as_json: bool) -> None:
                 "session_id": info.id,
                 "calls": [s.to_json() for s in read.value],
                 "projections_behind": read.behind,
-            }
+            },
+            "stages",
         )
         return
     print_stages(read.value)
