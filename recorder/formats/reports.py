@@ -278,17 +278,17 @@ class ContainerFileRow(_Out):
 
 class ContainerRow(_Out):
     container_id: str
-    memory: str | None
-    created_via: str | None
+    memory: str | None = Field(description="Memory tier (1g, 4g, ...); null: not recorded.")
+    created_via: str
     created_exchange_id: str | None
-    session_id: str | None
+    session_id: str
     created_at_ns: int | None
-    first_activity_ns: int | None
-    last_activity_ns: int | None
+    first_activity_ns: int
+    last_activity_ns: int
     expires_after_minutes: int | None
     deleted_at_ns: int | None
     code_interpreter_calls: int
-    exchanges: int | list[str]
+    exchanges: int
     files: list[ContainerFileRow]
     at_ns: int
     state: str
