@@ -13,6 +13,7 @@ Pydantic is imported with this module, which only tape readers import.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -78,14 +79,28 @@ def parse_line(line: str, where: str) -> TapeLine:
     try:
         return TapeLine.model_validate_json(line)
     except ValidationError as exc:
-        raise TapeError(describe(exc, where, "a tape line")) from None
+        raise TapeError(_json_problem(line, where) or describe(exc, where, "a tape line")) from None
 
 
 def parse_proof_line(line: str, where: str) -> TapeProofLine:
     try:
         return TapeProofLine.model_validate_json(line)
     except ValidationError as exc:
-        raise TapeError(describe(exc, where, "a proof line")) from None
+        raise TapeError(
+            _json_problem(line, where) or describe(exc, where, "a proof line")
+        ) from None
+
+
+def _json_problem(line: str, where: str) -> str | None:
+    """Python's own account of a line that is not JSON (it counts columns within the line)."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as exc:
+        problem = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        return f"{where}: not valid JSON ({problem} at column {exc.colno})"
+    except RecursionError:
+        return f"{where}: not valid JSON (nested too deeply)"
+    return None
 
 
 def describe(exc: ValidationError, where: str, what: str) -> str:
