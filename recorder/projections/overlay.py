@@ -88,9 +88,8 @@ def reading(store: EventStore, names: Iterable[str], *, batch: int = BATCH) -> I
                     or 0
                 )
                 stored = _stored(conn, [p.name for p in projs])
-                starts = {
-                    p.name: _usable(stored.get(p.name), p) for p in projs
-                }  # (position, state) to resume from
+                # Where each projection's fold resumes: (position, state JSON).
+                starts = {p.name: _usable(stored.get(p.name), p) for p in projs}
                 behind = head - min((s[0] for s in starts.values()), default=head)
                 stale = [p for p in projs if starts[p.name][0] < head]
                 if stale:
