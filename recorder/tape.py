@@ -158,17 +158,19 @@ def _version_problem(found: object, expected: int) -> str:
     return f"tape format version {found!r} is not {expected}, the version of the tape's first line"
 
 
-def _first_version(line: str) -> int:
-    """The version a tape's first event line declares (1 when it declares none it knows)."""
+def _first_version(line: str, where: str) -> int:
+    """The version a tape's first event line declares (1 when it declares none)."""
     if '"tape"' not in line:
         return 1
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):
         return 1  # the format 1 parser reports what is wrong with it
-    if isinstance(record, dict) and record.get("tape") in READ_VERSIONS:
-        return int(record["tape"])
-    return 1
+    if not isinstance(record, dict) or record.get("tape") is None:
+        return 1
+    if record["tape"] not in READ_VERSIONS or isinstance(record["tape"], bool):
+        raise TapeError(f"{where}: {_version_problem(record['tape'], 1)}")
+    return int(record["tape"])
 
 
 Chain = tuple[int | None, str | None, str | None, str | None]
@@ -190,7 +192,7 @@ def _decoded(path: Path) -> Iterator[tuple[Event, Chain, str] | TapeProof]:
             yield TapeProof(proof.checkpoint, list(proof.nodes), where)
             continue
         if version is None:
-            version = _first_version(line)
+            version = _first_version(line, where)
             lean = LeanReader() if version == LEAN_VERSION else None
         if lean is not None:
             lean_record = parse_lean_line(line, where)

@@ -16,7 +16,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from recorder.atomic import atomic_bytes, atomic_text
 from recorder.errors import TapeError
@@ -27,6 +27,50 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_SUFFIX = ".zst"
 # A middle level: tapes compress about as well as at 19, many times faster.
 _LEVEL = 9
+
+
+_CHUNK = 1 << 14
+
+
+class _Decompressed(io.RawIOBase):
+    """The bytes of a zstd stream (one frame or several), read a chunk at a time.
+
+    Unlike zstandard's own stream reader, a stream cut short mid-frame is an
+    error here, not a quiet end: a truncated tape must not import as a shorter one.
+    """
+
+    def __init__(self, raw: IO[bytes], path: Path) -> None:
+        import zstandard
+
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._raw, self._path = raw, path
+        self._obj = self._new()
+        self._started = False
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._raw.read(_CHUNK)
+            if not chunk:
+                if self._started and not self._obj.eof:
+                    raise TapeError(f"{self._path}: a damaged zstd-compressed tape (cut short)")
+                return 0
+            self._pending = self._feed(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def _feed(self, chunk: bytes) -> bytes:
+        self._started = True
+        out = self._obj.decompress(chunk)
+        while self._obj.eof and self._obj.unused_data:
+            rest, self._obj = self._obj.unused_data, self._new()
+            out += self._obj.decompress(rest)
+        return out
 
 
 class _TextOut:
@@ -60,10 +104,7 @@ def open_tape_lines(path: Path) -> Iterator[tuple[int, str]]:
         compressed = raw.read(len(ZSTD_MAGIC)) == ZSTD_MAGIC
         raw.seek(0)
         if compressed:
-            import zstandard
-
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            binary = io.BufferedReader(reader)
+            binary = io.BufferedReader(_Decompressed(raw, path), _CHUNK)
         text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
         try:
             yield from enumerate(text, start=1)

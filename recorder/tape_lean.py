@@ -6,19 +6,25 @@ leaves a field out only when the reader's default for it is the event's own
 value, so every event reads back equal to what was written, payload bytes
 included. A field's default is:
 
-* ``kind``, ``session``, ``exchange``, ``offset_ns``, ``response_id``: the
-  previous line's value (``null`` is written when it becomes absent);
+* ``kind``, ``session``, ``exchange``, ``response_id``: the previous line's
+  value (``null`` is written when it becomes absent);
 * ``seq``: one more than the last ``seq`` of the same stream (session and
   exchange), or 0 for the stream's first event;
 * ``at_ns``: written whole on the first line; after it ``dt_ns``, the
   difference from the previous line's time, left out when 0;
+* ``offset_ns``: the previous line's, moved on by as much as the time was
+  (a recorder stamps an exchange's events with its start time plus their
+  offset, so a live recording's lines need no ``offset_ns`` after the first);
 * ``event``, ``type``, ``sequence_number``: taken from ``data`` (the frame's
   JSON) when the line has it, else absent; ``meta``: empty.
 
+The tape's first line and every ``session_open`` line carry ``"tape": 2``.
 The payload is ``data`` (an SSE frame ``event: T\\ndata: J\\n\\n`` whose event
 name is ``J``'s ``type`` and whose ``J`` is compact JSON that Python writes
 back byte for byte, kept as a JSON value so it is not escaped a second time),
-else ``text`` (UTF-8) or ``b64``, as in format 1. Chain fields are format 1's.
+else ``json`` (a payload that is such a compact JSON object or array, as a
+request or a response body often is), else ``text`` (UTF-8) or ``b64``, as
+in format 1. Chain fields are format 1's.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
 
     from recorder.tape_line import LeanLine
 
-__all__ = ["LEAN_VERSION", "LeanReader", "LeanWriter", "frame_data", "frame_of"]
+__all__ = ["LEAN_VERSION", "LeanReader", "LeanWriter", "frame_data", "frame_of", "json_value"]
 
 LEAN_VERSION = 2
 _KIND_OF = {k.value: k for k in EventKind}
@@ -72,6 +78,20 @@ def frame_data(payload: bytes) -> dict[str, Any] | None:
     return value
 
 
+def json_value(payload: bytes) -> dict[str, Any] | list[Any] | None:
+    """The JSON object or array a payload can be written as, or None when not byte for byte."""
+    if payload[:1] not in (b"{", b"["):
+        return None
+    try:
+        text = payload.decode("utf-8")
+        value = json.loads(text)
+        if not isinstance(value, dict | list) or _compact(value) != text:
+            return None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value
+
+
 def _derived(data: dict[str, Any] | None) -> tuple[str | None, str | None, int | None]:
     """``event``, ``type`` and ``sequence_number`` as ``data`` implies them."""
     if data is None:
@@ -94,6 +114,9 @@ class _State:
         self.offset_ns: int | None = None
         self.response_id: str | None = None
         self.seqs: dict[str, int] = {}
+
+    def offset_at(self, at_ns: int) -> int | None:
+        return None if self.offset_ns is None else self.offset_ns + (at_ns - self.at_ns)
 
     def next_seq(self, session: str, exchange: str | None) -> int:
         return self.seqs.get(exchange if exchange is not None else session, -1) + 1
@@ -124,7 +147,8 @@ class LeanWriter:
         record: dict[str, Any] = {}
         if st.first or kind != st.kind:
             record["kind"] = kind
-        if ev.kind is EventKind.SESSION_OPEN:
+        if ev.kind is EventKind.SESSION_OPEN or st.first:
+            # A tape's first line names its format, whatever its kind.
             record["tape"] = LEAN_VERSION
         if ev.session_id != st.session:
             record["session"] = ev.session_id
@@ -136,7 +160,7 @@ class LeanWriter:
             record["at_ns"] = ev.recorded_at_ns
         elif ev.recorded_at_ns != st.at_ns:
             record["dt_ns"] = ev.recorded_at_ns - st.at_ns
-        if ev.offset_ns != st.offset_ns:
+        if ev.offset_ns != st.offset_at(ev.recorded_at_ns):
             record["offset_ns"] = ev.offset_ns
         data = frame_data(ev.payload) if ev.kind is EventKind.SSE else None
         event, type_, number = _derived(data)
@@ -153,6 +177,8 @@ class LeanWriter:
             record["meta"] = json.loads(canonical_json(dict(ev.meta)))
         if data is not None:
             record["data"] = data
+        elif (value := json_value(ev.payload)) is not None:
+            record["json"] = value
         elif ev.payload:
             try:
                 record["text"] = ev.payload.decode("utf-8")
@@ -196,13 +222,15 @@ class LeanReader:
             raise TapeError(f"{where}: field 'at_ns' is missing (the tape's first line)")
         at_ns = record.at_ns if record.at_ns is not None else st.at_ns + (record.dt_ns or 0)
         seq = record.seq if record.seq is not None else st.next_seq(session, exchange)
-        if sum(x is not None for x in (record.data, record.text, record.b64)) > 1:
-            raise TapeError(f"{where}: a line holds one of data, text and b64, not more")
+        if sum(x is not None for x in (record.data, record.json_, record.text, record.b64)) > 1:
+            raise TapeError(f"{where}: a line holds one of data, json, text and b64, not more")
         if record.data is not None:
             try:
                 payload = frame_of(record.data)
             except ValueError:
                 raise TapeError(f"{where}: field 'data': has no string 'type'") from None
+        elif record.json_ is not None:
+            payload = _compact(record.json_).encode()
         elif record.b64 is not None:
             try:
                 payload = base64.b64decode(record.b64, validate=True)
@@ -217,7 +245,7 @@ class LeanReader:
             seq=seq,
             exchange_id=exchange,
             recorded_at_ns=at_ns,
-            offset_ns=record.offset_ns if "offset_ns" in fields else st.offset_ns,
+            offset_ns=record.offset_ns if "offset_ns" in fields else st.offset_at(at_ns),
             payload=payload,
             meta=record.meta,
             sse_event=record.event if "event" in fields else event,

@@ -84,7 +84,9 @@ class LeanLine(BaseModel):
     seq: int | None = Field(None, ge=0, description="Default: the stream's last seq + 1, or 0.")
     at_ns: int | None = Field(None, description="Recorded at, ns since the epoch (first line).")
     dt_ns: int | None = Field(None, description="Recorded at, ns after the previous line.")
-    offset_ns: int | None = Field(None, description="Default: the previous line's.")
+    offset_ns: int | None = Field(
+        None, description="Default: the previous line's plus the time since it."
+    )
     event: str | None = Field(None, description="Default: data's type.")
     type: str | None = Field(None, description="Default: data's type.")
     sequence_number: int | None = Field(None, description="Default: data's sequence_number.")
@@ -92,6 +94,9 @@ class LeanLine(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] | None = Field(
         None, description="An SSE frame 'event: TYPE\\ndata: JSON\\n\\n' as its JSON value."
+    )
+    json_: dict[str, Any] | list[Any] | None = Field(
+        None, alias="json", description="A payload of compact JSON, as its JSON value."
     )
     text: str | None = Field(None, description="The payload, when it is UTF-8.")
     b64: str | None = Field(None, description="The payload in base64, when it is not UTF-8.")
