@@ -142,7 +142,7 @@ def _recorded_at_ns(exchange: RecordedExchange) -> int | None:
     elif body[:1] == b"{":
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict):
             created = parsed.get("created_at")

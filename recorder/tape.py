@@ -108,6 +108,8 @@ def _record(line: str, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         problem = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise TapeError(f"{where}: not valid JSON ({problem} at column {exc.colno})") from None
+    except RecursionError:
+        raise TapeError(f"{where}: JSON nested too deeply to be a tape line") from None
     if not isinstance(record, dict):
         raise TapeError(f"{where}: a tape line must be a JSON object")
     return record
