@@ -110,6 +110,8 @@ def _record(line: str, where: str) -> dict[str, Any]:
         raise TapeError(f"{where}: not valid JSON ({problem} at column {exc.colno})") from None
     except RecursionError:
         raise TapeError(f"{where}: JSON nested too deeply to be a tape line") from None
+    except ValueError:  # an integer past Python's digit limit
+        raise TapeError(f"{where}: not valid JSON (a number with too many digits)") from None
     if not isinstance(record, dict):
         raise TapeError(f"{where}: a tape line must be a JSON object")
     return record

@@ -95,6 +95,18 @@ ADVERSARIAL = {
     "only blank lines": b"\n\r\n\n",
     "BOM then a tape line": b"\xef\xbb\xbf" + SEEDS["tape"].split(b"\n", 1)[0] + b"\n",
     "tape cut inside a line": SEEDS["tape"][: len(SEEDS["tape"]) // 2],
+    "5,000-digit number in a tape line": (
+        b'{"kind":"session_open","tape":1,"session":"s","seq":' + b"1" * 5000 + b',"at_ns":1}\n'
+    ),
+    "5,000-digit number in a chunks line": b'{"type":"response.created","n":'
+    + b"1" * 5000
+    + b"}\n",
+    "5,000-digit number in test-proxy": b'{"Entries":[' + b"1" * 5000 + b"]}",
+    "5,000-digit number in a cassette": (
+        b"interactions:\n- request: {method: POST, uri: 'https://x/v1/responses', parsed_body: "
+        + b"1" * 5000
+        + b"}\n  response: {status: {code: 200}, body: {string: ''}}\n"
+    ),
     "one huge unterminated line": b'{"kind":"sse","text":"' + b"x" * (8 << 20),
 }
 

@@ -73,6 +73,10 @@ def _stream_session(path: Path, text: str) -> RecordedSession:
             raise ImportFormatError(f"{path.name}: line {number} is not JSON ({problem})") from None
         except RecursionError:
             raise ImportFormatError(f"{path.name}: line {number} is nested too deeply") from None
+        except ValueError:  # an integer past Python's digit limit
+            raise ImportFormatError(
+                f"{path.name}: line {number} holds a number with too many digits"
+            ) from None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise ImportFormatError(
                 f"{path.name}: line {number} is not an SSE event object with a 'type'"
