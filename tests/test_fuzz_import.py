@@ -147,3 +147,29 @@ def test_the_tape_reader_reads_or_names_the_bad_line(tmp_path: Path) -> None:
 
     run()
     assert outcomes.get("refused", 0) > 0, outcomes
+
+
+@pytest.mark.parametrize(
+    "name", ["deep JSON tape line", "5,000-digit number in a cassette", "not UTF-8"]
+)
+def test_the_cli_refuses_a_hostile_file_in_one_line_and_imports_the_next(
+    db_url: str, tmp_path: Path, name: str
+) -> None:
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+    from recorder.store import migrate
+
+    migrate.upgrade(db_url)
+    bad, good = tmp_path / "bad.txt", tmp_path / "good.jsonl"
+    bad.write_bytes(ADVERSARIAL[name])
+    good.write_bytes(SEEDS["tape"])
+    result = CliRunner().invoke(main, ["import", str(bad), str(good), "--db", db_url])
+    assert (result.exit_code != 0 and result.exception is None) or isinstance(
+        result.exception, SystemExit
+    )
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if "bad.txt" in line]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    with EventStore.open(db_url) as store:
+        assert [s.name for s in store.sessions()] == ["vercel-ai/azure-text.1"]
