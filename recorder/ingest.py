@@ -477,7 +477,9 @@ def _import_tape_streaming(
     parts = scan.incomplete()
     if parts and not partial:
         raise _incomplete_error(path, parts)
-    events = (_marked_partial(ev, parts) for ev in _tape_events(path, scrub))
+    events = (
+        _marked_partial(ev, parts) for ev in _as_scanned(_tape_events(path, scrub), path, scan)
+    )
     endings = _partial_endings(scan, parts) if parts else []
     stored = append_in_batches(store, _chain(events, endings), total=scan.events + len(endings))
     return ImportResult(path, "tape", list(sessions.items()), stored, partial=bool(parts))
@@ -761,21 +763,19 @@ def append_in_batches(
         total = len(events)
     stored = size = 0
     batch: list[Event] = []
-    for ev in events:
-        if batch and (len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES):
-            stored = _append_batch(store, batch, stored, total)
-            time.sleep(_BATCH_PAUSE)
-            batch, size = [], 0
-        batch.append(ev)
-        size += len(ev.payload)
-    if batch:
-        stored = _append_batch(store, batch, stored, total)
-    return stored
-
-
-def _append_batch(store: EventStore, batch: list[Event], stored: int, total: int | None) -> int:
     try:
-        store.append(batch)
+        # A lazy ``events`` may fail too (a tape changed under the import).
+        for ev in events:
+            if batch and (len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES):
+                store.append(batch)
+                stored += len(batch)
+                time.sleep(_BATCH_PAUSE)
+                batch, size = [], 0
+            batch.append(ev)
+            size += len(ev.payload)
+        if batch:
+            store.append(batch)
+            stored += len(batch)
     except CodetapeError as exc:
         if not stored:
             raise
@@ -785,7 +785,22 @@ def _append_batch(store: EventStore, batch: list[Event], stored: int, total: int
             f"{exc}; {stored}{of} events were stored before that: "
             "import the same file again to complete it"
         ) from exc
-    return stored + len(batch)
+    return stored
+
+
+def _as_scanned(events: Iterable[Event], path: Path, scan: _TapeScan) -> Iterator[Event]:
+    """``events`` (the second pass over a tape), checked against what the first pass saw."""
+    next_seq: dict[str, int] = {}
+    count = 0
+    for ev in events:
+        want = next_seq.get(ev.stream_id, 0)
+        if ev.seq != want or count >= scan.events:
+            raise TapeError(f"{path} changed while it was being imported")
+        next_seq[ev.stream_id] = want + 1
+        count += 1
+        yield ev
+    if count != scan.events:
+        raise TapeError(f"{path} changed while it was being imported (it is shorter now)")
 
 
 FileStatus = Literal["imported", "duplicate", "failed"]

@@ -172,3 +172,30 @@ def test_the_cli_refuses_a_hostile_file_in_one_line_and_imports_the_next(
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     with EventStore.open(db_url) as store:
         assert [s.name for s in store.sessions()] == ["vercel-ai/azure-text.1"]
+
+
+def test_a_tape_that_grows_between_the_check_and_the_store_is_refused(
+    store: EventStore, tmp_path: Path
+) -> None:
+    from recorder.redact import Redactor
+
+    path = tmp_path / "shrinking.jsonl"
+    path.write_bytes(SEEDS["tape"])
+
+    class GrowAfterTheCheck(Redactor):
+        """Sees each request once per pass; adds to the file as the second pass begins."""
+
+        calls = 0
+
+        def url_redacted(self, url: str) -> tuple[str, list[str], bool]:
+            GrowAfterTheCheck.calls += 1
+            if GrowAfterTheCheck.calls == 2:
+                # Whole lines, so every line still parses: only the check can tell.
+                with path.open("ab") as more:
+                    more.write(SEEDS["tape"])
+            return super().url_redacted(url)
+
+    with pytest.raises(CodetapeError, match="changed while it was being imported"):
+        import_file(store, path, "tape", GrowAfterTheCheck())
+    assert GrowAfterTheCheck.calls >= 2
+    assert store.last_position() == 0
