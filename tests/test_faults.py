@@ -16,8 +16,9 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -25,8 +26,10 @@ from fake_upstream import Upstream, load_tape
 from pg_server import PgServer, find_bindir
 
 from recorder.capture import CaptureSession
+from recorder.capture.session import WriterMode
 from recorder.client import record, record_async
-from recorder.events import EventKind, StoredEvent
+from recorder.errors import DatabaseUnavailable
+from recorder.events import Event, EventKind, StoredEvent
 from recorder.store import EventStore, migrate
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -104,11 +107,14 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def test_sqlite_on_a_full_filesystem_delays_nothing_and_names_the_gap(small_fs: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_sqlite_on_a_full_filesystem_delays_nothing_and_names_the_gap(
+    small_fs: Path, writer: WriterMode
+) -> None:
     url = f"sqlite:///{small_fs / 'codetape.db'}"
     migrate.upgrade(url)
     store = EventStore.open(url)
-    session = CaptureSession(store, "disk-full")
+    session = CaptureSession(store, "disk-full", writer=writer)
     acknowledged: list[int] = []
     filler: list[Path] = []
 
@@ -157,11 +163,14 @@ def own_pg() -> Iterator[PgServer]:
 
 
 @pytest.mark.postgres
-def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(own_pg: PgServer) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(
+    own_pg: PgServer, writer: WriterMode
+) -> None:
     url = own_pg.admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
     migrate.upgrade(url)
     store = EventStore.open(url)
-    session = CaptureSession(store, "restart")
+    session = CaptureSession(store, "restart", writer=writer)
     acknowledged: list[int] = []
 
     def stop() -> None:
@@ -182,6 +191,50 @@ def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(own_pg: PgServe
     assert_prefix_then_gap(store, session, upstream.scripts[0].body)
     # A stopped server is an outage the capture waits out: nothing is lost.
     assert session.stats.events_lost == 0
+    store.close()
+
+
+class StartingUp(EventStore):
+    """A store whose first appends fail as a restarting PostgreSQL's connections do,
+    while it already answers reads: the moment the real restart test can only
+    sometimes catch."""
+
+    refusals = 0
+
+    def append(self, batch: Iterable[Event], *, prepare: Any = None) -> list[int]:
+        if StartingUp.refusals:
+            StartingUp.refusals -= 1
+            raise DatabaseUnavailable(
+                "the PostgreSQL server at 127.0.0.1:5432 refused it: "
+                "the database system is not yet accepting connections"
+            )
+        return super().append(batch, prepare=prepare)
+
+
+@pytest.mark.postgres
+def test_a_server_unreachable_for_a_moment_is_waited_for_even_if_it_answers_at_once(
+    pg_url: str,
+) -> None:
+    # The writer used to probe the store after a failed write, and drop the
+    # batch as refused when the probe succeeded: a server that finished
+    # starting between the two lost events it had never seen.
+    migrate.upgrade(pg_url)
+    store = StartingUp.open(pg_url)
+    session = CaptureSession(store, "starting-up", writer="thread")
+
+    def refuse_next_writes() -> None:
+        assert session.flush(30)
+        StartingUp.refusals = 2
+
+    upstream = Upstream(load_tape(CI_STREAM), before_frame=at_frames({100: refuse_next_writes}))
+    with record(store, session, transport=upstream.transport(), api_key="k", base_url=BASE) as c:
+        received = sum(1 for _ in c.responses.create(model="m", input="x", stream=True))
+    session.close()
+    assert received == FRAMES and StartingUp.refusals == 0
+    assert session.stats.store_errors >= 1 and session.stats.events_lost == 0
+    assert_prefix_then_gap(store, session, upstream.scripts[0].body)
+    [x] = store.exchanges(session.id)
+    assert x.sse_events == FRAMES
     store.close()
 
 
