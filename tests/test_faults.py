@@ -55,6 +55,20 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+@pytest.fixture
+def closing() -> Iterator[Callable[[EventStore], EventStore]]:
+    """Close the stores a test opens even when it fails, so no connection outlives it."""
+    opened: list[EventStore] = []
+
+    def keep(store: EventStore) -> EventStore:
+        opened.append(store)
+        return store
+
+    yield keep
+    for store in opened:
+        store.close()
+
+
 def sse_of(events: list[StoredEvent]) -> list[StoredEvent]:
     return [e for e in events if e.kind is EventKind.SSE]
 
@@ -90,7 +104,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        # Lazily: a test that failed may have left a file open on it.
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def fill(directory: Path) -> Path:
@@ -109,11 +124,11 @@ def fill(directory: Path) -> Path:
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
 def test_sqlite_on_a_full_filesystem_delays_nothing_and_names_the_gap(
-    small_fs: Path, writer: WriterMode
+    small_fs: Path, writer: WriterMode, closing: Callable[[EventStore], EventStore]
 ) -> None:
     url = f"sqlite:///{small_fs / 'codetape.db'}"
     migrate.upgrade(url)
-    store = EventStore.open(url)
+    store = closing(EventStore.open(url))
     session = CaptureSession(store, "disk-full", writer=writer)
     acknowledged: list[int] = []
     filler: list[Path] = []
@@ -165,11 +180,11 @@ def own_pg() -> Iterator[PgServer]:
 @pytest.mark.postgres
 @pytest.mark.parametrize("writer", ["thread", "process"])
 def test_postgres_stopped_and_restarted_mid_stream_loses_nothing(
-    own_pg: PgServer, writer: WriterMode
+    own_pg: PgServer, writer: WriterMode, closing: Callable[[EventStore], EventStore]
 ) -> None:
     url = own_pg.admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
     migrate.upgrade(url)
-    store = EventStore.open(url)
+    store = closing(EventStore.open(url))
     session = CaptureSession(store, "restart", writer=writer)
     acknowledged: list[int] = []
 
@@ -213,13 +228,13 @@ class StartingUp(EventStore):
 
 @pytest.mark.postgres
 def test_a_server_unreachable_for_a_moment_is_waited_for_even_if_it_answers_at_once(
-    pg_url: str,
+    pg_url: str, closing: Callable[[EventStore], EventStore]
 ) -> None:
     # The writer used to probe the store after a failed write, and drop the
     # batch as refused when the probe succeeded: a server that finished
     # starting between the two lost events it had never seen.
     migrate.upgrade(pg_url)
-    store = StartingUp.open(pg_url)
+    store = closing(StartingUp.open(pg_url))
     session = CaptureSession(store, "starting-up", writer="thread")
 
     def refuse_next_writes() -> None:
