@@ -263,7 +263,7 @@ def body_response_id(body: bytes) -> str | None:
         return None
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(parsed, dict) and parsed.get("object") == "response":
         value = parsed.get("id")
