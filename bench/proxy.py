@@ -218,7 +218,7 @@ class Run:
 
 
 class Bench:
-    def __init__(self, tmp: str) -> None:
+    def __init__(self, tmp: str, writer: str = "auto") -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         up_port, bare_port, ct_port = free_port(), free_port(), free_port()
         self.upstream = f"http://127.0.0.1:{up_port}"
@@ -243,6 +243,8 @@ class Bench:
                 "bench-proxy",
                 "--db",
                 self.db,
+                "--writer",
+                writer,
             ]
         )
         wait_listening(ct_port, self.ct)
@@ -391,6 +393,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--busy", action="store_true", help="also measure with every core busy")
     parser.add_argument("--concurrent", type=int, default=64, help="streams at once (0: skip)")
+    parser.add_argument(
+        "--writer", default="auto", choices=("auto", "thread", "process"), help="the proxy's sink"
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -401,7 +406,7 @@ def main() -> None:
         serve_bare(int(args.serve_bare[0]), args.serve_bare[1])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(tmp)
+        bench = Bench(tmp, args.writer)
         try:
             for path in ("direct", "bare", "codetape"):
                 bench.one(path, "real", 0)  # warm up connections, imports, the recorder
