@@ -55,9 +55,9 @@ __all__ = ["main"]
 log = logging.getLogger("codetape.capture")
 
 _REPORT_EVERY = 0.05
-_STORED_SEQ = sa.text("SELECT max(seq) FROM events WHERE exchange_id = :x")
+_STORED_SEQ = sa.text("SELECT max(seq) FROM event_rows WHERE exchange_id = :x")
 _SESSION_KIND = sa.text(
-    "SELECT 1 FROM events WHERE session_id = :s AND exchange_id IS NULL AND kind = :k LIMIT 1"
+    "SELECT 1 FROM event_rows WHERE session_id = :s AND exchange_id IS NULL AND kind = :k LIMIT 1"
 )
 
 

@@ -49,6 +49,7 @@ from sqlalchemy import Connection, Table
 from recorder.errors import CodetapeError
 from recorder.events import EventKind, now_ns
 from recorder.sse import parse_frame
+from recorder.store.codec import decode
 from recorder.store.engine import translate_errors
 from recorder.store.schema import pj_checkpoints
 from recorder.store.store import EventStore
@@ -305,12 +306,13 @@ _UNSET: Any = object()
 # NULL (None) costs the driver less than any string.
 _READ_COLUMNS = (
     "position, session_id, exchange_id, kind, recorded_at_ns, offset_ns, sse_type, "
-    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, payload"
+    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, codec, stored_payload"
 )
 
 
 Row = Sequence[Any]
-"""One event row as read: ``_READ_COLUMNS`` in order (what :class:`LogEvent` takes)."""
+"""One event row as read: ``_READ_COLUMNS`` in order, the payload decoded (what
+:class:`LogEvent` takes)."""
 
 DeltaHandler = Callable[[Row, str | None, str | None], None]
 """Called with a delta event's row and its (``item_id``, ``delta``)."""
@@ -327,7 +329,8 @@ def read_events(store: EventStore, after: int, until: int, limit: int) -> list[R
     """
     marker = "?" if store.backend == "sqlite" else "%s"
     sql = (
-        f"SELECT {_READ_COLUMNS} FROM events WHERE position > {marker} AND position <= {marker} "
+        f"SELECT {_READ_COLUMNS} FROM event_rows WHERE position > {marker} "
+        f"AND position <= {marker} "
         f"ORDER BY position LIMIT {marker}"
     )
     with translate_errors(store.url), store.engine.connect() as conn:
@@ -340,7 +343,10 @@ def read_events(store: EventStore, after: int, until: int, limit: int) -> list[R
             else:
                 cursor.execute(sql, (after, until, limit))
             with _no_gc():
-                rows: list[Row] = cursor.fetchall()
+                stored: list[Row] = cursor.fetchall()
+                # The payload as recorded: decompressed here, so projections
+                # never see how a row stores it.
+                rows: list[Row] = [(*r[:8], decode(r[8], r[9])) for r in stored]
             return rows
         finally:
             cursor.close()

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine
 from recorder.config import is_default, resolve_url
 from recorder.errors import AmbiguousSession, NotUpgraded, StoreBusy, UnknownSession
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
+from recorder.store.codec import DEFAULT_CODEC, decode, encode
 from recorder.store.engine import (
     create_engine,
     describe_url,
@@ -51,7 +52,8 @@ from recorder.store.engine import (
     sqlite_busy_timeout,
     translate_errors,
 )
-from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
+from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest
+from recorder.store.keys import Keys
 from recorder.store.schema import SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
@@ -77,6 +79,7 @@ has committed (or None). It may read and write other tables on the
 connection, never ``events`` itself (it returns events to append instead).
 """
 
+# What readers get: the view's public values (see recorder.store.schema).
 _COLUMNS = (
     "position",
     "session_id",
@@ -90,12 +93,32 @@ _COLUMNS = (
     "sequence_number",
     "response_id",
     "meta",
-    "payload",
+    "codec",
+    "stored_payload",
     "hash_format",
     "prev_hash",
     "hash",
 )
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM event_rows"
+# What an append writes: the lean row.
+_LEAN_COLUMNS = (
+    "position",
+    "session_key",
+    "exchange_key",
+    "seq",
+    "kind_key",
+    "recorded_at_ns",
+    "offset_ns",
+    "sse_event_key",
+    "sse_type_key",
+    "sequence_number",
+    "response_key",
+    "meta",
+    "codec",
+    "payload",
+    "hash_format_key",
+    "hash",
+)
 _PAGE = 2000
 # The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
 # An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
@@ -144,6 +167,7 @@ class ExchangeInfo:
 
 
 def _row_to_event(row: Sequence[Any]) -> StoredEvent:
+    # prev_hash is NULL (given as "") when the row before is missing.
     return StoredEvent(
         position=row[0],
         session_id=row[1],
@@ -157,10 +181,10 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         sequence_number=row[9],
         response_id=row[10],
         meta_json=row[11],
-        payload=bytes(row[12]),
-        hash_format=row[13],
-        prev_hash=row[14],
-        hash=row[15],
+        payload=decode(row[12], row[13]),
+        hash_format=row[14],
+        prev_hash=row[15] or "",
+        hash=row[16],
     )
 
 
@@ -179,8 +203,13 @@ class EventStore:
         self.url = url
         self.backend = engine.dialect.name
         marker = "?" if self.backend == "sqlite" else "%s"
-        self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
-        self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
+        self._values = "(" + ", ".join([marker] * len(_LEAN_COLUMNS)) + ")"
+        self._insert_sql = (
+            "INSERT INTO events (" + ", ".join(_LEAN_COLUMNS) + ") VALUES " + self._values
+        )
+        self._keys = Keys()
+        self.codec: int | None = DEFAULT_CODEC
+        """The dictionary new payloads are compressed against; None stores them raw."""
         self._multi_sql: dict[int, str] = {}
         self._write_engine: Engine | None = None
         self._busy_timeout: float | None = None
@@ -284,18 +313,27 @@ class EventStore:
     ) -> list[int]:
         """:meth:`_append`; on SQLite, tried again for the write lock until the busy timeout."""
         if self.backend != "sqlite":
-            return self._append(items, prepare, committed)
+            return self._append_keyed(items, prepare, committed)
         if self._busy_timeout is None:
             self._busy_timeout = sqlite_busy_timeout(self.url)
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
-                return self._append(items, prepare, committed)
+                return self._append_keyed(items, prepare, committed)
             except StoreBusy:
                 committed.clear()  # nothing was committed: the hooks' notes are void
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.001)
+
+    def _append_keyed(
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
+    ) -> list[int]:
+        try:
+            return self._append(items, prepare, committed)
+        except BaseException:
+            self._keys.forget()  # keys this transaction added were rolled back
+            raise
 
     def _append(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
@@ -315,13 +353,21 @@ class EventStore:
                         committed.append(on_commit)
             if not items:
                 return []  # leaving the block commits what the hooks wrote
-            position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
+            position, prev = (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
+            keys = self._keys
+            keys.begin()
+            key = keys.key
+            sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
+            responses, names = keys.ids["responses"], keys.ids["names"]
+            hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
+            compress = self.codec
             rows: list[tuple[Any, ...]] = []
             # This loop runs once per recorded event, in the writer thread but
-            # holding the GIL the client needs: it calls event_hash directly
-            # and builds each row once.
+            # holding the GIL the client needs: it calls event_digest directly,
+            # finds keys in the cache (the table only on a miss) and builds
+            # each row once.
             append_row = rows.append
             for ev in items:
                 position += 1
@@ -335,25 +381,53 @@ class EventStore:
                 # Most events (every SSE frame) have no meta: skip the encoder.
                 meta_json = canonical_json(dict(meta)) if meta else "{}"
                 kind = ev.kind._value_  # what .value returns, minus its descriptor
-                # The hash covers exactly the row's first 13 columns, in order.
-                fields = (
+                sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
+                sse_event, sse_type, payload = ev.sse_event, ev.sse_type, ev.payload
+                digest = event_digest(
+                    prev,
                     position,
-                    ev.session_id,
-                    ev.exchange_id,
+                    sid,
+                    xid,
                     seq,
                     kind,
                     ev.recorded_at_ns,
                     ev.offset_ns,
-                    ev.sse_event,
-                    ev.sse_type,
+                    sse_event,
+                    sse_type,
                     ev.sequence_number,
-                    ev.response_id,
+                    rid,
                     meta_json,
-                    ev.payload,
+                    payload,
                 )
-                digest = event_hash(prev, *fields)
-                append_row((*fields, HASH_FORMAT, prev, digest))
-                prev = digest
+                session_key = sessions.get(sid) or key(conn, "sessions", sid)
+                stored_codec, stored = encode(payload, compress)
+                append_row(
+                    (
+                        position,
+                        session_key,
+                        None
+                        if xid is None
+                        else exchanges.get(xid) or key(conn, "exchanges", xid, session_key),
+                        seq,
+                        names.get(kind) or key(conn, "names", kind),
+                        ev.recorded_at_ns,
+                        ev.offset_ns,
+                        None
+                        if sse_event is None
+                        else names.get(sse_event) or key(conn, "names", sse_event),
+                        None
+                        if sse_type is None
+                        else names.get(sse_type) or key(conn, "names", sse_type),
+                        ev.sequence_number,
+                        None if rid is None else responses.get(rid) or key(conn, "responses", rid),
+                        None if meta_json == "{}" else meta_json,
+                        stored_codec,
+                        stored,
+                        hash_format,
+                        digest,
+                    )
+                )
+                prev = digest.hex()
             self._insert(conn, rows)
         return list(range(first, position + 1))
 
@@ -409,9 +483,15 @@ class EventStore:
         result: dict[str, int] = {}
         for stream_id, ev in wanted.items():
             if ev.exchange_id is not None:
-                query = "SELECT max(seq) FROM events WHERE exchange_id = :s"
+                query = (
+                    "SELECT max(e.seq) FROM events e JOIN exchanges x ON x.id = e.exchange_key "
+                    "WHERE x.public_id = :s AND e.exchange_key IS NOT NULL"
+                )
             else:
-                query = "SELECT max(seq) FROM events WHERE session_id = :s AND exchange_id IS NULL"
+                query = (
+                    "SELECT max(e.seq) FROM events e JOIN sessions s ON s.id = e.session_key "
+                    "WHERE s.public_id = :s AND e.exchange_key IS NULL"
+                )
             current = conn.execute(sa.text(query), {"s": stream_id}).scalar()
             result[stream_id] = 0 if current is None else int(current) + 1
         return result
@@ -457,23 +537,32 @@ class EventStore:
     def sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
         with translate_errors(self.url), self.engine.connect() as conn:
+            # Opens and closes are session-level events (no exchange): found
+            # through that small partial index, not by a scan of the log.
             opens = conn.execute(
                 sa.text(
-                    "SELECT position, session_id, recorded_at_ns, meta FROM events "
-                    "WHERE kind = 'session_open' ORDER BY position"
+                    "SELECT e.position, s.public_id, e.recorded_at_ns, coalesce(e.meta, '{}') "
+                    "FROM events e JOIN names k ON k.id = e.kind_key "
+                    "JOIN sessions s ON s.id = e.session_key "
+                    "WHERE e.exchange_key IS NULL AND k.public_id = 'session_open' "
+                    "ORDER BY e.position"
                 )
             ).all()
             closed = {
                 r[0]
                 for r in conn.execute(
-                    sa.text("SELECT DISTINCT session_id FROM events WHERE kind = 'session_close'")
+                    sa.text(
+                        "SELECT DISTINCT s.public_id FROM events e "
+                        "JOIN names k ON k.id = e.kind_key JOIN sessions s ON s.id = e.session_key "
+                        "WHERE e.exchange_key IS NULL AND k.public_id = 'session_close'"
+                    )
                 )
             }
             counts: dict[str, int] = dict(
                 conn.execute(
                     sa.text(
-                        "SELECT session_id, count(*) FROM events WHERE kind = 'request' "
-                        "GROUP BY session_id"
+                        "SELECT s.public_id, count(*) FROM exchanges x "
+                        "JOIN sessions s ON s.id = x.session_key GROUP BY s.public_id"
                     )
                 ).all()
             )
@@ -531,7 +620,8 @@ class EventStore:
         with translate_errors(self.url), self.engine.connect() as conn:
             row = conn.execute(
                 sa.text(
-                    "SELECT 1 FROM events WHERE kind = 'session_open' AND session_id = :s LIMIT 1"
+                    "SELECT 1 FROM event_rows "
+                    "WHERE kind = 'session_open' AND session_id = :s LIMIT 1"
                 ),
                 {"s": session_id},
             ).first()
@@ -610,7 +700,7 @@ class EventStore:
             with translate_errors(self.url), self.engine.connect() as conn:
                 rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
             for position, digest in rows:
-                yield int(position), str(digest)
+                yield int(position), bytes(digest).hex()
             if len(rows) < page:
                 return
             after = rows[-1][0]

@@ -1,0 +1,129 @@
+"""Payload compression: each row's payload alone, against a shipped zstd dictionary.
+
+Guarantees:
+
+* :func:`encode` returns ``(codec, stored)``: ``codec`` None means ``stored``
+  is the payload itself (small frames, where compression does not pay);
+  otherwise ``codec`` is the id of the dictionary the payload was compressed
+  against and ``stored`` one zstd frame (magicless, no checksum, no
+  dictionary id: the row's ``codec`` column names the dictionary, the row's
+  hash checks the bytes). ``decode(codec, stored)`` gives the payload back,
+  byte for byte, from that one row: no other row is needed.
+* Dictionaries ship as package data (``dictionaries/frames-<id>.zdict``) and
+  never change once shipped: a new training gets a new id, and old ids stay
+  readable. A row naming an id this codetape does not ship fails with
+  :class:`UnknownCodec` (a newer codetape wrote it), never with garbage.
+* The hash chain covers the payload, not the stored bytes, so compression is
+  invisible to verify, tapes and replay.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+
+import zstandard
+
+from recorder.errors import StoreError
+
+__all__ = ["DEFAULT_CODEC", "MIN_SIZE", "UnknownCodec", "decode", "encode", "known_codecs"]
+
+DEFAULT_CODEC = 1
+"""The dictionary new rows are compressed against."""
+MIN_SIZE = 48
+"""Payloads shorter than this stay raw: a frame header and the row's codec cost more."""
+_LEVEL = 3  # ~5 µs per typical frame; higher levels gain little on single frames
+_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
+
+
+class UnknownCodec(StoreError):
+    """A row names a compression dictionary this codetape does not ship."""
+
+
+class _Codec:
+    def __init__(self, codec: int, data: bytes) -> None:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            _LEVEL, format=_FORMAT, write_checksum=0, write_dict_id=0, write_content_size=1
+        )
+        cdict = zstandard.ZstdCompressionDict(data)
+        cdict.precompute_compress(compression_params=params)
+        self.codec = codec
+        self._dict = cdict
+        self._params = params
+        self._local = threading.local()  # zstd contexts are not thread-safe
+
+    def _pair(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+        pair: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] | None = getattr(
+            self._local, "pair", None
+        )
+        if pair is None:
+            pair = (
+                zstandard.ZstdCompressor(dict_data=self._dict, compression_params=self._params),
+                zstandard.ZstdDecompressor(dict_data=self._dict, format=_FORMAT),
+            )
+            self._local.pair = pair
+        return pair
+
+    def compress(self, payload: bytes) -> bytes:
+        return self._pair()[0].compress(payload)
+
+    def decompress(self, stored: bytes) -> bytes:
+        return self._pair()[1].decompress(stored)
+
+
+_codecs: dict[int, _Codec] = {}
+_lock = threading.Lock()
+
+
+def known_codecs() -> list[int]:
+    """The dictionary ids this codetape ships."""
+    folder = resources.files("recorder.store") / "dictionaries"
+    ids = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith("frames-") and name.endswith(".zdict"):
+            ids.append(int(name[len("frames-") : -len(".zdict")]))
+    return sorted(ids)
+
+
+def _get(codec: int) -> _Codec:
+    found = _codecs.get(codec)
+    if found is not None:
+        return found
+    with _lock:
+        found = _codecs.get(codec)
+        if found is None:
+            entry = resources.files("recorder.store") / "dictionaries" / f"frames-{codec}.zdict"
+            try:
+                data = entry.read_bytes()
+            except (FileNotFoundError, OSError):
+                raise UnknownCodec(
+                    f"a stored payload is compressed with dictionary {codec}, which this "
+                    f"codetape does not ship (it knows {known_codecs()}): read this database "
+                    "with the codetape that wrote it, or a newer one"
+                ) from None
+            found = _codecs[codec] = _Codec(codec, data)
+    return found
+
+
+def encode(payload: bytes, codec: int | None = DEFAULT_CODEC) -> tuple[int | None, bytes]:
+    """The payload as stored: ``(None, payload)`` raw, or ``(codec, compressed)``."""
+    if codec is None or len(payload) < MIN_SIZE:
+        return None, payload
+    compressed = _get(codec).compress(payload)
+    # Keep it raw unless compression saves more than the codec column costs.
+    if len(compressed) + 2 >= len(payload):
+        return None, payload
+    return codec, compressed
+
+
+def decode(codec: int | None, stored: bytes) -> bytes:
+    """The payload a row stored as ``(codec, stored)``."""
+    if codec is None:
+        return bytes(stored)
+    try:
+        return _get(codec).decompress(stored)
+    except zstandard.ZstdError as exc:
+        raise StoreError(
+            f"a stored payload does not decompress with dictionary {codec}: {exc}"
+        ) from exc
