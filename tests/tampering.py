@@ -23,6 +23,7 @@ LEAN = (
     "payload", "hash_format_key", "hash",
 )  # fmt: skip
 
+
 def tamper(store: EventStore, *statements: str) -> None:
     with store.engine.begin() as conn:
         if store.backend == "postgresql":
