@@ -8,7 +8,7 @@ container ids and times shifted by a few minutes per copy, so every
 projection does the work it does on real traffic (deltas, calls, containers,
 files, usage). Then, on the same database:
 
-* raw read: ``SELECT kind, codec, stored_payload FROM event_rows ORDER BY position`` through the
+* raw read: ``SELECT kind, codec, stored_payload, sse_event FROM event_rows`` through the
   driver, and ``json.loads`` of every SSE frame's data / JSON body;
 * ``codetape projections rebuild`` (all five projections, from position 0);
 
@@ -105,14 +105,16 @@ def raw_read(store: EventStore) -> tuple[int, float]:
     raw = store.engine.raw_connection()
     try:
         cur = raw.cursor()
-        cur.execute("SELECT kind, codec, stored_payload FROM event_rows ORDER BY position")
+        cur.execute(
+            "SELECT kind, codec, stored_payload, sse_event FROM event_rows ORDER BY position"
+        )
         while True:
             rows = cur.fetchmany(5000)
             if not rows:
                 break
-            for kind, codec, payload in rows:
+            for kind, codec, payload, sse_event in rows:
                 n += 1
-                body = decode(codec, payload)
+                body = decode(codec, payload, sse_event)
                 if kind == "sse":
                     at = body.find(b"data: ")
                     if at >= 0:

@@ -66,7 +66,7 @@ def rewrite(store: EventStore, new_rows: Sequence[tuple[int, Event | StoredEvent
                 ev.response_id, meta_json, ev.payload,
             )  # fmt: skip
             session_key = keys.key(conn, "sessions", ev.session_id)
-            stored_codec, stored = codec.encode(ev.payload)
+            stored_codec, stored = codec.encode(ev.payload, sse_event=ev.sse_event)
 
             def name(value: str | None) -> int | None:
                 return None if value is None else keys.key(conn, "names", value)

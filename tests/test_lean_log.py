@@ -126,11 +126,14 @@ def test_payloads_round_trip_compressed_and_raw(store: EventStore) -> None:
     with store.engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT codec, payload FROM events ORDER BY position").all()
     kinds = {c for c, _ in stored}
-    assert kinds == {None, codec.DEFAULT_CODEC}
-    # Raw rows are the small ones; compressed rows are smaller than their payload.
+    assert codec.DEFAULT_CODEC in kinds and kinds <= {None, codec.ELIDED, codec.DEFAULT_CODEC}
+    # Rows left raw are the small ones; compressed rows are smaller than their payload.
     for (used, data), ev in zip(stored, events, strict=True):
         if used is None:
             assert bytes(data) == ev.payload
+        elif used == codec.ELIDED:
+            assert ev.sse_event is not None
+            assert f"event: {ev.sse_event}\ndata: ".encode() + bytes(data) == ev.payload
         else:
             assert len(data) < len(ev.payload)
     assert store.verify().ok
@@ -141,8 +144,29 @@ def test_compression_can_be_switched_off(store: EventStore) -> None:
     events = read_tape(FIXTURE)[:30]
     store.append(events)
     with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(codec) FROM events").scalar() == 0
+        used = {c for (c,) in conn.exec_driver_sql("SELECT codec FROM events")}
+    # Frames still leave out the event line their row holds; nothing is compressed.
+    assert used == {None, codec.ELIDED}
     assert [e.payload for e in store.iter_events()] == [e.payload for e in events]
+    assert store.verify().ok
+
+
+def test_a_frame_keeps_its_event_line_unless_it_is_exactly_the_rows() -> None:
+    frame = b'event: response.created\ndata: {"type":"response.created"}\n\n'
+    assert codec.encode(frame, None, "response.created") == (
+        codec.ELIDED,
+        b'{"type":"response.created"}\n\n',
+    )
+    assert codec.decode(codec.ELIDED, b'{"type":"response.created"}\n\n', "response.created") == (
+        frame
+    )
+    # Another name, a CRLF frame, no name: stored as they came.
+    assert codec.encode(frame, None, "response.done") == (None, frame)
+    crlf = frame.replace(b"\n", b"\r\n")
+    assert codec.encode(crlf, None, "response.created") == (None, crlf)
+    assert codec.encode(frame, None, None) == (None, frame)
+    with pytest.raises(StoreError, match="no event name"):
+        codec.decode(codec.ELIDED, b"{}", None)
 
 
 def test_a_row_decompresses_alone(store: EventStore) -> None:
@@ -155,6 +179,7 @@ def test_a_row_decompresses_alone(store: EventStore) -> None:
         ).one()
     # Nothing but the row's own bytes and its dictionary id.
     assert codec.decode(used, bytes(data)) == events[position - 1].payload
+    assert used == codec.DEFAULT_CODEC
 
 
 def test_small_payloads_stay_raw() -> None:

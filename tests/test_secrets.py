@@ -180,8 +180,10 @@ def dump_database(url: str) -> dict[str, bytes]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.exec_driver_sql("SELECT codec, payload FROM events").all()
-        payloads = {"payloads": b"".join(codec.decode(c, bytes(p)) for c, p in rows)}
+            rows = conn.exec_driver_sql(
+                "SELECT codec, stored_payload, sse_event FROM event_rows"
+            ).all()
+        payloads = {"payloads": b"".join(codec.decode(c, bytes(p), e) for c, p, e in rows)}
     finally:
         engine.dispose()
     if url.startswith("sqlite"):

@@ -10,7 +10,8 @@ response id as text, ``{}`` for empty meta, the previous row's hash, hashes
 as hex). This revision moves every row into the lean ``events`` described in
 :mod:`recorder.store.schema`: public values once in the key tables, the hash
 as 32 bytes, meta NULL when empty, the payload compressed against the
-shipped dictionary when that pays. The hash rule does not change (it covers
+shipped dictionary when that pays (else an SSE frame without the ``event:``
+line its row's ``sse_event`` holds). The hash rule does not change (it covers
 the public values and the uncompressed payload), so every migrated row keeps
 its hash and ``codetape verify`` passes after the upgrade exactly when it
 passed before; the view ``event_rows`` shows the rows as they were.
@@ -209,7 +210,7 @@ def _copy_to_lean(conn: sa.Connection, source: str) -> None:
             (position, sid, xid, seq, kind, at, offset, sse_event, sse_type, number, rid, meta,
              payload, hash_format, _prev, digest) = r  # fmt: skip
             session_key = keys.key(conn, "sessions", sid)
-            stored_codec, stored = codec.encode(bytes(payload))
+            stored_codec, stored = codec.encode(bytes(payload), sse_event=sse_event)
             lean.append(
                 (
                     position,
@@ -349,7 +350,7 @@ def downgrade() -> None:
         for r in rows:
             position = r[0]
             link = prev if position == prev_position + 1 else ""
-            payload = codec.decode(r[12], bytes(r[13]))
+            payload = codec.decode(r[12], bytes(r[13]), r[7])
             wide.append((*r[:12], payload, r[14], link, r[15]))
             prev, prev_position = r[15], position
         conn.exec_driver_sql(insert, wide)

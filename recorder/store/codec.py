@@ -3,12 +3,15 @@
 Guarantees:
 
 * :func:`encode` returns ``(codec, stored)``: ``codec`` None means ``stored``
-  is the payload itself (small frames, where compression does not pay);
-  otherwise ``codec`` is the id of the dictionary the payload was compressed
-  against and ``stored`` one zstd frame (magicless, no checksum, no
-  dictionary id: the row's ``codec`` column names the dictionary, the row's
-  hash checks the bytes). ``decode(codec, stored)`` gives the payload back,
-  byte for byte, from that one row: no other row is needed.
+  is the payload itself; :data:`ELIDED` (0) that ``stored`` is an SSE frame
+  without its leading ``event: NAME\ndata: `` line, which the row's
+  ``sse_event`` already holds (frames where compression does not pay, or
+  with compression off); otherwise ``codec`` is the id of the dictionary the
+  payload was compressed against and ``stored`` one zstd frame (magicless,
+  no checksum, no dictionary id: the row's ``codec`` column names the
+  dictionary, the row's hash checks the bytes). ``decode(codec, stored,
+  sse_event)`` gives the payload back, byte for byte, from that one row: no
+  other row is needed.
 * Dictionaries ship as package data (``dictionaries/frames-<id>.zdict``) and
   never change once shipped: a new training gets a new id, and old ids stay
   readable. A row naming an id this codetape does not ship fails with
@@ -26,10 +29,20 @@ import zstandard
 
 from recorder.errors import StoreError
 
-__all__ = ["DEFAULT_CODEC", "MIN_SIZE", "UnknownCodec", "decode", "encode", "known_codecs"]
+__all__ = [
+    "DEFAULT_CODEC",
+    "ELIDED",
+    "MIN_SIZE",
+    "UnknownCodec",
+    "decode",
+    "encode",
+    "known_codecs",
+]
 
 DEFAULT_CODEC = 1
 """The dictionary new rows are compressed against."""
+ELIDED = 0
+"""Not compressed, but stored without the frame's ``event:`` line (see the module docstring)."""
 MIN_SIZE = 48
 """Payloads shorter than this stay raw: a frame header and the row's codec cost more."""
 _LEVEL = 3  # ~5 µs per typical frame; higher levels gain little on single frames
@@ -106,21 +119,37 @@ def _get(codec: int) -> _Codec:
     return found
 
 
-def encode(payload: bytes, codec: int | None = DEFAULT_CODEC) -> tuple[int | None, bytes]:
-    """The payload as stored: ``(None, payload)`` raw, or ``(codec, compressed)``."""
-    if codec is None or len(payload) < MIN_SIZE:
-        return None, payload
-    compressed = _get(codec).compress(payload)
-    # Keep it raw unless compression saves more than the codec column costs.
-    if len(compressed) + 2 >= len(payload):
-        return None, payload
-    return codec, compressed
+def _prefix(sse_event: str) -> bytes:
+    return b"event: " + sse_event.encode() + b"\ndata: "
 
 
-def decode(codec: int | None, stored: bytes) -> bytes:
-    """The payload a row stored as ``(codec, stored)``."""
+def encode(
+    payload: bytes, codec: int | None = DEFAULT_CODEC, sse_event: str | None = None
+) -> tuple[int | None, bytes]:
+    """The payload as stored: ``(None, payload)``, ``(ELIDED, rest)`` or ``(codec, compressed)``.
+
+    ``sse_event`` is the row's parsed ``event:`` name, if any.
+    """
+    if codec is not None and len(payload) >= MIN_SIZE:
+        compressed = _get(codec).compress(payload)
+        # Compressed only if that saves more than the codec column costs.
+        if len(compressed) + 2 < len(payload):
+            return codec, compressed
+    if sse_event is not None:
+        prefix = _prefix(sse_event)
+        if payload.startswith(prefix):
+            return ELIDED, payload[len(prefix) :]
+    return None, payload
+
+
+def decode(codec: int | None, stored: bytes, sse_event: str | None = None) -> bytes:
+    """The payload a row stored as ``(codec, stored)``; ``sse_event``: the row's."""
     if codec is None:
         return bytes(stored)
+    if codec == ELIDED:
+        if sse_event is None:
+            raise StoreError("a stored frame lacks its event line and its row has no event name")
+        return _prefix(sse_event) + stored
     try:
         return _get(codec).decompress(stored)
     except zstandard.ZstdError as exc:

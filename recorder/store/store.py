@@ -181,7 +181,7 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         sequence_number=row[9],
         response_id=row[10],
         meta_json=row[11],
-        payload=decode(row[12], row[13]),
+        payload=decode(row[12], row[13], row[7]),
         hash_format=row[14],
         prev_hash=row[15] or "",
         hash=row[16],
@@ -400,7 +400,7 @@ class EventStore:
                     payload,
                 )
                 session_key = sessions.get(sid) or key(conn, "sessions", sid)
-                stored_codec, stored = encode(payload, compress)
+                stored_codec, stored = encode(payload, compress, sse_event)
                 append_row(
                     (
                         position,
