@@ -38,12 +38,12 @@ from recorder.tape import read_tape  # noqa: E402
 
 COLUMNS = (
     "position, session_key, exchange_key, seq, kind_key, recorded_at_ns, offset_ns, "
-    "sse_event_key, sse_type_key, sequence_number, response_key, meta, codec, payload, "
-    "hash_format_key, hash"
+    "sse_event_key, sse_type_key, sequence_number, response_key, item_key, meta, codec, "
+    "payload, hash_format_key, hash"
 )
 # The lean row's key tables: copied before the timed raw insert (an append
 # adds a key once per session, exchange or name, not once per row).
-KEYS = ("sessions", "exchanges", "responses", "names")
+KEYS = ("sessions", "exchanges", "responses", "items", "names")
 KEY_ROWS: dict[str, list[tuple[object, ...]]] = {}
 
 
@@ -134,7 +134,7 @@ def time_raw_sqlite(
             conn.executemany(f"INSERT INTO {table} VALUES ({marks})", key_rows)
     start = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
+    conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * 17)})", rows)
     conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
@@ -154,7 +154,7 @@ def time_raw_pg(url: str, rows: list[tuple[object, ...]]) -> float:
         start = time.perf_counter()
         with conn.cursor() as cur:
             cur.executemany(
-                f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * 16)})", rows
+                f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * 17)})", rows
             )
         conn.commit()
         return time.perf_counter() - start

@@ -106,15 +106,16 @@ def raw_read(store: EventStore) -> tuple[int, float]:
     try:
         cur = raw.cursor()
         cur.execute(
-            "SELECT kind, codec, stored_payload, sse_event FROM event_rows ORDER BY position"
+            "SELECT kind, codec, stored_payload, sse_event, item_id FROM event_rows "
+            "ORDER BY position"
         )
         while True:
             rows = cur.fetchmany(5000)
             if not rows:
                 break
-            for kind, codec, payload, sse_event in rows:
+            for kind, codec, payload, sse_event, item_id in rows:
                 n += 1
-                body = decode(codec, payload, sse_event)
+                body = decode(codec, payload, sse_event, item_id)
                 if kind == "sse":
                     at = body.find(b"data: ")
                     if at >= 0:

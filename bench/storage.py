@@ -44,7 +44,7 @@ from recorder.tape import read_tape  # noqa: E402
 DEFAULT_TAPE = (
     ROOT / "fixtures/realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 )
-_LOG_TABLES = ("events", "sessions", "exchanges", "responses", "names")
+_LOG_TABLES = ("events", "sessions", "exchanges", "responses", "items", "names")
 _WIDE = (
     "position, session_id, exchange_id, seq, kind, recorded_at_ns, offset_ns, sse_event, "
     "sse_type, sequence_number, response_id, meta, payload, hash_format, prev_hash, hash"

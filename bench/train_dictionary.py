@@ -5,7 +5,8 @@ Usage: python bench/train_dictionary.py [--size BYTES] [--id N]
 Samples: every payload (SSE frame, body, request body) of the fixture tapes
 under ``fixtures/``, plus every SSE frame found in the raw recordings under
 ``/work/shared/realdata`` (``event: ...`` blocks in their text). Writes
-``recorder/store/dictionaries/frames-<id>.zdict``. A dictionary, once shipped,
+``recorder/store/dictionaries/frames-<id>.zdict``. Samples are trained on
+as the store compresses them, with their output item id cut out. A dictionary, once shipped,
 is never changed: rows name it by id, so a new training gets a new id.
 """
 
@@ -23,6 +24,7 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recorder.store import codec  # noqa: E402
 from recorder.tape import read_tape  # noqa: E402
 
 REALDATA = Path("/work/shared/realdata")
@@ -62,7 +64,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64 * 1024)
     parser.add_argument("--id", type=int, default=1)
     args = parser.parse_args()
-    data = samples()
+    # Trained on what the store compresses: payloads with their item id cut out.
+    data = [codec._cut_item(sample)[1] for sample in samples()]
     trained = zstandard.train_dictionary(args.size, data, level=19)
     out = ROOT / "recorder" / "store" / "dictionaries" / f"frames-{args.id}.zdict"
     out.write_bytes(trained.as_bytes())

@@ -19,8 +19,8 @@ from recorder.store.keys import Keys
 
 LEAN = (
     "position", "session_key", "exchange_key", "seq", "kind_key", "recorded_at_ns", "offset_ns",
-    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "meta", "codec",
-    "payload", "hash_format_key", "hash",
+    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "item_key", "meta",
+    "codec", "payload", "hash_format_key", "hash",
 )  # fmt: skip
 
 
@@ -66,7 +66,7 @@ def rewrite(store: EventStore, new_rows: Sequence[tuple[int, Event | StoredEvent
                 ev.response_id, meta_json, ev.payload,
             )  # fmt: skip
             session_key = keys.key(conn, "sessions", ev.session_id)
-            stored_codec, stored = codec.encode(ev.payload, sse_event=ev.sse_event)
+            stored_codec, stored, item = codec.encode(ev.payload, sse_event=ev.sse_event)
 
             def name(value: str | None) -> int | None:
                 return None if value is None else keys.key(conn, "names", value)
@@ -78,6 +78,7 @@ def rewrite(store: EventStore, new_rows: Sequence[tuple[int, Event | StoredEvent
                 ev.seq, name(ev.kind.value), ev.recorded_at_ns, ev.offset_ns,
                 name(ev.sse_event), name(ev.sse_type), ev.sequence_number,
                 None if ev.response_id is None else keys.key(conn, "responses", ev.response_id),
+                None if item is None else keys.key(conn, "items", item),
                 None if meta_json == "{}" else meta_json, stored_codec, stored,
                 name(HASH_FORMAT), digest,
             )  # fmt: skip

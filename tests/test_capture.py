@@ -488,9 +488,9 @@ def test_secrets_never_reach_the_database_or_a_tape(
     # secret would not show in the file's bytes), and on SQLite the files too.
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT meta, codec, stored_payload, sse_event FROM event_rows"
+            "SELECT meta, codec, stored_payload, sse_event, item_id FROM event_rows"
         ).all()
-    dumps += [row[0].encode() + codec.decode(row[1], bytes(row[2]), row[3]) for row in rows]
+    dumps += [row[0].encode() + codec.decode(row[1], bytes(row[2]), *row[3:]) for row in rows]
     if db_url.startswith("sqlite"):
         store.close()  # checkpoint the WAL; read the main file and any WAL left
         db_file = Path(sa.make_url(db_url).database or "")

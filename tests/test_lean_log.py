@@ -124,16 +124,22 @@ def test_payloads_round_trip_compressed_and_raw(store: EventStore) -> None:
     store.append(events)
     assert [e.payload for e in store.iter_events()] == [e.payload for e in events]
     with store.engine.connect() as conn:
-        stored = conn.exec_driver_sql("SELECT codec, payload FROM events ORDER BY position").all()
-    kinds = {c for c, _ in stored}
+        stored = conn.exec_driver_sql(
+            "SELECT codec, stored_payload, item_id FROM event_rows ORDER BY position"
+        ).all()
+    kinds = {c for c, _, _ in stored}
     assert codec.DEFAULT_CODEC in kinds and kinds <= {None, codec.ELIDED, codec.DEFAULT_CODEC}
     # Rows left raw are the small ones; compressed rows are smaller than their payload.
-    for (used, data), ev in zip(stored, events, strict=True):
+    for (used, data, item), ev in zip(stored, events, strict=True):
+        if item is not None:
+            assert f'"item_id":"{item}"'.encode() in ev.payload
+            assert item.encode() not in bytes(data)
+        cut = ev.payload.replace(f'"item_id":"{item}"'.encode(), b'"item_id":""', 1)
         if used is None:
-            assert bytes(data) == ev.payload
+            assert bytes(data) == cut
         elif used == codec.ELIDED:
             assert ev.sse_event is not None
-            assert f"event: {ev.sse_event}\ndata: ".encode() + bytes(data) == ev.payload
+            assert f"event: {ev.sse_event}\ndata: ".encode() + bytes(data) == cut
         else:
             assert len(data) < len(ev.payload)
     assert store.verify().ok
@@ -156,15 +162,16 @@ def test_a_frame_keeps_its_event_line_unless_it_is_exactly_the_rows() -> None:
     assert codec.encode(frame, None, "response.created") == (
         codec.ELIDED,
         b'{"type":"response.created"}\n\n',
+        None,
     )
     assert codec.decode(codec.ELIDED, b'{"type":"response.created"}\n\n', "response.created") == (
         frame
     )
     # Another name, a CRLF frame, no name: stored as they came.
-    assert codec.encode(frame, None, "response.done") == (None, frame)
+    assert codec.encode(frame, None, "response.done") == (None, frame, None)
     crlf = frame.replace(b"\n", b"\r\n")
-    assert codec.encode(crlf, None, "response.created") == (None, crlf)
-    assert codec.encode(frame, None, None) == (None, frame)
+    assert codec.encode(crlf, None, "response.created") == (None, crlf, None)
+    assert codec.encode(frame, None, None) == (None, frame, None)
     with pytest.raises(StoreError, match="no event name"):
         codec.decode(codec.ELIDED, b"{}", None)
 
@@ -173,20 +180,39 @@ def test_a_row_decompresses_alone(store: EventStore) -> None:
     events = read_tape(FIXTURE)
     store.append(events)
     with store.engine.connect() as conn:
-        position, used, data = conn.exec_driver_sql(
-            "SELECT position, codec, payload FROM events WHERE codec IS NOT NULL "
-            "ORDER BY position DESC LIMIT 1"
+        position, used, data, item = conn.exec_driver_sql(
+            "SELECT position, codec, stored_payload, item_id FROM event_rows "
+            "WHERE codec > 0 ORDER BY position DESC LIMIT 1"
         ).one()
-    # Nothing but the row's own bytes and its dictionary id.
-    assert codec.decode(used, bytes(data)) == events[position - 1].payload
+    # Nothing but the row's own bytes, its dictionary id and its item id.
+    assert codec.decode(used, bytes(data), None, item) == events[position - 1].payload
     assert used == codec.DEFAULT_CODEC
 
 
 def test_small_payloads_stay_raw() -> None:
-    assert codec.encode(b"data: 1\n\n") == (None, b"data: 1\n\n")
-    assert codec.encode(b"") == (None, b"")
+    assert codec.encode(b"data: 1\n\n") == (None, b"data: 1\n\n", None)
+    assert codec.encode(b"") == (None, b"", None)
     noise = bytes(range(256))  # incompressible: stored as it is
-    assert codec.encode(noise) == (None, noise)
+    assert codec.encode(noise) == (None, noise, None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'data: {"item_id":"msg_1","delta":"x"}\n\n',
+        b'data: {"item_id":"msg_1","other":{"item_id":"msg_2"}}\n\n',
+        b'data: {"item_id":"","delta":"x"}\n\n',  # empty: nothing to cut
+        b'data: {"item_id":"a\\"b"}\n\n',  # escaped: left as it is
+        b'data: {"item_id":"msg_1',  # unterminated
+        b'{"item_id":"id with spaces"}',
+    ],
+)
+def test_an_item_id_is_cut_out_and_put_back_exactly(payload: bytes) -> None:
+    for used in (None, codec.DEFAULT_CODEC):
+        stored_codec, stored, item = codec.encode(payload, used)
+        assert codec.decode(stored_codec, stored, None, item) == payload
+        if item is not None:
+            assert payload.count(item.encode()) > stored.count(item.encode())
 
 
 def test_an_unknown_dictionary_is_a_clear_error(store: EventStore) -> None:

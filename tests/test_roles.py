@@ -215,6 +215,7 @@ def test_each_role_holds_exactly_its_grants_and_a_rerun_changes_nothing(role_db:
         "sessions": {"SELECT", "INSERT"},
         "exchanges": {"SELECT", "INSERT"},
         "responses": {"SELECT", "INSERT"},
+        "items": {"SELECT", "INSERT"},
         "names": {"SELECT", "INSERT"},
         "event_rows": {"SELECT"},
         "leases": {"SELECT", "INSERT", "UPDATE", "DELETE"},

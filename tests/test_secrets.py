@@ -181,9 +181,9 @@ def dump_database(url: str) -> dict[str, bytes]:
     try:
         with engine.connect() as conn:
             rows = conn.exec_driver_sql(
-                "SELECT codec, stored_payload, sse_event FROM event_rows"
+                "SELECT codec, stored_payload, sse_event, item_id FROM event_rows"
             ).all()
-        payloads = {"payloads": b"".join(codec.decode(c, bytes(p), e) for c, p, e in rows)}
+        payloads = {"payloads": b"".join(codec.decode(c, bytes(p), *r) for c, p, *r in rows)}
     finally:
         engine.dispose()
     if url.startswith("sqlite"):

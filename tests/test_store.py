@@ -135,8 +135,8 @@ def test_database_refuses_update_and_delete(store: EventStore, statement: str) -
 
 _COLUMNS = [
     "position", "session_key", "exchange_key", "seq", "kind_key", "recorded_at_ns", "offset_ns",
-    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "meta", "codec",
-    "payload", "hash_format_key", "hash",
+    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "item_key", "meta",
+    "codec", "payload", "hash_format_key", "hash",
 ]  # fmt: skip
 _VALUES = "(" + ", ".join(f":{c}" for c in _COLUMNS) + ")"
 _MOVED = "(" + ", ".join(":new_position" if c == "position" else f":{c}" for c in _COLUMNS) + ")"
@@ -194,6 +194,7 @@ def _forged_copy(store: EventStore, position: int) -> dict[str, object]:
     return {
         **stored._asdict(),
         "codec": None,
+        "item_key": None,
         "payload": payload,
         "hash": digest,
         "new_position": store.last_position() + 1,

@@ -9,7 +9,8 @@ exchange and predecessor already hold (32-hex ids, the kind, SSE names and
 response id as text, ``{}`` for empty meta, the previous row's hash, hashes
 as hex). This revision moves every row into the lean ``events`` described in
 :mod:`recorder.store.schema`: public values once in the key tables, the hash
-as 32 bytes, meta NULL when empty, the payload compressed against the
+as 32 bytes, meta NULL when empty, a frame's output item id cut out into
+``items``, the payload compressed against the
 shipped dictionary when that pays (else an SSE frame without the ``event:``
 line its row's ``sse_event`` holds). The hash rule does not change (it covers
 the public values and the uncompressed payload), so every migrated row keeps
@@ -42,7 +43,7 @@ down_revision: str | None = "0004_no_replace"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_KEY_TABLES = ("sessions", "exchanges", "responses", "names")
+_KEY_TABLES = ("sessions", "exchanges", "responses", "items", "names")
 _APPEND_ONLY = ("events", *_KEY_TABLES)
 _PAGE = 5000
 _WIDE = (
@@ -52,8 +53,8 @@ _WIDE = (
 )  # fmt: skip
 _LEAN = (
     "position", "session_key", "exchange_key", "seq", "kind_key", "recorded_at_ns", "offset_ns",
-    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "meta", "codec",
-    "payload", "hash_format_key", "hash",
+    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "item_key", "meta",
+    "codec", "payload", "hash_format_key", "hash",
 )  # fmt: skip
 
 _IMMUTABLE = "codetape events are immutable"
@@ -120,7 +121,7 @@ def _view(dialect: str) -> str:
   e.position AS position, s.public_id AS session_id, x.public_id AS exchange_id,
   e.seq AS seq, k.public_id AS kind, e.recorded_at_ns AS recorded_at_ns,
   e.offset_ns AS offset_ns, se.public_id AS sse_event, st.public_id AS sse_type,
-  e.sequence_number AS sequence_number, r.public_id AS response_id,
+  e.sequence_number AS sequence_number, r.public_id AS response_id, it.public_id AS item_id,
   coalesce(e.meta, '{{}}') AS meta, e.codec AS codec, e.payload AS stored_payload,
   hf.public_id AS hash_format,
   CASE WHEN e.position = 1 THEN '{genesis}'
@@ -133,6 +134,7 @@ LEFT JOIN names k ON k.id = e.kind_key
 LEFT JOIN names se ON se.id = e.sse_event_key
 LEFT JOIN names st ON st.id = e.sse_type_key
 LEFT JOIN responses r ON r.id = e.response_key
+LEFT JOIN items it ON it.id = e.item_key
 LEFT JOIN names hf ON hf.id = e.hash_format_key"""
 
 
@@ -140,7 +142,7 @@ def _create_lean(dialect: str) -> None:
     position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
     for table in _KEY_TABLES:
         extra = [sa.Column("session_key", sa.Integer(), nullable=False)]
-        length = 200 if table in ("responses", "names") else 64
+        length = 200 if table in ("responses", "items", "names") else 64
         op.create_table(
             table,
             sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -162,6 +164,7 @@ def _create_lean(dialect: str) -> None:
         sa.Column("sse_type_key", sa.Integer(), nullable=True),
         sa.Column("sequence_number", sa.BigInteger(), nullable=True),
         sa.Column("response_key", sa.Integer(), nullable=True),
+        sa.Column("item_key", sa.Integer(), nullable=True),
         sa.Column("meta", sa.Text(), nullable=True),
         sa.Column("codec", sa.SmallInteger(), nullable=True),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
@@ -195,7 +198,7 @@ def _copy_to_lean(conn: sa.Connection, source: str) -> None:
     keys = Keys()
     keys.begin()
     marker = "?" if conn.dialect.name == "sqlite" else "%s"
-    insert = f"INSERT INTO events ({', '.join(_LEAN)}) VALUES ({', '.join([marker] * 16)})"
+    insert = f"INSERT INTO events ({', '.join(_LEAN)}) VALUES ({', '.join([marker] * 17)})"
     select = sa.text(
         f"SELECT {', '.join(_WIDE)} FROM {source} WHERE position > :after "
         "ORDER BY position LIMIT :limit"
@@ -210,7 +213,7 @@ def _copy_to_lean(conn: sa.Connection, source: str) -> None:
             (position, sid, xid, seq, kind, at, offset, sse_event, sse_type, number, rid, meta,
              payload, hash_format, _prev, digest) = r  # fmt: skip
             session_key = keys.key(conn, "sessions", sid)
-            stored_codec, stored = codec.encode(bytes(payload), sse_event=sse_event)
+            stored_codec, stored, item = codec.encode(bytes(payload), sse_event=sse_event)
             lean.append(
                 (
                     position,
@@ -224,6 +227,7 @@ def _copy_to_lean(conn: sa.Connection, source: str) -> None:
                     None if sse_type is None else keys.key(conn, "names", sse_type),
                     number,
                     None if rid is None else keys.key(conn, "responses", rid),
+                    None if item is None else keys.key(conn, "items", item),
                     None if meta == "{}" else meta,
                     stored_codec,
                     stored,
@@ -328,7 +332,7 @@ def downgrade() -> None:
     select = sa.text(
         "SELECT e.position, s.public_id, x.public_id, e.seq, k.public_id, e.recorded_at_ns, "
         "e.offset_ns, se.public_id, st.public_id, e.sequence_number, r.public_id, "
-        f"coalesce(e.meta, '{{}}'), e.codec, e.payload, hf.public_id, {hex_} "
+        f"coalesce(e.meta, '{{}}'), e.codec, e.payload, hf.public_id, {hex_}, it.public_id "
         "FROM events_0005 e "
         "LEFT JOIN sessions s ON s.id = e.session_key "
         "LEFT JOIN exchanges x ON x.id = e.exchange_key "
@@ -336,6 +340,7 @@ def downgrade() -> None:
         "LEFT JOIN names se ON se.id = e.sse_event_key "
         "LEFT JOIN names st ON st.id = e.sse_type_key "
         "LEFT JOIN responses r ON r.id = e.response_key "
+        "LEFT JOIN items it ON it.id = e.item_key "
         "LEFT JOIN names hf ON hf.id = e.hash_format_key "
         "WHERE e.position > :after ORDER BY e.position LIMIT :limit"
     )
@@ -350,7 +355,7 @@ def downgrade() -> None:
         for r in rows:
             position = r[0]
             link = prev if position == prev_position + 1 else ""
-            payload = codec.decode(r[12], bytes(r[13]), r[7])
+            payload = codec.decode(r[12], bytes(r[13]), r[7], r[16])
             wide.append((*r[:12], payload, r[14], link, r[15]))
             prev, prev_position = r[15], position
         conn.exec_driver_sql(insert, wide)

@@ -306,7 +306,7 @@ _UNSET: Any = object()
 # NULL (None) costs the driver less than any string.
 _READ_COLUMNS = (
     "position, session_id, exchange_id, kind, recorded_at_ns, offset_ns, sse_type, "
-    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, codec, stored_payload, sse_event"
+    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, codec, stored_payload, sse_event, item_id"
 )
 
 
@@ -346,7 +346,7 @@ def read_events(store: EventStore, after: int, until: int, limit: int) -> list[R
                 stored: list[Row] = cursor.fetchall()
                 # The payload as recorded: decompressed here, so projections
                 # never see how a row stores it.
-                rows: list[Row] = [(*r[:8], decode(r[8], r[9], r[10])) for r in stored]
+                rows: list[Row] = [(*r[:8], decode(r[8], r[9], r[10], r[11])) for r in stored]
             return rows
         finally:
             cursor.close()

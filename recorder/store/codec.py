@@ -16,12 +16,17 @@ Guarantees:
   never change once shipped: a new training gets a new id, and old ids stay
   readable. A row naming an id this codetape does not ship fails with
   :class:`UnknownCodec` (a newer codetape wrote it), never with garbage.
+* Before either, a payload's first ``"item_id":"ID"`` (an output item id,
+  repeated in every delta frame of the item and never in the dictionary)
+  loses its ``ID``, which :func:`encode` returns for the row's ``item_key``:
+  ``decode`` puts it back at the first ``"item_id":"`` of what it restored.
 * The hash chain covers the payload, not the stored bytes, so compression is
   invisible to verify, tapes and replay.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from importlib import resources
 
@@ -123,36 +128,63 @@ def _prefix(sse_event: str) -> bytes:
     return b"event: " + sse_event.encode() + b"\ndata: "
 
 
+_ITEM = b'"item_id":"'
+_ID = re.compile(rb"[A-Za-z0-9_\-]{1,200}")
+
+
+def _cut_item(payload: bytes) -> tuple[str | None, bytes]:
+    at = payload.find(_ITEM)
+    if at < 0:
+        return None, payload
+    start = at + len(_ITEM)
+    end = payload.find(b'"', start)
+    found = _ID.fullmatch(payload, start, end) if end > start else None
+    if found is None:
+        return None, payload
+    return payload[start:end].decode("ascii"), payload[:start] + payload[end:]
+
+
 def encode(
     payload: bytes, codec: int | None = DEFAULT_CODEC, sse_event: str | None = None
-) -> tuple[int | None, bytes]:
-    """The payload as stored: ``(None, payload)``, ``(ELIDED, rest)`` or ``(codec, compressed)``.
+) -> tuple[int | None, bytes, str | None]:
+    """The payload as stored: ``(codec, stored, item_id)`` (see the module docstring).
 
     ``sse_event`` is the row's parsed ``event:`` name, if any.
     """
-    if codec is not None and len(payload) >= MIN_SIZE:
-        compressed = _get(codec).compress(payload)
+    item, rest = _cut_item(payload)
+    if codec is not None and len(rest) >= MIN_SIZE:
+        compressed = _get(codec).compress(rest)
         # Compressed only if that saves more than the codec column costs.
-        if len(compressed) + 2 < len(payload):
-            return codec, compressed
+        if len(compressed) + 2 < len(rest):
+            return codec, compressed, item
     if sse_event is not None:
         prefix = _prefix(sse_event)
-        if payload.startswith(prefix):
-            return ELIDED, payload[len(prefix) :]
-    return None, payload
+        if rest.startswith(prefix):
+            return ELIDED, rest[len(prefix) :], item
+    return None, rest, item
 
 
-def decode(codec: int | None, stored: bytes, sse_event: str | None = None) -> bytes:
-    """The payload a row stored as ``(codec, stored)``; ``sse_event``: the row's."""
+def decode(
+    codec: int | None, stored: bytes, sse_event: str | None = None, item_id: str | None = None
+) -> bytes:
+    """The payload a row stored as ``(codec, stored)``; ``sse_event``, ``item_id``: the row's."""
     if codec is None:
-        return bytes(stored)
-    if codec == ELIDED:
+        rest = bytes(stored)
+    elif codec == ELIDED:
         if sse_event is None:
             raise StoreError("a stored frame lacks its event line and its row has no event name")
-        return _prefix(sse_event) + stored
-    try:
-        return _get(codec).decompress(stored)
-    except zstandard.ZstdError as exc:
-        raise StoreError(
-            f"a stored payload does not decompress with dictionary {codec}: {exc}"
-        ) from exc
+        rest = _prefix(sse_event) + stored
+    else:
+        try:
+            rest = _get(codec).decompress(stored)
+        except zstandard.ZstdError as exc:
+            raise StoreError(
+                f"a stored payload does not decompress with dictionary {codec}: {exc}"
+            ) from exc
+    if item_id is None:
+        return rest
+    at = rest.find(_ITEM)
+    if at < 0:
+        raise StoreError("a stored payload lost its item id and has no place to put it back")
+    at += len(_ITEM)
+    return rest[:at] + item_id.encode("ascii") + rest[at:]

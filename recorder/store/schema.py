@@ -9,7 +9,8 @@ no two events share ``(exchange_key, seq)``, nor, for session-level events,
 would not survive partitioning). The row is lean: sessions, exchanges and
 response ids are integer keys into ``sessions``, ``exchanges`` and
 ``responses``, and kinds, SSE event names, SSE types and hash formats keys
-into ``names``, each public value stored once; those four tables are
+into ``names``, each public value stored once, and a frame's output item
+id is cut out of its payload into ``items``; those key tables are
 append-only too. ``meta`` is NULL when empty, ``hash`` is the 32 raw bytes
 of the SHA-256, the predecessor's hash is not repeated, and ``payload`` is
 compressed when ``codec`` names a dictionary (see
@@ -42,6 +43,7 @@ __all__ = [
     "event_rows",
     "events",
     "exchanges",
+    "items",
     "leases",
     "metadata",
     "names",
@@ -88,8 +90,10 @@ sessions = _key_table("sessions", 64)
 # The session of the exchange's first event (each event keeps its own too).
 exchanges = _key_table("exchanges", 64, Column("session_key", Integer, nullable=False))
 responses = _key_table("responses", 200)
+# Output item ids (``"item_id"`` of a frame's JSON), cut out of the payload.
+items = _key_table("items", 200)
 names = _key_table("names", 200)
-KEY_TABLES = ("sessions", "exchanges", "responses", "names")
+KEY_TABLES = ("sessions", "exchanges", "responses", "items", "names")
 
 events = Table(
     "events",
@@ -105,6 +109,7 @@ events = Table(
     Column("sse_type_key", Integer, nullable=True),
     Column("sequence_number", BigInteger, nullable=True),
     Column("response_key", Integer, nullable=True),
+    Column("item_key", Integer, nullable=True),
     Column("meta", Text, nullable=True),
     Column("codec", SmallInteger, nullable=True),
     Column("payload", LargeBinary, nullable=False),
@@ -148,6 +153,7 @@ event_rows = Table(
     Column("sse_type", String(200)),
     Column("sequence_number", BigInteger),
     Column("response_id", String(200)),
+    Column("item_id", String(200)),
     Column("meta", Text),
     Column("codec", SmallInteger),
     Column("stored_payload", LargeBinary),

@@ -92,6 +92,7 @@ _COLUMNS = (
     "sse_type",
     "sequence_number",
     "response_id",
+    "item_id",
     "meta",
     "codec",
     "stored_payload",
@@ -113,6 +114,7 @@ _LEAN_COLUMNS = (
     "sse_type_key",
     "sequence_number",
     "response_key",
+    "item_key",
     "meta",
     "codec",
     "payload",
@@ -126,8 +128,8 @@ _PAGE = 2000
 # must be able to append with INSERT alone (see recorder.store.roles). It is
 # held until commit, like a table lock, so commits stay in position order.
 APPEND_LOCK = int.from_bytes(b"codetape", "big")
-# Rows per multi-row INSERT on SQLite: 250 x 16 columns stays under 32,766,
-# the bound-parameter limit since SQLite 3.32 (50 x 16 under 999 before it).
+# Rows per multi-row INSERT on SQLite: 250 x 17 columns stays under 32,766,
+# the bound-parameter limit since SQLite 3.32 (50 x 17 under 999 before it).
 # Few statements per batch matter: the driver releases the GIL around each.
 _ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
 _ROWS_PER_SMALL_INSERT = 25
@@ -180,11 +182,11 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         sse_type=row[8],
         sequence_number=row[9],
         response_id=row[10],
-        meta_json=row[11],
-        payload=decode(row[12], row[13], row[7]),
-        hash_format=row[14],
-        prev_hash=row[15] or "",
-        hash=row[16],
+        meta_json=row[12],
+        payload=decode(row[13], row[14], row[7], row[11]),
+        hash_format=row[15],
+        prev_hash=row[16] or "",
+        hash=row[17],
     )
 
 
@@ -359,6 +361,7 @@ class EventStore:
             key = keys.key
             sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
             responses, names = keys.ids["responses"], keys.ids["names"]
+            item_keys = keys.ids["items"]
             hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
@@ -400,7 +403,7 @@ class EventStore:
                     payload,
                 )
                 session_key = sessions.get(sid) or key(conn, "sessions", sid)
-                stored_codec, stored = encode(payload, compress, sse_event)
+                stored_codec, stored, item = encode(payload, compress, sse_event)
                 append_row(
                     (
                         position,
@@ -420,6 +423,7 @@ class EventStore:
                         else names.get(sse_type) or key(conn, "names", sse_type),
                         ev.sequence_number,
                         None if rid is None else responses.get(rid) or key(conn, "responses", rid),
+                        None if item is None else item_keys.get(item) or key(conn, "items", item),
                         None if meta_json == "{}" else meta_json,
                         stored_codec,
                         stored,
