@@ -41,13 +41,18 @@ def _strings(value: object) -> list[str]:
     return []
 
 
-def samples() -> list[bytes]:
+def samples(exclude: str | None = None) -> list[bytes]:
+    """Every sample; ``exclude``: leave out files whose name (sans extension) ends so."""
     found: list[bytes] = []
     for tape in sorted((ROOT / "fixtures").rglob("*.jsonl")):
+        if exclude and tape.stem.endswith(exclude):
+            continue
         found += [e.payload for e in read_tape(tape) if e.payload]
     if REALDATA.is_dir():
         for path in sorted(REALDATA.rglob("*")):
             if not path.is_file() or path.suffix not in (".json", ".yaml", ".txt"):
+                continue
+            if exclude and path.stem.endswith(exclude):
                 continue
             text = path.read_text("utf-8", "replace")
             texts = [text]

@@ -151,25 +151,26 @@ def _create_lean(dialect: str) -> None:
             sa.PrimaryKeyConstraint("id", name=f"pk_{table}"),
             sa.UniqueConstraint("public_id", name=f"uq_{table}_public_id"),
         )
+    # Widest first: no alignment padding in a PostgreSQL row.
     op.create_table(
         "events",
         sa.Column("position", position, autoincrement=False, nullable=False),
+        sa.Column("recorded_at_ns", sa.BigInteger(), nullable=False),
+        sa.Column("offset_ns", sa.BigInteger(), nullable=True),
+        sa.Column("sequence_number", sa.BigInteger(), nullable=True),
         sa.Column("session_key", sa.Integer(), nullable=False),
         sa.Column("exchange_key", sa.Integer(), nullable=True),
         sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("kind_key", sa.SmallInteger(), nullable=False),
-        sa.Column("recorded_at_ns", sa.BigInteger(), nullable=False),
-        sa.Column("offset_ns", sa.BigInteger(), nullable=True),
         sa.Column("sse_event_key", sa.Integer(), nullable=True),
         sa.Column("sse_type_key", sa.Integer(), nullable=True),
-        sa.Column("sequence_number", sa.BigInteger(), nullable=True),
         sa.Column("response_key", sa.Integer(), nullable=True),
         sa.Column("item_key", sa.Integer(), nullable=True),
-        sa.Column("meta", sa.Text(), nullable=True),
-        sa.Column("codec", sa.SmallInteger(), nullable=True),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("kind_key", sa.SmallInteger(), nullable=False),
         sa.Column("hash_format_key", sa.SmallInteger(), nullable=False),
+        sa.Column("codec", sa.SmallInteger(), nullable=True),
         sa.Column("hash", sa.LargeBinary(), nullable=False),
+        sa.Column("meta", sa.Text(), nullable=True),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("position", name="pk_events"),
     )
 

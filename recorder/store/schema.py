@@ -95,26 +95,29 @@ items = _key_table("items", 200)
 names = _key_table("names", 200)
 KEY_TABLES = ("sessions", "exchanges", "responses", "items", "names")
 
+# Columns ordered widest first (8-byte, 4-byte, 2-byte, then variable
+# length): PostgreSQL aligns each value to its width, so this order leaves no
+# padding in a row; SQLite does not care.
 events = Table(
     "events",
     metadata,
     Column("position", _position_type, primary_key=True, autoincrement=False),
+    Column("recorded_at_ns", BigInteger, nullable=False),
+    Column("offset_ns", BigInteger, nullable=True),
+    Column("sequence_number", BigInteger, nullable=True),
     Column("session_key", Integer, nullable=False),
     Column("exchange_key", Integer, nullable=True),
     Column("seq", Integer, nullable=False),
-    Column("kind_key", SmallInteger, nullable=False),
-    Column("recorded_at_ns", BigInteger, nullable=False),
-    Column("offset_ns", BigInteger, nullable=True),
     Column("sse_event_key", Integer, nullable=True),
     Column("sse_type_key", Integer, nullable=True),
-    Column("sequence_number", BigInteger, nullable=True),
     Column("response_key", Integer, nullable=True),
     Column("item_key", Integer, nullable=True),
-    Column("meta", Text, nullable=True),
-    Column("codec", SmallInteger, nullable=True),
-    Column("payload", LargeBinary, nullable=False),
+    Column("kind_key", SmallInteger, nullable=False),
     Column("hash_format_key", SmallInteger, nullable=False),
+    Column("codec", SmallInteger, nullable=True),
     Column("hash", LargeBinary, nullable=False),
+    Column("meta", Text, nullable=True),
+    Column("payload", LargeBinary, nullable=False),
 )
 
 # Session reads (its events in order) and the per-stream seq lookups. No
