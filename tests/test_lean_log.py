@@ -225,7 +225,7 @@ def test_an_unknown_dictionary_is_a_clear_error(store: EventStore) -> None:
         else:
             conn.exec_driver_sql("DROP TRIGGER events_no_update")
         conn.exec_driver_sql("UPDATE events SET codec = 77 WHERE position = 5")
-    with pytest.raises(UnknownCodec):
+    with pytest.raises(UnknownCodec, match=r"the event at position 5: .*dictionary 77"):
         list(store.iter_events())
     runner = CliRunner()
     result = runner.invoke(main, ["verify", "--db", store.url])

@@ -42,7 +42,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import AmbiguousSession, NotUpgraded, StoreBusy, UnknownSession
+from recorder.errors import (
+    AmbiguousSession,
+    NotUpgraded,
+    StoreBusy,
+    StoreError,
+    UnknownSession,
+)
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
 from recorder.store.codec import DEFAULT_CODEC, decode, encode
 from recorder.store.engine import (
@@ -169,6 +175,11 @@ class ExchangeInfo:
 
 
 def _row_to_event(row: Sequence[Any]) -> StoredEvent:
+    try:
+        payload = decode(row[13], row[14], row[7], row[11])
+    except StoreError as exc:
+        # Say which row: a payload that does not decode is damage at a position.
+        raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
     # prev_hash is NULL (given as "") when the row before is missing.
     return StoredEvent(
         position=row[0],
@@ -183,7 +194,7 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         sequence_number=row[9],
         response_id=row[10],
         meta_json=row[12],
-        payload=decode(row[13], row[14], row[7], row[11]),
+        payload=payload,
         hash_format=row[15],
         prev_hash=row[16] or "",
         hash=row[17],
