@@ -13,10 +13,11 @@ from click.testing import CliRunner
 
 from recorder.cli import main
 from recorder.errors import StoreError
-from recorder.events import Event, EventKind, canonical_json, new_id
+from recorder.events import Event, EventKind, StoredEvent, canonical_json, new_id
 from recorder.store import EventStore, codec, migrate
 from recorder.store.codec import UnknownCodec
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
+from recorder.store.verify import ChainChecker, VerifyReport
 from recorder.tape import read_tape
 
 FIXTURE = (
@@ -57,6 +58,27 @@ def write_0004_log(url: str, events: list[Event]) -> list[tuple[object, ...]]:
     return rows
 
 
+def verify_0004(url: str) -> VerifyReport:
+    """The 0004 codetape's verify: every wide row, in position order, through the checker."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT {_WIDE} FROM events ORDER BY position").all()
+    finally:
+        engine.dispose()
+    checker = ChainChecker()
+    for r in rows:
+        checker.feed(
+            StoredEvent(
+                position=r[0], session_id=r[1], exchange_id=r[2], seq=r[3],
+                kind=EventKind(r[4]), recorded_at_ns=r[5], offset_ns=r[6], sse_event=r[7],
+                sse_type=r[8], sequence_number=r[9], response_id=r[10], meta_json=r[11],
+                payload=bytes(r[12]), hash_format=r[13], prev_hash=r[14], hash=r[15],
+            )
+        )  # fmt: skip
+    return checker.finish()
+
+
 def test_a_0004_log_upgrades_and_verifies_before_and_after(db_url: str) -> None:
     events = read_tape(FIXTURE)
     # A second session with meta, gaps in optional fields and an explicit capture gap.
@@ -67,8 +89,9 @@ def test_a_0004_log_upgrades_and_verifies_before_and_after(db_url: str) -> None:
         Event(sid, EventKind.SESSION_CLOSE, 2),
     ]
     wide = write_0004_log(db_url, events)
+    # What `codetape verify` did at 0004: the chain checker over the wide rows as stored.
+    assert verify_0004(db_url).ok
     runner = CliRunner()
-    # The 0004 codetape's own verify is this one's rule over the wide rows.
     before = runner.invoke(main, ["db", "upgrade", "--db", db_url])
     assert before.exit_code == 0, before.output
     assert migrate.current_revision(db_url) == "0005_lean_log"
@@ -96,14 +119,16 @@ def test_a_0004_log_upgrades_and_verifies_before_and_after(db_url: str) -> None:
         assert store.verify().ok
 
 
-def test_a_0004_log_verifies_before_the_upgrade(sqlite_url: str) -> None:
-    """The figures above mean something: the wide rows written here are a valid 0004 log."""
-    rows = write_0004_log(sqlite_url, read_tape(FIXTURE)[:40])
-    prev = GENESIS
-    for row in rows:
-        assert row[14] == prev
-        assert event_hash(prev, *row[:13]) == row[15]
-        prev = str(row[15])
+def test_the_0004_check_finds_a_broken_wide_log(sqlite_url: str) -> None:
+    """verify_0004 is a real check: a wide row altered before the upgrade fails it."""
+    write_0004_log(sqlite_url, read_tape(FIXTURE)[:40])
+    assert verify_0004(sqlite_url).ok
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER events_no_update")
+        conn.exec_driver_sql("UPDATE events SET recorded_at_ns = 1 WHERE position = 7")
+    engine.dispose()
+    assert verify_0004(sqlite_url).first_bad_position == 7
 
 
 def test_downgrade_restores_the_wide_rows(db_url: str) -> None:
