@@ -60,7 +60,7 @@ from recorder.store.engine import (
 )
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest
 from recorder.store.keys import Keys
-from recorder.store.schema import SCHEMA_REVISION
+from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
 __all__ = [
@@ -85,28 +85,29 @@ has committed (or None). It may read and write other tables on the
 connection, never ``events`` itself (it returns events to append instead).
 """
 
-# What readers get: the view's public values (see recorder.store.schema).
-_COLUMNS = (
-    "position",
-    "session_id",
-    "exchange_id",
-    "seq",
-    "kind",
-    "recorded_at_ns",
-    "offset_ns",
-    "sse_event",
-    "sse_type",
-    "sequence_number",
-    "response_id",
-    "item_id",
-    "meta",
-    "codec",
-    "stored_payload",
-    "hash_format",
-    "prev_hash",
-    "hash",
+# What readers get: the lean row as stored, filtered on its own keys so that
+# its indexes serve the read. Keys become public values through the cache of
+# the key tables (see _public), hashes arrive as bytes and the predecessor's
+# is the previous row's (see _events): no join per row.
+_SELECT = (
+    "SELECT e.position, e.session_key, e.exchange_key, e.seq, e.kind_key, e.recorded_at_ns, "
+    "e.offset_ns, e.sse_event_key, e.sse_type_key, e.sequence_number, e.response_key, "
+    "e.item_key, e.meta, e.codec, e.payload, e.hash_format_key, e.hash FROM events e"
 )
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM event_rows"
+# Row columns that hold a key, and the table it is a key of.
+_KEY_COLUMNS = (
+    (1, "sessions"),
+    (2, "exchanges"),
+    (4, "names"),
+    (7, "names"),
+    (8, "names"),
+    (10, "responses"),
+    (11, "items"),
+    (15, "names"),
+)
+_HASHES_AT = sa.text("SELECT position, hash FROM events WHERE position IN :p").bindparams(
+    sa.bindparam("p", expanding=True)
+)
 # What an append writes: the lean row.
 _LEAN_COLUMNS = (
     "position",
@@ -174,13 +175,12 @@ class ExchangeInfo:
     first_position: int
 
 
-def _row_to_event(row: Sequence[Any]) -> StoredEvent:
+def _row_to_event(row: Sequence[Any], prev_hash: str) -> StoredEvent:
     try:
         payload = decode(row[13], row[14], row[7], row[11])
     except StoreError as exc:
         # Say which row: a payload that does not decode is damage at a position.
         raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
-    # prev_hash is NULL (given as "") when the row before is missing.
     return StoredEvent(
         position=row[0],
         session_id=row[1],
@@ -193,12 +193,83 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         sse_type=row[8],
         sequence_number=row[9],
         response_id=row[10],
-        meta_json=row[12],
+        meta_json=row[12] or "{}",
         payload=payload,
-        hash_format=row[15],
-        prev_hash=row[16] or "",
-        hash=row[17],
+        hash_format=row[15] or "",
+        prev_hash=prev_hash,
+        hash=bytes(row[16]).hex(),
     )
+
+
+def _public(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """``rows`` with each key replaced by its public value (keys never change: cached)."""
+    caches = _caches(conn)
+    missing: dict[str, set[int]] = {}
+    for row in rows:
+        for column, table in _KEY_COLUMNS:
+            key = row[column]
+            if key is not None and key not in caches[table]:
+                missing.setdefault(table, set()).add(key)
+    for table, keys in missing.items():
+        wanted = sorted(keys)
+        query = sa.text(f"SELECT id, public_id FROM {table} WHERE id IN :k").bindparams(
+            sa.bindparam("k", expanding=True)
+        )
+        for start in range(0, len(wanted), 500):
+            caches[table].update(conn.execute(query, {"k": wanted[start : start + 500]}).all())
+    result = []
+    for row in rows:
+        out = list(row)
+        for column, table in _KEY_COLUMNS:
+            key = out[column]
+            if key is not None:
+                # A key with no row (the table was tampered with) reads as NULL.
+                out[column] = caches[table].get(key)
+        result.append(out)
+    return result
+
+
+def _caches(conn: sa.Connection) -> dict[str, dict[int, str]]:
+    """Key -> public value of each key table, kept on the driver connection (one database)."""
+    found: dict[str, dict[int, str]] | None = conn.info.get("codetape_keys")
+    if found is None:
+        found = conn.info["codetape_keys"] = {t: {} for t in KEY_TABLES}
+    return found
+
+
+def _events(
+    conn: sa.Connection, rows: Sequence[Sequence[Any]], last: int = -1, last_hash: str = ""
+) -> list[StoredEvent]:
+    """``rows`` as events, each with its predecessor's hash: that of the row before
+    it in ``rows`` when that is the previous position (``last``, ``last_hash``: the
+    row before the first), else read from the table ("" when that row is missing)."""
+    rows = _public(conn, rows)
+    gaps = []
+    previous = last
+    for row in rows:
+        if row[0] != previous + 1 and row[0] > 1:
+            gaps.append(row[0] - 1)
+        previous = row[0]
+    found: dict[int, str] = {}
+    for start in range(0, len(gaps), 500):
+        found.update(
+            (int(position), bytes(digest).hex())
+            for position, digest in conn.execute(_HASHES_AT, {"p": gaps[start : start + 500]})
+        )
+    result = []
+    previous, prev = last, last_hash
+    for row in rows:
+        position = row[0]
+        if position == 1:
+            link = GENESIS
+        elif position == previous + 1:
+            link = prev
+        else:
+            link = found.get(position - 1, "")
+        event = _row_to_event(row, link)
+        result.append(event)
+        previous, prev = position, event.hash
+    return result
 
 
 def _describe_session(s: SessionInfo) -> str:
@@ -522,15 +593,19 @@ class EventStore:
         self, where: str, params: dict[str, Any], page: int = _PAGE
     ) -> Iterator[StoredEvent]:
         after = params.pop("after", 0)
-        query = sa.text(f"{_SELECT} WHERE position > :after{where} ORDER BY position LIMIT :limit")
+        query = sa.text(
+            f"{_SELECT} WHERE e.position > :after{where} ORDER BY e.position LIMIT :limit"
+        )
+        last, last_hash = -1, ""
         while True:
             with translate_errors(self.url), self.engine.connect() as conn:
                 rows = conn.execute(query, {**params, "after": after, "limit": page}).all()
-            for row in rows:
-                yield _row_to_event(row)
+                events = _events(conn, rows, last, last_hash)
+            yield from events
             if len(rows) < page:
                 return
-            after = rows[-1][0]
+            last, last_hash = events[-1].position, events[-1].hash
+            after = last
 
     def iter_events(
         self, after: int = 0, *, until: int | None = None, page: int = _PAGE
@@ -538,16 +613,22 @@ class EventStore:
         """Every event with ``after < position <= until``, in position order."""
         if until is None:
             return self._paged("", {"after": after}, page)
-        return self._paged(" AND position <= :until", {"after": after, "until": until}, page)
+        return self._paged(" AND e.position <= :until", {"after": after, "until": until}, page)
 
     def session_events(self, session_id: str) -> Iterator[StoredEvent]:
         """All events of a session (its own and its exchanges'), in position order."""
-        return self._paged(" AND session_id = :sid", {"sid": session_id})
+        return self._paged(
+            " AND e.session_key = (SELECT id FROM sessions WHERE public_id = :sid)",
+            {"sid": session_id},
+        )
 
     def exchange_events(self, exchange_id: str) -> list[StoredEvent]:
-        query = sa.text(f"{_SELECT} WHERE exchange_id = :x ORDER BY seq")
+        query = sa.text(
+            f"{_SELECT} WHERE e.exchange_key IS NOT NULL "
+            "AND e.exchange_key = (SELECT id FROM exchanges WHERE public_id = :x) ORDER BY e.seq"
+        )
         with translate_errors(self.url), self.engine.connect() as conn:
-            return [_row_to_event(r) for r in conn.execute(query, {"x": exchange_id})]
+            return _events(conn, conn.execute(query, {"x": exchange_id}).all())
 
     def sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
