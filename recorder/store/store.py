@@ -519,6 +519,7 @@ class EventStore:
 
     def _insert(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         if self.backend != "sqlite":
+            # psycopg pipelines executemany; multi-row statements measured slower.
             conn.exec_driver_sql(self._insert_sql, rows)
             return
         # SQLite: multi-row INSERTs rather than executemany. The driver
