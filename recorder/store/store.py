@@ -3,8 +3,13 @@
 Guarantees:
 
 * **Append-only.** The only write is :meth:`EventStore.append`; the database
-  itself refuses UPDATE and DELETE on ``events``, and on SQLite any INSERT
-  that would replace an event (triggers, see migrations).
+  itself refuses UPDATE and DELETE on ``events`` and its key tables, and any
+  INSERT that would replace an event or take its place in its stream
+  (triggers, see migrations).
+* **Lean rows, same events.** An append stores each event as the lean row
+  of :mod:`recorder.store.schema` (keys, binary hash, payload compressed by
+  :mod:`recorder.store.codec`); every read gives back the event exactly as
+  appended, with its hex hash and its predecessor's, whatever the storage.
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
   (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on

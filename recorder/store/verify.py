@@ -6,7 +6,8 @@ reports a problem at the first position where
 * a position is missing (positions run 1, 2, 3, ... with no gap),
 * a row's ``hash_format`` is unknown,
 * a row's ``prev_hash`` is not its predecessor's hash (a row removed,
-  inserted or reordered),
+  inserted or reordered; since the lean row stores no copy of it, a row
+  whose predecessor is missing is hashed on the last row present),
 * a row's hash does not re-derive from its fields (a row altered), or
 * a stream's ``seq`` skips (an event removed from an exchange or session);
 
