@@ -13,6 +13,13 @@ payloads are drawn, in order, from the SSE frames of the fixture tapes, then:
   ``--pg-url`` a throwaway server is started with tests/pg_server.py.
 
 Prints both rates and the ratio codetape / raw (target >= 0.5x).
+
+Also (first, and alone with ``--tape-only``) reading a tape: the N events
+written as one tape, read back with ``recorder.tape.iter_tape`` (each line
+validated by the pydantic model, :mod:`recorder.tape_line`) against the
+reader the models replaced (``json.loads`` and checks by hand, kept here as
+the baseline); prints both rates and the ratio (target: the models cost at
+most 10% more, ratio >= 0.91x).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from pg import pg_databases  # noqa: E402
 
 from recorder.events import Event, EventKind, new_id  # noqa: E402
 from recorder.store import EventStore, migrate  # noqa: E402
-from recorder.tape import read_tape  # noqa: E402
+from recorder.tape import iter_tape, read_tape, write_tape  # noqa: E402
 
 COLUMNS = (
     "position, session_key, exchange_key, seq, kind_key, recorded_at_ns, offset_ns, "
@@ -160,6 +167,96 @@ def time_raw_pg(url: str, rows: list[tuple[object, ...]]) -> float:
         return time.perf_counter() - start
 
 
+def legacy_line_to_event(line: str, where: str) -> Event:
+    """The tape reader before the pydantic models: ``json.loads``, then checks by hand."""
+    import base64
+    import json
+
+    from recorder.errors import TapeError
+
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise TapeError(f"{where}: a tape line must be a JSON object")
+    kind = record.get("kind")
+    if kind not in _KINDS:
+        raise TapeError(f"{where}: unknown event kind {kind!r}")
+    if kind == "session_open" and record.get("tape") != 1:
+        raise TapeError(f"{where}: tape format version is not 1")
+    session, seq, at_ns = record.get("session"), record.get("seq"), record.get("at_ns")
+    if not isinstance(session, str) or not session:
+        raise TapeError(f"{where}: missing session id")
+    if not isinstance(seq, int) or seq < 0:
+        raise TapeError(f"{where}: missing or negative seq")
+    if not isinstance(at_ns, int):
+        raise TapeError(f"{where}: missing at_ns")
+    meta = record.get("meta", {})
+    if not isinstance(meta, dict):
+        raise TapeError(f"{where}: meta must be an object")
+    if "b64" in record:
+        payload = base64.b64decode(record["b64"], validate=True)
+    else:
+        text = _optional(record, "text", str, where)
+        payload = text.encode("utf-8") if text is not None else b""
+    return Event(
+        session_id=session,
+        kind=EventKind(kind),
+        seq=seq,
+        exchange_id=_optional(record, "exchange", str, where),
+        recorded_at_ns=at_ns,
+        offset_ns=_optional(record, "offset_ns", int, where),
+        payload=payload,
+        meta=meta,
+        sse_event=_optional(record, "event", str, where),
+        sse_type=_optional(record, "type", str, where),
+        sequence_number=_optional(record, "sequence_number", int, where),
+        response_id=_optional(record, "response_id", str, where),
+    )
+
+
+_KINDS = {k.value for k in EventKind}
+
+
+def _optional(record: dict[str, object], key: str, kind: type, where: str) -> object:
+    value = record.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"{where}: {key!r} must be {kind.__name__}")
+    return value
+
+
+def legacy_read(path: Path) -> int:
+    count = 0
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                legacy_line_to_event(line, f"{path}:{number}")
+                count += 1
+    return count
+
+
+def time_tape_read(events: list[Event], rounds: int = 5) -> None:
+    """Best of ``rounds`` interleaved reads of one tape, models vs the reader before them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.jsonl"
+        write_tape(events, path)
+        size = path.stat().st_size
+        import recorder.tape_line  # noqa: F401  (imported once, outside the timings)
+
+        models, legacy = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            n = sum(1 for _ in iter_tape(path))
+            models.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            assert legacy_read(path) == n
+            legacy.append(time.perf_counter() - start)
+    ours, before = min(models), min(legacy)
+    print(
+        f"tape read  ({n:,} lines, {size / 1e6:.1f} MB, best of {rounds}): "
+        f"models {n / ours:,.0f} lines/s | before {n / before:,.0f} lines/s | "
+        f"ratio {before / ours:.2f}x (target >= 0.91x)"
+    )
+
+
 def report(label: str, n: int, ours: float, raw: float) -> None:
     print(
         f"{label:<11} codetape {n / ours:>10,.0f} events/s | raw {n / raw:>10,.0f} events/s"
@@ -173,6 +270,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--tape-only", action="store_true", help="only the tape read")
     args = parser.parse_args()
 
     events = synthetic_events(args.events)
@@ -181,6 +279,9 @@ def main() -> None:
     print(
         f"{n:,} synthetic events, {payload_bytes / 1e6:.1f} MB of payload drawn from fixture frames"
     )
+    time_tape_read(events)
+    if args.tape_only:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ours, rows = time_codetape(f"sqlite:///{tmp}/codetape.db", events, args.batch)
         raw = time_raw_sqlite(Path(tmp) / "raw.db", rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Live capture (issue 4): name -> module that defines it.
+# Live capture: name -> module that defines it.
 _CAPTURE_API = {
     "AsyncRecordingTransport": "recorder.capture",
     "CaptureError": "recorder.capture",

@@ -65,6 +65,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -73,7 +74,7 @@ import os
 import socket
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -82,6 +83,7 @@ import sqlalchemy as sa
 from recorder.errors import CodetapeError
 from recorder.events import Event, EventKind, canonical_json, new_id
 from recorder.store.engine import translate_errors
+from recorder.store.forkgate import driver_call
 from recorder.store.store import Committed, EventStore
 
 __all__ = [
@@ -444,8 +446,11 @@ class LeaseKeeper:
         self._stop.set()
         self._thread = None
 
-    def _write(self) -> sa.Connection:
-        return self.store.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        # The renewer is a background thread: a fork waits for its transaction.
+        with driver_call(), self.store.engine.connect() as conn:
+            yield conn.execution_options(sqlite_begin="IMMEDIATE")
 
     # -- renewing ------------------------------------------------------------
 

@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import secrets
-import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from recorder.atomic import atomic_text
 from recorder.errors import TapeError
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
+
+if TYPE_CHECKING:
+    from recorder.tape_line import TapeLine
 
 __all__ = [
     "PROOF_PREFIX",
@@ -53,7 +54,7 @@ __all__ = [
 
 TAPE_VERSION = 1
 PROOF_PREFIX = '{"proof":'
-_KINDS = {k.value for k in EventKind}
+_KIND_OF = {k.value: k for k in EventKind}
 
 
 def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = None) -> str:
@@ -95,71 +96,40 @@ def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = Non
     return line
 
 
-def _optional(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = record.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise TapeError(f"{where}: {key!r} must be {kind.__name__}")
-    return value
-
-
-def _record(line: str, where: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        problem = exc.msg.removesuffix(" at")  # "Invalid control character at"
-        raise TapeError(f"{where}: not valid JSON ({problem} at column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise TapeError(f"{where}: a tape line must be a JSON object")
-    return record
-
-
 def line_to_event(line: str, where: str = "tape") -> Event:
     """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
-    return _record_to_event(_record(line, where), where)
+    from recorder.tape_line import parse_line
+
+    return _to_event(parse_line(line, where), where)
 
 
-def _record_to_event(record: dict[str, Any], where: str) -> Event:
-    kind = record.get("kind")
-    if kind not in _KINDS:
-        raise TapeError(f"{where}: unknown event kind {kind!r}")
-    version = record.get("tape")
-    if kind == EventKind.SESSION_OPEN.value and version != TAPE_VERSION:
-        raise TapeError(f"{where}: tape format version {version!r} is not {TAPE_VERSION}")
-    session = record.get("session")
-    seq = record.get("seq")
-    at_ns = record.get("at_ns")
-    if not isinstance(session, str) or not session:
-        raise TapeError(f"{where}: missing session id")
-    if not isinstance(seq, int) or seq < 0:
-        raise TapeError(f"{where}: missing or negative seq")
-    if not isinstance(at_ns, int):
-        raise TapeError(f"{where}: missing at_ns")
-    meta = record.get("meta", {})
-    if not isinstance(meta, dict):
-        raise TapeError(f"{where}: meta must be an object")
-    if "text" in record and "b64" in record:
+def _to_event(record: TapeLine, where: str) -> Event:
+    """The event of a validated line, after the checks that span fields."""
+    kind = _KIND_OF[record.kind]
+    if kind is EventKind.SESSION_OPEN and record.tape != TAPE_VERSION:
+        raise TapeError(f"{where}: tape format version {record.tape!r} is not {TAPE_VERSION}")
+    if record.text is not None and record.b64 is not None:
         raise TapeError(f"{where}: a line holds either text or b64, not both")
-    if "b64" in record:
+    if record.b64 is not None:
         try:
-            payload = base64.b64decode(record["b64"], validate=True)
+            payload = base64.b64decode(record.b64, validate=True)
         except (ValueError, TypeError):
-            raise TapeError(f"{where}: b64 payload is not valid base64") from None
+            raise TapeError(f"{where}: field 'b64': not valid base64") from None
     else:
-        text = _optional(record, "text", str, where)
-        payload = text.encode("utf-8") if text is not None else b""
+        payload = record.text.encode("utf-8") if record.text is not None else b""
     return Event(
-        session_id=session,
-        kind=EventKind(kind),
-        seq=seq,
-        exchange_id=_optional(record, "exchange", str, where),
-        recorded_at_ns=at_ns,
-        offset_ns=_optional(record, "offset_ns", int, where),
+        session_id=record.session,
+        kind=kind,
+        seq=record.seq,
+        exchange_id=record.exchange,
+        recorded_at_ns=record.at_ns,
+        offset_ns=record.offset_ns,
         payload=payload,
-        meta=meta,
-        sse_event=_optional(record, "event", str, where),
-        sse_type=_optional(record, "type", str, where),
-        sequence_number=_optional(record, "sequence_number", int, where),
-        response_id=_optional(record, "response_id", str, where),
+        meta=record.meta,
+        sse_event=record.event,
+        sse_type=record.type,
+        sequence_number=record.sequence_number,
+        response_id=record.response_id,
     )
 
 
@@ -169,12 +139,15 @@ def iter_tape(path: Path) -> Iterator[Event]:
         handle: IO[str] = open(path, encoding="utf-8", newline="\n")  # noqa: SIM115
     except OSError as exc:
         raise TapeError(f"cannot read tape {path}: {exc.strerror}") from None
+    from recorder.tape_line import parse_line
+
     with handle:
         try:
             for number, line in enumerate(handle, start=1):
                 if not line.strip() or line.startswith(PROOF_PREFIX):
                     continue
-                yield line_to_event(line, f"{path}:{number}")
+                where = f"{path}:{number}"
+                yield _to_event(parse_line(line, where), where)
         except UnicodeDecodeError:
             raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
 
@@ -201,34 +174,19 @@ class TapeProof:
     where: str
 
 
-def _chain_field(record: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = _optional(record, key, kind, where)
-    if kind is int and isinstance(value, bool):
-        raise TapeError(f"{where}: {key!r} must be int")
-    return value
-
-
 def iter_tape_rows(path: Path) -> Iterator[TapeRow | TapeProof]:
     """A tape's events with their chain fields, and its proof line, in file order."""
+    from recorder.tape_line import parse_line, parse_proof_line
+
     last: TapeRow | None = None
     for line, where in _lines(path):
-        record = _record(line, where)
-        if "proof" in record and "kind" not in record:
-            proof = record["proof"]
-            if (
-                not isinstance(proof, dict)
-                or not isinstance(proof.get("checkpoint"), str)
-                or not isinstance(proof.get("nodes"), list)
-                or not all(isinstance(n, str) for n in proof["nodes"])
-            ):
-                raise TapeError(f"{where}: malformed proof line")
-            yield TapeProof(proof["checkpoint"], list(proof["nodes"]), where)
+        if _is_proof(line):
+            proof = parse_proof_line(line, where).proof
+            yield TapeProof(proof.checkpoint, list(proof.nodes), where)
             continue
-        event = _record_to_event(record, where)
-        position = _chain_field(record, "position", int, where)
-        digest = _chain_field(record, "hash", str, where)
-        prev = _chain_field(record, "prev_hash", str, where)
-        fmt = _chain_field(record, "hash_format", str, where)
+        record = parse_line(line, where)
+        event = _to_event(record, where)
+        position, prev, fmt = record.position, record.prev_hash, record.hash_format
         if (
             position is not None
             and prev is None
@@ -238,8 +196,21 @@ def iter_tape_rows(path: Path) -> Iterator[TapeRow | TapeProof]:
             prev = last.hash
         if position is not None and fmt is None and last is not None:
             fmt = last.hash_format
-        last = TapeRow(event, where, position, digest, prev, fmt)
+        last = TapeRow(event, where, position, record.hash, prev, fmt)
         yield last
+
+
+def _is_proof(line: str) -> bool:
+    """A proof line: an object with a ``proof`` key and no ``kind`` (whatever its spacing)."""
+    if line.startswith(PROOF_PREFIX):
+        return True
+    if '"proof"' not in line or '"kind"' in line:
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "proof" in record and "kind" not in record
 
 
 def _lines(path: Path) -> Iterator[tuple[str, str]]:
@@ -290,65 +261,8 @@ def incomplete_parts(events: Iterable[Event | StoredEvent]) -> list[str]:
     )
 
 
-_KIND_NAMES = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _writable_target(path: Path) -> tuple[Path, os.stat_result | None]:
-    """The file to replace (a symlink followed) and its status; refuse what is not a file.
-
-    Renaming over a device, a pipe or a directory would replace it with a
-    regular file (or fail half-way), so only a new path or a regular file is
-    accepted.
-    """
-    target = path.resolve() if path.is_symlink() else path
-    try:
-        status = target.stat()
-    except FileNotFoundError:
-        status = None
-    except OSError as exc:
-        raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-    if status is not None and not stat.S_ISREG(status.st_mode):
-        kind = _KIND_NAMES.get(stat.S_IFMT(status.st_mode), "not a regular file")
-        raise TapeError(
-            f"cannot write a tape to {path}: it is {kind}; give a new file name "
-            "or an existing regular file"
-        )
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise TapeError(f"cannot write {path}: directory {directory} does not exist")
-    return target, status
-
-
-def _temp_beside(target: Path, status: os.stat_result | None) -> tuple[int, Path]:
-    """A new temporary file beside ``target``: the target's mode if it exists, else umask's.
-
-    ``tempfile.mkstemp`` would make it 0600 whatever the umask, and the rename
-    would then narrow a shared file's permissions.
-    """
-    for _ in range(100):
-        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise TapeError(f"cannot write {target}: {exc.strerror}") from None
-        if status is not None:
-            try:
-                os.fchmod(fd, stat.S_IMODE(status.st_mode))
-                if (status.st_uid, status.st_gid) != (os.geteuid(), os.getegid()):
-                    os.fchown(fd, status.st_uid, status.st_gid)
-            except OSError:
-                pass  # keeping the owner is a courtesy only root can always pay
-        return fd, candidate
-    raise TapeError(f"cannot write {target}: no free temporary name beside it")
-
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 LastLine = Callable[[], str | None]
 
@@ -377,7 +291,7 @@ def _tape_lines(
 
 def write_tape_to(
     events: Iterable[Event | StoredEvent],
-    out: IO[str],
+    out: SupportsWrite[str],
     *,
     hashes: bool = False,
     last_line: LastLine | None = None,
@@ -406,43 +320,5 @@ def write_tape(
     :class:`TapeError` before anything is written. A new file gets the
     permissions the umask gives; a replaced file keeps its own.
     """
-    path = Path(path)
-    target, status = _writable_target(path)
-    fd, tmp = _temp_beside(target, status)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for line, is_event in _tape_lines(events, hashes, last_line):
-                try:
-                    out.write(line)
-                except OSError as exc:
-                    raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-                count += is_event
-            try:
-                out.flush()
-                os.fsync(out.fileno())
-            except OSError as exc:
-                raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise TapeError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_directory(target.parent)
-    return count
-
-
-def _sync_directory(directory: Path) -> None:
-    # The rename is durable once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_text(Path(path), what="a tape", error=TapeError) as out:
+        return write_tape_to(events, out, hashes=hashes, last_line=last_line)

@@ -58,6 +58,7 @@ from recorder.errors import StoreBusy, StoreError
 from recorder.events import Event, EventKind, canonical_json
 from recorder.process_exit import at_exit
 from recorder.store.engine import is_process_local
+from recorder.store.forkgate import driver_call
 from recorder.store.store import EventStore
 from recorder.waiting import Waiters
 
@@ -616,7 +617,8 @@ class Writer:
 
     def _probe(self) -> bool:
         try:
-            self.store.last_position()
+            with driver_call():
+                self.store.last_position()
         except Exception:
             return False
         return True

@@ -252,6 +252,14 @@ def _not_a_tape(path: Path, error: TapeError) -> CodetapeError:
     except CodetapeError:
         fmt = "tape"
     if fmt in _FORMAT_NAMES:
+        from recorder.importers.detect import load_any
+
+        try:
+            load_any(path, fmt)
+        except CodetapeError as cannot:
+            # Import would refuse it too (a go-vcr cassette, an empty one):
+            # its reason says what to do, where "import it first" would not.
+            return CodetapeError(f"{path} is not a tape, and cannot be imported: {cannot}")
         return CodetapeError(
             f"{path} is {_FORMAT_NAMES[fmt]}, not a tape: import it first with "
             f"`codetape import {path}`, then give the session's name"

@@ -361,7 +361,7 @@ def test_cli_advise_text_json_and_csv(db_url: str) -> None:
         main, ["containers", "--advise", "--by", "label=team", "--db", db_url, "--csv"]
     )
     assert as_csv.exit_code == 0, as_csv.output
-    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["kind"], r["container_id"], r["avoidable_fee"]) for r in rows] == [
         ("avoidable", "cntr_a2", "0.03"),
         ("avoidable", "cntr_d3", "0.03"),

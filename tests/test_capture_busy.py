@@ -55,7 +55,7 @@ def hold_seconds(store: EventStore) -> float:
         return PG_HOLD
     with store.engine.connect() as conn:
         busy_ms = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
-    return float(busy_ms or 0) / 1000 + 2.0
+    return float(busy_ms or 0) / 1000 + 5.0  # the SDK must finish inside it, on a loaded runner too
 
 
 @contextmanager

@@ -55,6 +55,9 @@ client = openai.OpenAI(api_key="k", base_url="https://api.openai.com/v1", max_re
 def call():
     return sum(1 for _ in client.responses.create(model="m", input="x", stream=True))
 print("parent", call(), flush=True)
+# Without the fork hook nothing makes a fork wait for the writer thread to
+# leave the database driver (see recorder.store.forkgate): flush first.
+session.flush()
 pid = os.fork()
 if pid == 0:
     print("child", call(), flush=True)

@@ -300,6 +300,35 @@ def test_serve_and_diff_name_an_importable_file(tmp_path: Path, command: tuple[s
         f"`codetape import {recording}`, then give the session's name"
     )
     cassette = tmp_path / "cassette.yaml"
-    cassette.write_text("interactions: []\nversion: 1\n")
+    cassette.write_text(
+        "interactions:\n- request: {method: POST, uri: 'https://api.openai.com/v1/responses',"
+        " body: '{}', headers: {}}\n  response: {status: {code: 200, message: OK},"
+        " headers: {}, body: {string: '{}'}}\nversion: 1\n"
+    )
     (line,) = error_lines(run(*[*args[:-1], str(cassette)]))
     assert "is a VCR cassette, not a tape: import it first" in line
+
+
+@pytest.mark.parametrize("command", [("serve",), ("diff", "{tape}")])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (GO_VCR, "go-vcr cassettes are not supported; codetape imports VCR.py cassettes"),
+        ("interactions: []\nversion: 1\n", "the cassette holds no interactions"),
+    ],
+)
+def test_serve_and_diff_say_why_a_file_cannot_be_imported_either(
+    tmp_path: Path, command: tuple[str, ...], content: str, reason: str
+) -> None:
+    # "Import it first" would send the user to an import that refuses the file.
+    cassette = tmp_path / "TestResponses.yaml"
+    cassette.write_text(content)
+    args = [*(a.format(tape=SMALL_TAPE) for a in command), str(cassette)]
+    result = run(*args, "--db", f"sqlite:///{tmp_path / 'unused.db'}")
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f"Error: {cassette} is not a tape, and cannot be imported: ")
+    assert reason in line
+    as_json = run(*args, "--db", f"sqlite:///{tmp_path / 'unused.db'}", "--json")
+    if command[0] == "diff":  # serve has no --json
+        assert reason in json.loads(as_json.stderr)["error"]

@@ -74,7 +74,7 @@ def test_cost_json_csv_and_table(db: str) -> None:
     report = json.loads(run("cost", "--db", db, "--json").output)
     assert report["total"]["total"] == "0.03081907"
     rows = list(
-        csv.DictReader(io.StringIO(run("cost", "--by", "model", "--db", db, "--csv").output))
+        csv.DictReader(io.StringIO(run("cost", "--by", "model", "--db", db, "--csv").stdout))
     )
     assert rows[0]["key"] == "gpt-5-nano-2025-08-07"
     assert rows[-1]["key"] == "total"

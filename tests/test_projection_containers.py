@@ -25,7 +25,7 @@ def test_auto_container_creation_files_and_idle_rule(store: EventStore) -> None:
     assert c.state_at(last + 19 * MINUTE)[:2] == ("active", True)
     assert c.state_at(last + 20 * MINUTE)[:2] == ("expired", False)
     assert c.state_at(last - MINUTE)[0] == "not yet created"
-    # The seed document's rule: 30 idle minutes, at most 1 hour alive.
+    # The documented rule: 30 idle minutes, at most 1 hour alive.
     assert c.state_at(last + 29 * MINUTE, idle_minutes=30)[:2] == ("active", True)
     assert c.state_at(last + 61 * MINUTE, idle_minutes=90, max_age_minutes=60)[0] == "expired"
 

@@ -168,7 +168,7 @@ def test_write_is_atomic_and_mistakes_are_one_line(
         raise OSError(28, "No space left on device")
 
     # The rename that would publish the new file fails: the old one stays whole, no debris.
-    monkeypatch.setattr("recorder.report.os.replace", disk_full)
+    monkeypatch.setattr("recorder.atomic.os.replace", disk_full)
     with pytest.raises(CodetapeError, match=r"cannot write .*: No space left on device"):
         write_report(store, [done.session_id], out)
     monkeypatch.undo()

@@ -80,13 +80,23 @@ def test_meta_key_order_does_not_change_the_line() -> None:
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
-        ('{"kind": "nope", "session": "s", "seq": 0, "at_ns": 0}', "unknown event kind"),
-        ('{"kind": "sse", "seq": 0, "at_ns": 0}', "missing session id"),
-        ('{"kind": "sse", "session": "s", "seq": -1, "at_ns": 0}', "negative seq"),
-        ('{"kind": "sse", "session": "s", "seq": 0}', "missing at_ns"),
+        ('{"kind": "nope", "session": "s", "seq": 0, "at_ns": 0}', "field 'kind': .*got 'nope'"),
+        ('{"kind": "sse", "seq": 0, "at_ns": 0}', "field 'session' is missing"),
+        ('{"kind": "sse", "session": "", "seq": 0, "at_ns": 0}', "field 'session': .*at least 1"),
+        (
+            '{"kind": "sse", "session": "s", "seq": -1, "at_ns": 0}',
+            "field 'seq': .*>= 0|field 'seq': .*greater than or equal to 0",
+        ),
+        ('{"kind": "sse", "session": "s", "seq": "1", "at_ns": 0}', "field 'seq': .*integer"),
+        ('{"kind": "sse", "session": "s", "seq": 0}', "field 'at_ns' is missing"),
+        ('{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "text": 5}', "field 'text'"),
+        (
+            '{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "position": true}',
+            "field 'position'",
+        ),
         ('{"kind": "session_open", "session": "s", "seq": 0, "at_ns": 0, "tape": 9}', "version 9"),
         ('{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "b64": "!!"}', "not valid base64"),
-        ('{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "meta": 3}', "meta must be"),
+        ('{"kind": "sse", "session": "s", "seq": 0, "at_ns": 0, "meta": 3}', "field 'meta'"),
     ],
 )
 def test_bad_lines_are_named(line: str, message: str) -> None:

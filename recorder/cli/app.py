@@ -19,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -148,6 +149,49 @@ def quiet_interrupted_cleanup() -> None:
 
 
 class _Group(click.Group):
+    """The top-level group: commands are imported when run, listed from a table.
+
+    ``codetape --help`` lists :data:`recorder.cli.commands.COMMANDS` without
+    importing a command module; ``codetape NAME`` imports only NAME's module,
+    which registers its commands on this group.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from recorder.cli.commands import COMMANDS
+
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = self.commands.get(cmd_name)
+        if found is None:
+            from recorder.cli.commands import COMMANDS
+
+            entry = COMMANDS.get(cmd_name)
+            if entry is not None:
+                importlib.import_module(f"recorder.cli.{entry[0]}")
+                found = self.commands.get(cmd_name)
+        return found
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from recorder.cli.commands import COMMANDS
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None:
+                if loaded.hidden:
+                    continue
+                rows.append((name, loaded.get_short_help_str(limit)))
+            else:
+                # A stand-in with the same help shortens it exactly as the command would.
+                stand_in = click.Command(name, help=COMMANDS[name][1])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -279,8 +323,18 @@ def open_store(db: str | None) -> EventStore:
     return EventStore.open(db)
 
 
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+def emit_json(value: Any, format_name: str | None = None) -> None:
+    """Print ``value`` as indented JSON; checked first against the published ``format_name``.
+
+    Checking means a document that strayed from its schema (``codetape schema
+    NAME``) fails loudly here instead of surprising a script.
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if format_name is not None:
+        from recorder.formats import check_json
+
+        check_json(format_name, text)
+    click.echo(text)
 
 
 class _CommandConsole:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recorder.cli.app import db_option, emit_json, get_console, json_option, main, open_store
-from recorder.cli.render import when
+from recorder.cli.render import note_behind, when
 
 if TYPE_CHECKING:
     from recorder.projections import AuditEntry
@@ -77,8 +77,16 @@ def audit(session: str | None, db: str | None, as_json: bool) -> None:
 
     with open_store(db) as store:
         sid = store.find_session(session).id if session else None
-        found = P.audit(store, sid)
+        read = P.read_audit(store, sid)
     if as_json:
-        emit_json({"session_id": sid, "entries": [e.to_json() for e in found]})
+        emit_json(
+            {
+                "session_id": sid,
+                "entries": [e.to_json() for e in read.value],
+                "projections_behind": read.behind,
+            },
+            "audit",
+        )
         return
-    print_audit(found)
+    print_audit(read.value)
+    note_behind(read.behind)

@@ -20,7 +20,7 @@ from recorder.cli.app import (
     main,
     open_store,
 )
-from recorder.cli.render import BadOption, Column, parse_time, print_records, when
+from recorder.cli.render import BadOption, Column, note_behind, parse_time, print_records, when
 
 __all__ = ["containers", "print_containers"]
 
@@ -144,9 +144,12 @@ def containers(
     at_ns = parse_time(at or "now", "--at")
     assert at_ns is not None
     with open_store(db) as store:
-        found = P.containers(store)
-    rows = [c.to_json(at_ns, idle_minutes, max_age_minutes) for c in found]
+        read = P.read_containers(store)
+    rows = [c.to_json(at_ns, idle_minutes, max_age_minutes) for c in read.value]
     if as_json:
-        emit_json({"at_ns": at_ns, "containers": rows})
+        emit_json(
+            {"at_ns": at_ns, "containers": rows, "projections_behind": read.behind}, "containers"
+        )
         return
     print_containers(rows, at_ns)
+    note_behind(read.behind)

@@ -23,7 +23,15 @@ from recorder.cli.app import (
     main,
     open_store,
 )
-from recorder.cli.render import BadOption, Column, Row, money, parse_time, print_records
+from recorder.cli.render import (
+    BadOption,
+    Column,
+    Row,
+    money,
+    note_behind,
+    parse_time,
+    print_records,
+)
 
 __all__ = ["cost", "print_cost"]
 
@@ -145,12 +153,15 @@ def cost(
     since_ns = parse_time(since, "--since")
     until_ns = parse_time(until, "--until")
     with open_store(db) as store:
-        report = P.costs(
+        read = P.read_costs(
             store, by=by, since_ns=since_ns, until_ns=until_ns, fees=fees, idle_minutes=idle_minutes
-        ).to_json()
+        )
+    report = {**read.value.to_json(), "projections_behind": read.behind}
     if as_json:
-        emit_json(report)
-    elif as_csv:
+        emit_json(report, "cost")
+        return
+    note_behind(read.behind)
+    if as_csv:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
+from recorder.cli.render import note_behind
 from recorder.errors import CodetapeError
 
 if TYPE_CHECKING:
@@ -123,17 +124,20 @@ def advise_containers(
     conflicting: list[str],
 ) -> None:
     """``codetape containers --advise``: the advisor's findings as text, JSON or CSV."""
-    from recorder.insight import Advice, advise
+    from recorder.insight import Advice, read_advice
 
     if as_json and as_csv:
         raise BadOption("choose one of --json and --csv")
     if conflicting:
         raise BadOption(f"--advise judges each container at its creation: drop {conflicting[0]}")
     with open_store(db) as store:
-        advice = advise(store, by=by, idle_minutes=idle_minutes, fees=fees)
+        read = read_advice(store, by=by, idle_minutes=idle_minutes, fees=fees)
+    advice = read.value
     if as_json:
-        emit_json(advice.to_json())
-    elif as_csv:
+        emit_json({**advice.to_json(), "projections_behind": read.behind}, "containers-advise")
+        return
+    note_behind(read.behind)
+    if as_csv:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=Advice.CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()

@@ -7,19 +7,15 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from recorder.cli.app import db_option, main, open_store
 from recorder.errors import CodetapeError
-from recorder.integrity import (
-    Checkpoint,
-    Checkpointer,
-    create_checkpoint,
-    load_private_key,
-    write_key_pair,
-    write_note,
-)
+
+if TYPE_CHECKING:
+    from recorder.integrity import Checkpoint
 
 
 @main.command()
@@ -36,6 +32,8 @@ def keygen(output: Path) -> None:
     Keep the private key where the database's writers cannot read it; give the
     public key to whoever verifies. Existing files are never overwritten.
     """
+    from recorder.integrity import write_key_pair
+
     private, public = write_key_pair(output)
     click.echo(f"wrote private key {private} (mode 0600) and public key {public}")
 
@@ -97,6 +95,8 @@ def checkpoint(
     watching = every_seconds is not None or every_events is not None
     if watching and directory is None:
         raise CodetapeError("--every-seconds and --every-events need --dir")
+    from recorder.integrity import Checkpointer, create_checkpoint, load_private_key, write_note
+
     private = load_private_key(key)
     with open_store(db) as store:
         if directory is None:

@@ -41,7 +41,8 @@ def sessions(db: str | None, as_json: bool) -> None:
                     "partial": s.metadata.get("partial"),
                 }
                 for s in found
-            ]
+            ],
+            "sessions",
         )
         return
     if not found:
@@ -122,7 +123,8 @@ def show(session: str, db: str | None, as_json: bool) -> None:
                     }
                     for x in exchanges
                 ],
-            }
+            },
+            "show",
         )
         return
     console = get_console()

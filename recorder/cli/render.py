@@ -26,6 +26,7 @@ __all__ = [
     "Column",
     "Row",
     "money",
+    "note_behind",
     "parse_time",
     "print_records",
     "when",
@@ -128,3 +129,19 @@ def parse_time(value: str | None, option: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return int(parsed.timestamp()) * SECOND + parsed.microsecond * 1000
+
+
+def note_behind(behind: int) -> None:
+    """Say, on stderr, how far behind the log the stored projections a report read are.
+
+    On stderr so that piped output (a table, CSV) stays data; ``--json`` output
+    carries the same figure as ``projections_behind``.
+    """
+    if behind > 0:
+        import click
+
+        click.echo(
+            f"note: projections {behind:,} events behind the log (folded in for this report; "
+            "`codetape projections catch-up` stores them)",
+            err=True,
+        )

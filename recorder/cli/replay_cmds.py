@@ -89,7 +89,7 @@ def diff_cmd(old: str, new: str, exit_code: bool, db: str | None, as_json: bool)
 
     report = diff_recordings(load(old, db), load(new, db))
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json(), "diff")
     else:
         click.echo(report.render())
     if exit_code and not report.same:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recorder.cli.app import db_option, emit_json, get_console, json_option, main, open_store
-from recorder.cli.render import SECOND, Column, print_records, when
+from recorder.cli.render import SECOND, Column, note_behind, print_records, when
 
 if TYPE_CHECKING:
     from recorder.projections import Chunk, Stage
@@ -97,11 +97,19 @@ def chunks(session: str, db: str | None, as_json: bool) -> None:
 
     with open_store(db) as store:
         info = store.find_session(session)
-        found = P.chunks(store, info.id)
+        read = P.read_chunks(store, info.id)
     if as_json:
-        emit_json({"session_id": info.id, "chunks": [c.to_json() for c in found]})
+        emit_json(
+            {
+                "session_id": info.id,
+                "chunks": [c.to_json() for c in read.value],
+                "projections_behind": read.behind,
+            },
+            "chunks",
+        )
         return
-    print_chunks(found)
+    print_chunks(read.value)
+    note_behind(read.behind)
 
 
 def _ms(value: float | None) -> str:
@@ -181,8 +189,16 @@ def stages(session: str, db: str | None, as_json: bool) -> None:
 
     with open_store(db) as store:
         info = store.find_session(session)
-        found = P.stages(store, info.id)
+        read = P.read_stages(store, info.id)
     if as_json:
-        emit_json({"session_id": info.id, "calls": [s.to_json() for s in found]})
+        emit_json(
+            {
+                "session_id": info.id,
+                "calls": [s.to_json() for s in read.value],
+                "projections_behind": read.behind,
+            },
+            "stages",
+        )
         return
-    print_stages(found)
+    print_stages(read.value)
+    note_behind(read.behind)

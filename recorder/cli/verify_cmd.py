@@ -105,7 +105,8 @@ def verify(
                     }
                     for c in result.checkpoints
                 ],
-            }
+            },
+            "verify",
         )
     else:
         for problem in report.problems:
@@ -165,7 +166,8 @@ def _verify_tape(
                     }
                     for c in result.checks
                 ],
-            }
+            },
+            "verify-tape",
         )
     else:
         for problem in result.problems:

@@ -2,8 +2,9 @@
 
 The HTML session report is :mod:`recorder.report`, model migration :mod:`recorder.rerun`.
 
-Guarantees: :func:`advise` catches the projections it reads up to the log's
-head first, like every reader in :mod:`recorder.projections`.
+Guarantees: :func:`advise` reads the projections as caught up to the log's
+head without writing, like every reader in :mod:`recorder.projections`
+(:func:`read_advice` also says how far behind the stored ones are).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from recorder.insight.advisor import (
     parse_grouping,
 )
 from recorder.projections.fees import FeeTable, load_fee_table
-from recorder.projections.runner import catch_up
-from recorder.store.engine import translate_errors
+from recorder.projections.overlay import Read, reading
 from recorder.store.store import EventStore
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "BadGrouping",
     "PossibleUnattributed",
     "advise",
+    "read_advice",
 ]
 
 
@@ -42,9 +43,20 @@ def advise(
     fees: Path | FeeTable | None = None,
 ) -> Advice:
     """The container reuse advice over the whole log, grouped ``by`` session or ``label=KEY``."""
+    return read_advice(store, by=by, idle_minutes=idle_minutes, fees=fees).value
+
+
+def read_advice(
+    store: EventStore,
+    *,
+    by: str = "session",
+    idle_minutes: int | None = None,
+    fees: Path | FeeTable | None = None,
+) -> Read[Advice]:
+    """:func:`advise`, and how far behind the log the stored projections were."""
     parse_grouping(by)  # a bad grouping fails before any work
     table = fees if isinstance(fees, FeeTable) else load_fee_table(fees)
-    catch_up(store, ["costs", "containers", "stages"])
     sessions = {s.id: (s.name, s.labels) for s in store.sessions()}
-    with translate_errors(store.url), store.engine.connect() as conn:
-        return advise_rows(conn, table, sessions, by=by, idle_minutes=idle_minutes)
+    with reading(store, ["costs", "containers", "stages"]) as view:
+        advice = advise_rows(view.conn, table, sessions, by=by, idle_minutes=idle_minutes)
+        return Read(advice, view.head, view.behind)

@@ -49,15 +49,14 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from recorder.atomic import atomic_text
 from recorder.errors import CodetapeError
 from recorder.integrity.keys import key_id
 
@@ -231,23 +230,6 @@ def read_note(path: Path) -> str:
 
 def write_note(note: str, path: Path) -> None:
     """Write ``note`` to ``path`` atomically (temporary file beside it, then rename)."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise CheckpointError(f"cannot write {path}: directory {directory} does not exist")
-    # Created 0666 minus the umask, as any file the user writes: a checkpoint is
-    # public (mkstemp's 0600 would hide it from the auditors it is for).
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(note)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # A checkpoint is public: 0666 minus the umask, as any file the user writes.
+    with atomic_text(Path(path), what="a checkpoint", error=CheckpointError) as out:
+        out.write(note)

@@ -444,7 +444,7 @@ class ChunksProjection(Projection):
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One chunk as the seed client presents it."""
+    """One chunk as the client library presents it."""
 
     position: int
     part: int

@@ -362,7 +362,7 @@ class ContainerInfo:
 
         ``idle_minutes`` defaults to the container's own ``expires_after`` when
         the log holds it, else :data:`DEFAULT_IDLE_MINUTES`. ``max_age_minutes``
-        (e.g. 60, the seed document's "active for 1 hour") caps the lifetime.
+        (e.g. 60, the documented "active for 1 hour") caps the lifetime.
         """
         idle = idle_minutes or self.expires_after_minutes or DEFAULT_IDLE_MINUTES
         expires = self.last_activity_ns + idle * 60 * _SECOND

@@ -20,13 +20,11 @@ Money is :class:`decimal.Decimal` throughout; nothing is rounded until display.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from recorder.errors import CodetapeError
 
@@ -119,48 +117,23 @@ class FeeTable:
         )
 
 
-def _date(value: Any, where: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise FeeTableError(f"{where}: {value!r} is not a date (YYYY-MM-DD)") from None
-
-
 def _parse(raw: str, where: str) -> FeeTable:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise FeeTableError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("periods"), list):
-        raise FeeTableError(f"{where}: a fee table is an object with a 'periods' list")
-    periods = []
-    for index, p in enumerate(doc["periods"]):
-        at = f"{where}: periods[{index}]"
-        if not isinstance(p, dict):
-            raise FeeTableError(f"{at} must be an object")
-        rule = p.get("rule")
-        if rule not in RULES:
-            raise FeeTableError(f"{at}: rule must be one of {', '.join(RULES)}, not {rule!r}")
-        prices = p.get("prices")
-        if not isinstance(prices, dict) or not prices:
-            raise FeeTableError(f"{at}: 'prices' must map memory tiers to prices")
-        try:
-            parsed = {str(k): Decimal(str(v)) for k, v in prices.items()}
-        except InvalidOperation:
-            raise FeeTableError(f"{at}: prices must be numbers") from None
-        periods.append(
-            Period(
-                _date(p.get("from"), at),
-                _date(p.get("until"), at),
-                str(rule),
-                parsed,
-                int(p.get("session_minutes", 20)),
-                int(p.get("minimum_minutes", 0)),
-            )
+    """The table in a fee file's text, validated by :class:`.fee_file.FeeFile`."""
+    from recorder.projections.fee_file import parse_fee_file
+
+    doc = parse_fee_file(raw, where)
+    periods = tuple(
+        Period(
+            p.from_,
+            p.until,
+            p.rule,
+            dict(p.prices),
+            p.session_minutes,
+            p.minimum_minutes,
         )
-    return FeeTable(str(doc.get("source", where)), str(doc.get("as_of", "")), tuple(periods))
+        for p in doc.periods
+    )
+    return FeeTable(doc.source or where, doc.as_of, periods)
 
 
 def load_fee_table(path: Path | None = None) -> FeeTable:

@@ -68,6 +68,8 @@ __all__ = [
     "checkpoints",
     "delta_fields",
     "dump_json",
+    "read_events",
+    "read_rows",
     "rebuild",
     "shared_json",
     "write_connection",
@@ -327,29 +329,34 @@ def read_events(store: EventStore, after: int, until: int, limit: int) -> list[R
     stay tuples: a :class:`LogEvent` is only made for a row some projection
     reads (see :func:`_apply_batch`).
     """
-    marker = "?" if store.backend == "sqlite" else "%s"
+    with translate_errors(store.url), store.engine.connect() as conn:
+        return read_rows(conn, store.backend, after, until, limit)
+
+
+def read_rows(conn: Connection, backend: str, after: int, until: int, limit: int) -> list[Row]:
+    """:func:`read_events` on a connection the caller holds (inside its transaction)."""
+    marker = "?" if backend == "sqlite" else "%s"
     sql = (
         f"SELECT {_READ_COLUMNS} FROM event_rows WHERE position > {marker} "
         f"AND position <= {marker} "
         f"ORDER BY position LIMIT {marker}"
     )
-    with translate_errors(store.url), store.engine.connect() as conn:
-        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            if store.backend == "postgresql":
-                # Binary results: bytea arrives as raw bytes, not hex text the
-                # server must encode and the client decode (payloads are most bytes).
-                cursor.execute(sql, (after, until, limit), binary=True)
-            else:
-                cursor.execute(sql, (after, until, limit))
-            with _no_gc():
-                stored: list[Row] = cursor.fetchall()
-                # The payload as recorded: decompressed here, so projections
-                # never see how a row stores it.
-                rows: list[Row] = [(*r[:8], decode(r[8], r[9], r[10], r[11])) for r in stored]
-            return rows
-        finally:
-            cursor.close()
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if backend == "postgresql":
+            # Binary results: bytea arrives as raw bytes, not hex text the
+            # server must encode and the client decode (payloads are most bytes).
+            cursor.execute(sql, (after, until, limit), binary=True)
+        else:
+            cursor.execute(sql, (after, until, limit))
+        with _no_gc():
+            stored: list[Row] = cursor.fetchall()
+            # The payload as recorded: decompressed here, so projections
+            # never see how a row stores it.
+            rows: list[Row] = [(*r[:8], decode(r[8], r[9], r[10], r[11])) for r in stored]
+        return rows
+    finally:
+        cursor.close()
 
 
 def _sse_json(raw: bytes) -> Any:

@@ -9,12 +9,11 @@ same text without writing.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from recorder.atomic import atomic_bytes, writable_target
 from recorder.errors import CodetapeError
 from recorder.events import now_ns
 from recorder.report.gather import LogSeal, SessionView, gather, seal
@@ -57,25 +56,9 @@ def write_report(
 ) -> WrittenReport:
     """Write the report of ``refs`` to ``path`` atomically."""
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise CodetapeError(f"cannot write {path}: directory {directory} does not exist")
+    writable_target(path, what="a report")  # refused before the report is built
     html, count = build_report(store, refs, verify=verify, at_ns=at_ns)
     data = html.encode("utf-8")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise CodetapeError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise CodetapeError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_bytes(path, what="a report") as out:
+        out.write(data)
     return WrittenReport(path, len(data), count)

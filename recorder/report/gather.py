@@ -339,7 +339,7 @@ def _file_view(
 
 
 def gather(store: EventStore, session_id: str, *, at_ns: int | None = None) -> SessionView:
-    """Everything the report shows about one session (projections caught up first)."""
+    """Everything the report shows about one session (projections read, never written)."""
     info = store.find_session(session_id)
     events = list(store.session_events(info.id))
     exchanges, downloads = _exchanges(events)

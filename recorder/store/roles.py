@@ -23,6 +23,12 @@ codetape_recorder``). Each role gets exactly the privileges in
 * **reader**: SELECT only, on everything above (``leases`` included, so
   ``verify`` can say whether an open exchange's recorder is still alive).
 
+The reader and the projector also get TEMPORARY on the database: a report
+folds the log's tail into temporary copies of the projections it reads (see
+:mod:`recorder.projections.overlay`), and PostgreSQL's default grant of it
+to everyone may have been revoked. Temporary tables live and die with one
+session: nothing the roles may not change can be changed through them.
+
 None of them is a superuser, so none can ``SET session_replication_role =
 replica`` (which skips every trigger). None gets CREATE on any schema; the
 ``public`` schema of PostgreSQL 15 and later grants it to no one but its
@@ -113,6 +119,13 @@ def roles_sql(prefix: str = "codetape") -> str:
             "END $$;",
         ]
     lines.append(f"GRANT USAGE ON SCHEMA public TO {everyone};")
+    readers = f"{names['reader']}, {names['projector']}"
+    lines += [
+        "DO $$ BEGIN",
+        "  EXECUTE 'GRANT TEMPORARY ON DATABASE ' || quote_ident(current_database())",
+        f"    || ' TO {readers}';",
+        "END $$;",
+    ]
     lines.append(f"REVOKE ALL ON {', '.join(_tables())} FROM {everyone};")
     for role, grants in GRANTS.items():
         for table, privileges in sorted(grants.items()):

@@ -63,6 +63,7 @@ from recorder.store.engine import (
     sqlite_busy_timeout,
     translate_errors,
 )
+from recorder.store.forkgate import driver_call
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest
 from recorder.store.keys import Keys
 from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
@@ -402,13 +403,15 @@ class EventStore:
     ) -> list[int]:
         """:meth:`_append`; on SQLite, tried again for the write lock until the busy timeout."""
         if self.backend != "sqlite":
-            return self._append_keyed(items, prepare, committed)
+            with driver_call():
+                return self._append_keyed(items, prepare, committed)
         if self._busy_timeout is None:
             self._busy_timeout = sqlite_busy_timeout(self.url)
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
-                return self._append_keyed(items, prepare, committed)
+                with driver_call():  # each attempt, so a fork never waits out a lock wait
+                    return self._append_keyed(items, prepare, committed)
             except StoreBusy:
                 committed.clear()  # nothing was committed: the hooks' notes are void
                 if time.monotonic() >= deadline:

@@ -1,0 +1,121 @@
+"""One tape line as a pydantic v2 model: the tape format in one place.
+
+Guarantees: :class:`TapeLine` declares every key a tape event line may hold
+(see :mod:`recorder.tape` for what they mean) and :class:`TapeProofLine` the
+optional last line; :func:`parse_line` validates a raw line in one pass
+(pydantic's own JSON parser, no ``json.loads`` first) and turns any failure
+into a :class:`~recorder.errors.TapeError` naming the line and the field.
+Unknown keys are ignored, as readers of older tapes always did. A change to
+the tape format is a change to this module (and the schema file it ships).
+
+Pydantic is imported with this module, which only tape readers import.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recorder.errors import TapeError
+
+__all__ = ["ProofBody", "TapeLine", "TapeProofLine", "describe", "parse_line", "parse_proof_line"]
+
+Kind = Literal[
+    "session_open",
+    "session_close",
+    "request",
+    "response_head",
+    "sse",
+    "body",
+    "exchange_end",
+    "capture_gap",
+]
+
+
+class TapeLine(BaseModel):
+    """One event of a tape (one JSON object on one line)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    kind: Kind
+    tape: int | None = Field(None, description="Format version; on every session_open line.")
+    session: str = Field(min_length=1, description="Session id.")
+    exchange: str | None = None
+    seq: int = Field(ge=0, description="Sequence number within the event's stream.")
+    at_ns: int = Field(description="When it was recorded, ns since the epoch.")
+    offset_ns: int | None = Field(None, description="Since the request was sent.")
+    event: str | None = Field(None, description="The SSE frame's event: field.")
+    type: str | None = Field(None, description="The SSE data's type.")
+    sequence_number: int | None = None
+    response_id: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(None, description="The payload, when it is UTF-8.")
+    b64: str | None = Field(None, description="The payload in base64, when it is not UTF-8.")
+    position: int | None = Field(None, description="Chain: the row's place in its log.")
+    hash: str | None = None
+    prev_hash: str | None = None
+    hash_format: str | None = None
+
+
+class ProofBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    checkpoint: str = Field(description="A signed checkpoint note.")
+    nodes: list[str] = Field(description="The Merkle proof tying the tape's rows to it.")
+
+
+class TapeProofLine(BaseModel):
+    """A tape's optional last line: a checkpoint and the proof of the tape's rows."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    proof: ProofBody
+
+
+def parse_line(line: str, where: str) -> TapeLine:
+    """Validate one tape event line; a :class:`TapeError` names ``where`` and the field."""
+    try:
+        return TapeLine.model_validate_json(line)
+    except ValidationError as exc:
+        raise TapeError(_json_problem(line, where) or describe(exc, where, "a tape line")) from None
+
+
+def parse_proof_line(line: str, where: str) -> TapeProofLine:
+    try:
+        return TapeProofLine.model_validate_json(line)
+    except ValidationError as exc:
+        raise TapeError(
+            _json_problem(line, where) or describe(exc, where, "a proof line")
+        ) from None
+
+
+def _json_problem(line: str, where: str) -> str | None:
+    """Python's own account of a line that is not JSON (it counts columns within the line)."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as exc:
+        problem = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        return f"{where}: not valid JSON ({problem} at column {exc.colno})"
+    except RecursionError:
+        return f"{where}: not valid JSON (nested too deeply)"
+    return None
+
+
+def describe(exc: ValidationError, where: str, what: str) -> str:
+    """The first error of ``exc`` as one line: ``WHERE: field 'F': what is wrong (got X)``."""
+    first = exc.errors(include_url=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        detail = str(first.get("ctx", {}).get("error", first["msg"]))
+        return f"{where}: not valid JSON ({detail})"
+    loc = first["loc"]
+    if not loc:
+        return f"{where}: {what} must be a JSON object"
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if kind == "missing":
+        return f"{where}: field {field!r} is missing"
+    got = first.get("input")
+    shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+    return f"{where}: field {field!r}: {first['msg']} (got {shown})"
