@@ -743,7 +743,7 @@ def _interrupted_import(store: EventStore, events: Sequence[Event]) -> list[Even
 def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
     """Highest seq stored for each stream of the session (its own and its exchanges')."""
     query = sa.text(
-        "SELECT coalesce(exchange_id, session_id), max(seq) FROM events "
+        "SELECT coalesce(exchange_id, session_id), max(seq) FROM event_rows "
         "WHERE session_id = :s GROUP BY coalesce(exchange_id, session_id)"
     )
     with translate_errors(store.url), store.engine.connect() as conn:

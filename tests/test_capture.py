@@ -24,7 +24,7 @@ from recorder.client import record, record_async
 from recorder.errors import CodetapeError
 from recorder.events import EventKind, StoredEvent
 from recorder.export import export_sessions
-from recorder.store import EventStore
+from recorder.store import EventStore, codec
 from recorder.tape import read_tape
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -484,14 +484,17 @@ def test_secrets_never_reach_the_database_or_a_tape(
     tape = tmp_path / "out.jsonl"
     export_sessions(store, ["secret"], tape)
     dumps = [tape.read_bytes()]
+    # Every stored row as it reads back (payloads decompressed: a compressed
+    # secret would not show in the file's bytes), and on SQLite the files too.
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT meta, codec, stored_payload, sse_event, item_id FROM event_rows"
+        ).all()
+    dumps += [row[0].encode() + codec.decode(row[1], bytes(row[2]), *row[3:]) for row in rows]
     if db_url.startswith("sqlite"):
         store.close()  # checkpoint the WAL; read the main file and any WAL left
         db_file = Path(sa.make_url(db_url).database or "")
         dumps += [p.read_bytes() for p in db_file.parent.glob(db_file.name + "*")]
-    else:
-        with store.engine.connect() as conn:
-            rows = conn.exec_driver_sql("SELECT meta, payload FROM events").all()
-        dumps += [row[0].encode() + bytes(row[1]) for row in rows]
     for blob in dumps:
         for secret in secrets:
             assert secret.encode() not in blob, secret

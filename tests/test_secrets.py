@@ -41,7 +41,7 @@ from recorder.events import EventKind
 from recorder.export import export_sessions
 from recorder.ingest import file_events, import_file
 from recorder.redact import Redactor
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore, codec, migrate
 from recorder.tape import write_tape
 from replay import ReplayTransport
 
@@ -175,10 +175,21 @@ def drive(make_client: Callable[..., Any], base: str) -> list[str]:
 
 
 def dump_database(url: str) -> dict[str, bytes]:
-    """What the database holds: every file of a SQLite database, every row on PostgreSQL."""
+    """What the database holds: every file of a SQLite database, every row on PostgreSQL,
+    and every payload decompressed (a compressed secret would not show in the bytes)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT codec, stored_payload, sse_event, item_id FROM event_rows"
+            ).all()
+        payloads = {"payloads": b"".join(codec.decode(c, bytes(p), *r) for c, p, *r in rows)}
+    finally:
+        engine.dispose()
     if url.startswith("sqlite"):
         db_file = Path(sa.make_url(url).database or "")
-        return {p.name: p.read_bytes() for p in db_file.parent.glob(db_file.name + "*")}
+        files = {p.name: p.read_bytes() for p in db_file.parent.glob(db_file.name + "*")}
+        return {**files, **payloads}
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -191,7 +202,7 @@ def dump_database(url: str) -> dict[str, bytes]:
                 blobs[table] = repr(rows).encode() + b"".join(
                     bytes(v) for row in rows for v in row if isinstance(v, bytes | memoryview)
                 )
-            return blobs
+            return {**blobs, **payloads}
     finally:
         engine.dispose()
 

@@ -68,9 +68,9 @@ NICENESS = 5
 # larger commits do cost less (a commit costs about a millisecond of CPU
 # whatever its size: with 50 ms, a paced stream paid ~150 us an event for it).
 CHILD_FLUSH_INTERVAL = 0.25
-_STORED_SEQ = sa.text("SELECT max(seq) FROM events WHERE exchange_id = :x")
+_STORED_SEQ = sa.text("SELECT max(seq) FROM event_rows WHERE exchange_id = :x")
 _SESSION_KIND = sa.text(
-    "SELECT 1 FROM events WHERE session_id = :s AND exchange_id IS NULL AND kind = :k LIMIT 1"
+    "SELECT 1 FROM event_rows WHERE session_id = :s AND exchange_id IS NULL AND kind = :k LIMIT 1"
 )
 
 
