@@ -32,7 +32,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from fake_upstream import serve
+from fake_upstream import free_port, read_body, serve
 
 from recorder.capture import CaptureSession
 from recorder.cli import main
@@ -105,12 +105,7 @@ class EchoAPI:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = [
             (b"set-cookie", f"sid={SECRETS['response set-cookie']}; HttpOnly".encode()),
             (b"x-upstream-token", SECRETS["response token header"].encode()),
@@ -319,9 +314,7 @@ def test_capture_through_the_sdk_stores_no_secret(
 
 def test_proxy_stores_and_prints_no_secret(db_url: str, tmp_path: Path) -> None:
     migrate.upgrade(db_url)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with serve(EchoAPI()) as upstream:
         proxy = subprocess.Popen(
             [
