@@ -252,11 +252,15 @@ def test_an_unknown_dictionary_is_a_clear_error(store: EventStore) -> None:
         conn.exec_driver_sql("UPDATE events SET codec = 77 WHERE position = 5")
     with pytest.raises(UnknownCodec, match=r"the event at position 5: .*dictionary 77"):
         list(store.iter_events())
-    runner = CliRunner()
-    result = runner.invoke(main, ["verify", "--db", store.url])
-    assert result.exit_code != 0
-    assert result.output.startswith("Error: ") and "dictionary 77" in result.output
-    assert "Traceback" not in result.output
+    # verify lists the damaged row and goes on: the rest of the chain still checks.
+    report = store.verify()
+    assert not report.ok and report.checked == 20 and report.head_position == 20
+    [problem] = report.problems
+    assert problem.position == 5 and "does not decode" in problem.message
+    assert "dictionary 77" in problem.message
+    result = CliRunner().invoke(main, ["verify", "--db", store.url])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "5" in result.output and "dictionary 77" in result.output
 
 
 def test_a_corrupt_compressed_payload_is_a_store_error() -> None:

@@ -181,12 +181,19 @@ class ExchangeInfo:
     first_position: int
 
 
-def _row_to_event(row: Sequence[Any], prev_hash: str) -> StoredEvent:
+def _row_to_event(
+    row: Sequence[Any], prev_hash: str, damage: dict[int, str] | None = None
+) -> StoredEvent:
     try:
         payload = decode(row[13], row[14], row[7], row[11])
     except StoreError as exc:
-        # Say which row: a payload that does not decode is damage at a position.
-        raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
+        if damage is None:
+            # Say which row: a payload that does not decode is damage at a position.
+            raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
+        # A verifying reader notes it and goes on: the row's stored hash still
+        # links the chain, so the rest of the log is checked as usual.
+        damage[row[0]] = f"the payload does not decode: {exc}"
+        payload = b""
     return StoredEvent(
         position=row[0],
         session_id=row[1],
@@ -244,7 +251,11 @@ def _caches(conn: sa.Connection) -> dict[str, dict[int, str]]:
 
 
 def _events(
-    conn: sa.Connection, rows: Sequence[Sequence[Any]], last: int = -1, last_hash: str = ""
+    conn: sa.Connection,
+    rows: Sequence[Sequence[Any]],
+    last: int = -1,
+    last_hash: str = "",
+    damage: dict[int, str] | None = None,
 ) -> list[StoredEvent]:
     """``rows`` as events, each with its predecessor's hash: that of the row before
     it in ``rows`` when that is the previous position (``last``, ``last_hash``: the
@@ -272,7 +283,7 @@ def _events(
             link = prev
         else:
             link = found.get(position - 1, "")
-        event = _row_to_event(row, link)
+        event = _row_to_event(row, link, damage)
         result.append(event)
         previous, prev = position, event.hash
     return result
@@ -599,7 +610,11 @@ class EventStore:
         return int(value or 0)
 
     def _paged(
-        self, where: str, params: dict[str, Any], page: int = _PAGE
+        self,
+        where: str,
+        params: dict[str, Any],
+        page: int = _PAGE,
+        damage: dict[int, str] | None = None,
     ) -> Iterator[StoredEvent]:
         after = params.pop("after", 0)
         query = sa.text(
@@ -609,7 +624,7 @@ class EventStore:
         while True:
             with translate_errors(self.url), self.engine.connect() as conn:
                 rows = conn.execute(query, {**params, "after": after, "limit": page}).all()
-                events = _events(conn, rows, last, last_hash)
+                events = _events(conn, rows, last, last_hash, damage)
             yield from events
             if len(rows) < page:
                 return
@@ -617,12 +632,23 @@ class EventStore:
             after = last
 
     def iter_events(
-        self, after: int = 0, *, until: int | None = None, page: int = _PAGE
+        self,
+        after: int = 0,
+        *,
+        until: int | None = None,
+        page: int = _PAGE,
+        damage: dict[int, str] | None = None,
     ) -> Iterator[StoredEvent]:
-        """Every event with ``after < position <= until``, in position order."""
+        """Every event with ``after < position <= until``, in position order.
+
+        A payload that does not decode raises :class:`StoreError` naming its
+        position, unless ``damage`` is given: then the position and what is
+        wrong are put there and the event comes with an empty payload.
+        """
         if until is None:
-            return self._paged("", {"after": after}, page)
-        return self._paged(" AND e.position <= :until", {"after": after, "until": until}, page)
+            return self._paged("", {"after": after}, page, damage)
+        where = " AND e.position <= :until"
+        return self._paged(where, {"after": after, "until": until}, page, damage)
 
     def session_events(self, session_id: str) -> Iterator[StoredEvent]:
         """All events of a session (its own and its exchanges'), in position order."""
@@ -790,8 +816,9 @@ class EventStore:
         ``until`` stops after that position.
         """
         checker = ChainChecker(max_problems=max_problems, marks=marks)
-        for ev in self.iter_events(0, until=until):
-            checker.feed(ev)
+        damage: dict[int, str] = {}
+        for ev in self.iter_events(0, until=until, damage=damage):
+            checker.feed(ev, damage.pop(ev.position, None))
         return checker.finish()
 
     def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:

@@ -110,7 +110,8 @@ class ChainChecker:
         if len(self.report.problems) < self._max:
             self.report.problems.append(VerifyProblem(position, message))
 
-    def feed(self, ev: StoredEvent) -> None:
+    def feed(self, ev: StoredEvent, damage: str | None = None) -> None:
+        """Check ``ev``; ``damage``: what its reader found wrong with its stored row."""
         report = self.report
         report.checked += 1
         if ev.position != self._next_position:
@@ -125,7 +126,7 @@ class ChainChecker:
             else:
                 self._problem(ev.position, "position out of order or repeated")
         self._next_position = ev.position + 1
-        problem = row_problem(ev, self._prev)
+        problem = damage if damage is not None else row_problem(ev, self._prev)
         stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
         if problem is None and ev.seq != self._expected_seq[stream]:
             problem = (
