@@ -41,6 +41,9 @@ url, tape = sys.argv[1], Path(sys.argv[2])
 migrate.upgrade(url)
 with EventStore.open(url) as store:
     store.sessions()  # connections and caches warm, as in the import
+    # The payload codec's dictionary and compression contexts: fixed, not the tape's.
+    from recorder.store import codec
+    codec.decode(*codec.encode(b'{"type": "warm", "delta": "' + b"x" * 4000 + b'"}', codec.DEFAULT_CODEC))
     before = status("VmRSS")
     result = import_file(store, tape)
     peak = status("VmHWM")
@@ -48,13 +51,16 @@ print(json.dumps({"before": before, "peak": peak, "events": result.events}))
 """
 
 
-def write_synthetic_tape(path: Path, size: int) -> int:
-    """A valid tape of about ``size`` bytes: one session, one exchange of SSE frames."""
+def write_synthetic_tape(path: Path, size: int, tag: str = "memory") -> int:
+    """A valid tape of about ``size`` bytes: one session, one exchange of SSE frames.
+
+    ``tag`` makes its ids, so tapes of different tags import side by side.
+    """
     frame = (
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
         b'"delta":"' + b"synthetic " * 96 + b'"}\n\n'
     )
-    session, exchange = "synthetic-memory-session", "synthetic-memory-exchange"
+    session, exchange = f"synthetic-{tag}-session", f"synthetic-{tag}-exchange"
     written = 0
     with path.open("w", encoding="utf-8", newline="\n") as out:
 
@@ -64,7 +70,7 @@ def write_synthetic_tape(path: Path, size: int) -> int:
             written += len(line)
             out.write(line)
 
-        put(Event(session, EventKind.SESSION_OPEN, 0, meta={"name": "synthetic-memory"}))
+        put(Event(session, EventKind.SESSION_OPEN, 0, meta={"name": f"synthetic-{tag}"}))
         put(
             Event(
                 session,
