@@ -41,9 +41,6 @@ url, tape = sys.argv[1], Path(sys.argv[2])
 migrate.upgrade(url)
 with EventStore.open(url) as store:
     store.sessions()  # connections and caches warm, as in the import
-    # The payload codec's dictionary and compression contexts: fixed, not the tape's.
-    from recorder.store import codec
-    codec.decode(*codec.encode(b'{"type": "warm", "delta": "' + b"x" * 4000 + b'"}', codec.DEFAULT_CODEC))
     before = status("VmRSS")
     result = import_file(store, tape)
     peak = status("VmHWM")
