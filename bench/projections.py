@@ -8,7 +8,7 @@ container ids and times shifted by a few minutes per copy, so every
 projection does the work it does on real traffic (deltas, calls, containers,
 files, usage). Then, on the same database:
 
-* raw read: ``SELECT kind, payload FROM events ORDER BY position`` through the
+* raw read: ``SELECT kind, codec, stored_payload, sse_event FROM event_rows`` through the
   driver, and ``json.loads`` of every SSE frame's data / JSON body;
 * ``codetape projections rebuild`` (all five projections, from position 0);
 
@@ -46,6 +46,7 @@ from pg import pg_databases  # noqa: E402
 from recorder import projections as P  # noqa: E402
 from recorder.events import Event, EventKind  # noqa: E402
 from recorder.store import EventStore, migrate  # noqa: E402
+from recorder.store.codec import decode  # noqa: E402
 from recorder.tape import read_tape  # noqa: E402
 
 _CONTAINER = re.compile(rb"cntr_[0-9a-f]{8}")
@@ -104,14 +105,17 @@ def raw_read(store: EventStore) -> tuple[int, float]:
     raw = store.engine.raw_connection()
     try:
         cur = raw.cursor()
-        cur.execute("SELECT kind, payload FROM events ORDER BY position")
+        cur.execute(
+            "SELECT kind, codec, stored_payload, sse_event, item_id FROM event_rows "
+            "ORDER BY position"
+        )
         while True:
             rows = cur.fetchmany(5000)
             if not rows:
                 break
-            for kind, payload in rows:
+            for kind, codec, payload, sse_event, item_id in rows:
                 n += 1
-                body = bytes(payload)
+                body = decode(codec, payload, sse_event, item_id)
                 if kind == "sse":
                     at = body.find(b"data: ")
                     if at >= 0:

@@ -49,6 +49,9 @@ import openai
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_upstream import free_port, read_body  # noqa: E402
 
 TAPE = (
     ROOT / "fixtures/realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -139,12 +142,7 @@ def serve_bare(port: int, upstream: str) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         target = scope["raw_path"].decode()
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode()
@@ -163,12 +161,6 @@ def serve_bare(port: int, upstream: str) -> None:
 
 
 # -- the client side ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -218,7 +210,7 @@ class Run:
 
 
 class Bench:
-    def __init__(self, tmp: str) -> None:
+    def __init__(self, tmp: str, writer: str = "auto") -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         up_port, bare_port, ct_port = free_port(), free_port(), free_port()
         self.upstream = f"http://127.0.0.1:{up_port}"
@@ -243,6 +235,8 @@ class Bench:
                 "bench-proxy",
                 "--db",
                 self.db,
+                "--writer",
+                writer,
             ]
         )
         wait_listening(ct_port, self.ct)
@@ -391,6 +385,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--busy", action="store_true", help="also measure with every core busy")
     parser.add_argument("--concurrent", type=int, default=64, help="streams at once (0: skip)")
+    parser.add_argument(
+        "--writer", default="auto", choices=("auto", "thread", "process"), help="the proxy's sink"
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -401,7 +398,7 @@ def main() -> None:
         serve_bare(int(args.serve_bare[0]), args.serve_bare[1])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(tmp)
+        bench = Bench(tmp, args.writer)
         try:
             for path in ("direct", "bare", "codetape"):
                 bench.one(path, "real", 0)  # warm up connections, imports, the recorder

@@ -115,18 +115,25 @@ def _codetape_writer(url: str, batch: int, frames: list[bytes]):  # type: ignore
     return write, store.close
 
 
-def _eventsourcing_writer(url: str, batch: int, frames: list[bytes]):  # type: ignore[no-untyped-def]
-    from eventsourcing.persistence import StoredEvent
-    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+def _datastore(url: str):  # type: ignore[no-untyped-def]
+    """The eventsourcing library's connection pool for the database at ``url``."""
+    from eventsourcing.postgres import PostgresDatastore
 
     parts = urlsplit(url)
-    datastore = PostgresDatastore(
+    return PostgresDatastore(
         dbname=parts.path.lstrip("/"),
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 5432,
         user=parts.username or "postgres",
         password=parts.password or "",
     )
+
+
+def _eventsourcing_writer(url: str, batch: int, frames: list[bytes]):  # type: ignore[no-untyped-def]
+    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    datastore = _datastore(url)
     recorder = PostgresApplicationRecorder(datastore)
     originator = uuid.uuid4()
     state = {"version": 1, "i": 0}
@@ -236,19 +243,12 @@ def run(system: str, url: str, procs: int, batch: int, seconds: float) -> Run:
 
 def prepare(urls: dict[str, str]) -> None:
     import psycopg
-    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+    from eventsourcing.postgres import PostgresApplicationRecorder
 
     from recorder.store import migrate
 
     migrate.upgrade(urls["codetape"])
-    parts = urlsplit(urls["eventsourcing"])
-    datastore = PostgresDatastore(
-        dbname=parts.path.lstrip("/"),
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        user=parts.username or "postgres",
-        password=parts.password or "",
-    )
+    datastore = _datastore(urls["eventsourcing"])
     PostgresApplicationRecorder(datastore).create_table()
     datastore.close()
     with psycopg.connect(urls["copy"].replace("postgresql+psycopg://", "postgresql://")) as conn:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from recorder.events import Event, EventKind, StoredEvent
 from recorder.store.store import EventStore, SessionInfo
 
-__all__ = ["Copy", "Relation", "find_copies", "relation"]
+__all__ = ["Copy", "Relation", "find_copies", "origin", "relation"]
 
 Relation = Literal["same", "shorter", "longer", "different"]
 """How the stored session relates to the new one: ``shorter`` = stored is a prefix."""
@@ -86,7 +86,7 @@ def relation(stored: Sequence[Item], new: Sequence[Item]) -> Relation:
     return "different"
 
 
-def _origin(source: Any) -> tuple[str, str] | None:
+def origin(source: Any) -> tuple[str, str] | None:
     if not isinstance(source, dict) or not source.get("format") or not source.get("path"):
         return None
     return str(source["format"]), str(source["path"])
@@ -105,9 +105,9 @@ def find_copies(store: EventStore, events: Sequence[Event]) -> list[Copy]:
     by_id = {s.id: s for s in stored}
     by_origin: dict[tuple[str, str, str], list[SessionInfo]] = {}
     for s in stored:
-        origin = _origin(s.source)
-        if origin is not None:
-            by_origin.setdefault((s.name, *origin), []).append(s)
+        where = origin(s.source)
+        if where is not None:
+            by_origin.setdefault((s.name, *where), []).append(s)
     found: list[Copy] = []
     new_content: dict[str, list[Item]] = {}
     for ev in opens:
@@ -115,9 +115,9 @@ def find_copies(store: EventStore, events: Sequence[Event]) -> list[Copy]:
         candidates: list[SessionInfo] = []
         if ev.session_id in by_id:
             candidates.append(by_id[ev.session_id])
-        origin = _origin(ev.meta.get("source"))
-        if origin is not None:
-            candidates += [s for s in by_origin.get((name, *origin), []) if s.id != ev.session_id]
+        where = origin(ev.meta.get("source"))
+        if where is not None:
+            candidates += [s for s in by_origin.get((name, *where), []) if s.id != ev.session_id]
         for candidate in candidates:
             if ev.session_id not in new_content:
                 new_content[ev.session_id] = content(

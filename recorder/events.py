@@ -30,6 +30,7 @@ __all__ = [
     "EventKind",
     "Outcome",
     "StoredEvent",
+    "assemble_event",
     "canonical_json",
     "new_id",
     "now_ns",
@@ -153,3 +154,64 @@ class StoredEvent:
             sequence_number=self.sequence_number,
             response_id=self.response_id,
         )
+
+
+_new_object = object.__new__
+_SETTERS = {name: Event.__dict__[name].__set__ for name in Event.__slots__}
+assert len(_SETTERS) == 12, "assemble_event must set every field of Event"
+(
+    _set_session_id,
+    _set_kind,
+    _set_seq,
+    _set_exchange_id,
+    _set_recorded_at_ns,
+    _set_offset_ns,
+    _set_payload,
+    _set_meta,
+    _set_sse_event,
+    _set_sse_type,
+    _set_sequence_number,
+    _set_response_id,
+) = (
+    _SETTERS[name]
+    for name in (
+        "session_id", "kind", "seq", "exchange_id", "recorded_at_ns", "offset_ns",
+        "payload", "meta", "sse_event", "sse_type", "sequence_number", "response_id",
+    )
+)  # fmt: skip
+
+
+def assemble_event(
+    session_id: str,
+    kind: EventKind,
+    seq: int | None,
+    exchange_id: str | None,
+    recorded_at_ns: int,
+    offset_ns: int | None,
+    payload: bytes,
+    meta: dict[str, Any],
+    sse_event: str | None,
+    sse_type: str | None,
+    sequence_number: int | None,
+    response_id: str | None,
+) -> Event:
+    """The same :class:`Event` as its constructor gives, built with its slot setters.
+
+    For the hot paths that build one per frame from values already checked:
+    the frozen dataclass's ``__init__`` (a checked ``object.__setattr__`` per
+    field) costs several times these setters.
+    """
+    event: Event = _new_object(Event)
+    _set_session_id(event, session_id)
+    _set_kind(event, kind)
+    _set_seq(event, seq)
+    _set_exchange_id(event, exchange_id)
+    _set_recorded_at_ns(event, recorded_at_ns)
+    _set_offset_ns(event, offset_ns)
+    _set_payload(event, payload)
+    _set_meta(event, meta)
+    _set_sse_event(event, sse_event)
+    _set_sse_type(event, sse_type)
+    _set_sequence_number(event, sequence_number)
+    _set_response_id(event, response_id)
+    return event

@@ -24,6 +24,11 @@ Guarantees:
 * No recording is imported twice: the same session already in the log is a
   duplicate, and a longer or shorter version of one (recognised by content,
   see :mod:`recorder.copies`) is refused rather than counted twice.
+* Bounded memory for tapes: a tape is read twice, line by line (once to check
+  it whole, once to store it), so importing one costs about a batch of
+  memory whatever its size. The exception is a tape whose sessions, or
+  versions of them, are already in the log: comparing them holds the file's
+  events in memory, as imports of the other formats always do.
 * Recordings, tapes included, are redacted (:mod:`recorder.redact`) before
   anything is stored; SSE bodies are cut into one event per frame by the shared
   splitter, so the frames concatenate back to the source body exactly.
@@ -63,7 +68,7 @@ from recorder.redact import Redactor
 from recorder.sse import split_sse
 from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
-from recorder.tape import incomplete_parts, read_tape
+from recorder.tape import incomplete_parts, iter_tape, read_tape
 
 __all__ = [
     "BATCH_BYTES",
@@ -142,7 +147,7 @@ def _recorded_at_ns(exchange: RecordedExchange) -> int | None:
     elif body[:1] == b"{":
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict):
             created = parsed.get("created_at")
@@ -299,14 +304,7 @@ def file_events(
     """Parse ``path`` into events without touching any store; returns (format, events)."""
     from recorder.importers.detect import detect_format, load_any
 
-    if fmt not in FORMATS:
-        raise CodetapeError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if path.is_dir():
-        raise CodetapeError(f"{path} is a directory: name the files in it to import")
-    if not path.exists():
-        raise CodetapeError(f"no such file: {path}")
-    if not path.is_file():
-        raise CodetapeError(f"{path} is not a regular file")
+    _check_path(path, fmt)
     try:
         if fmt == "auto":
             fmt = detect_format(path)
@@ -326,6 +324,196 @@ def file_events(
     except OSError as exc:
         raise CodetapeError(f"cannot read {path}: {exc.strerror or exc}") from None
     return fmt, events
+
+
+@dataclass(slots=True)
+class _TapeScan:
+    """What one checking pass over a tape learns, in memory that grows with its
+    sessions and exchanges, not with its events."""
+
+    opens: list[Event]
+    events: int
+    next_seq: dict[str, int]
+    """Stream id → the seq after its last event."""
+    last_ns: dict[str, int]
+    """Stream id → its last event's time."""
+    latest_ns: dict[str, int]
+    """Session id → the latest time of any of its events."""
+    requests: dict[str, tuple[str, str]]
+    """Exchange id → (session id, how to name it when it never ends)."""
+    ended: set[str]
+    closed: set[str]
+
+    def incomplete(self) -> dict[str, list[str]]:
+        """Session id → what the tape leaves open in it (as :func:`incomplete_parts` says)."""
+        found: dict[str, list[str]] = {}
+        for ev in self.opens:
+            if ev.session_id not in self.closed:
+                name = str(ev.meta.get("name") or ev.session_id)
+                found.setdefault(ev.session_id, []).append(f"session {name!r} is never closed")
+        for exchange_id, (session_id, label) in self.requests.items():
+            if exchange_id not in self.ended:
+                found.setdefault(session_id, []).append(label)
+        return found
+
+
+def _tape_events(path: Path, redactor: Redactor) -> Iterator[Event]:
+    # A tape may come from anywhere (an older codetape, a hand edit): it is
+    # redacted like any other recording; an already redacted one is unchanged.
+    for ev in iter_tape(path):
+        yield redact_event(ev, redactor)
+
+
+def _scan_tape(path: Path, redactor: Redactor) -> _TapeScan:
+    """Check a tape whole as :func:`_check_streams` does, keeping no event but its openings."""
+    scan = _TapeScan([], 0, {}, {}, {}, {}, set(), set())
+    numbers: dict[str, int] = {}
+    for number, ev in enumerate(_tape_events(path, redactor), start=1):
+        scan.events = number
+        if ev.kind is EventKind.SESSION_OPEN:
+            scan.opens.append(ev)
+            numbers.setdefault(ev.session_id, 0)
+        elif ev.session_id not in numbers:
+            raise TapeError(
+                f"{path}: event {number} belongs to session {ev.session_id} "
+                "which the tape never opens"
+            )
+        stream = ev.stream_id
+        want = scan.next_seq.get(stream, 0)
+        if ev.seq != want:
+            raise TapeError(
+                f"{path}: event {number} has seq {ev.seq} in stream {stream}, expected {want}"
+            )
+        scan.next_seq[stream] = want + 1
+        scan.last_ns[stream] = ev.recorded_at_ns
+        latest = scan.latest_ns.get(ev.session_id)
+        if latest is None or ev.recorded_at_ns > latest:
+            scan.latest_ns[ev.session_id] = ev.recorded_at_ns
+        if ev.kind is EventKind.SESSION_CLOSE:
+            scan.closed.add(ev.session_id)
+        elif ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
+            numbers[ev.session_id] += 1
+            scan.requests[ev.exchange_id] = (
+                ev.session_id,
+                f"exchange #{numbers[ev.session_id]} ({ev.meta.get('method', '?')} "
+                f"{ev.meta.get('url', '?')}) never ended",
+            )
+        elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
+            scan.ended.add(ev.exchange_id)
+    return scan
+
+
+def _known_to_store(store: EventStore, opens: Sequence[Event]) -> bool:
+    """Whether the log holds a session opened in ``opens``, or one that
+    :func:`~recorder.copies.find_copies` would compare with one (same name and source)."""
+    from recorder.copies import origin
+
+    stored = store.sessions()
+    ids = {s.id for s in stored}
+    origins = {(s.name, *o) for s in stored if (o := origin(s.source)) is not None}
+    for ev in opens:
+        if ev.session_id in ids:
+            return True
+        mine = origin(ev.meta.get("source"))
+        if mine is not None and (str(ev.meta.get("name", "")), *mine) in origins:
+            return True
+    return False
+
+
+def _partial_endings(scan: _TapeScan, parts: dict[str, list[str]]) -> list[Event]:
+    """The endings :func:`_keep_partial` appends, from a scan instead of the events."""
+    endings: list[Event] = []
+    for exchange_id, (session_id, _label) in scan.requests.items():
+        if exchange_id in scan.ended or session_id not in parts:
+            continue
+        endings.append(
+            end_event(
+                session_id,
+                exchange_id,
+                scan.next_seq[exchange_id],
+                Outcome.INTERRUPTED,
+                "the imported file ends before this exchange did",
+                at_ns=scan.last_ns[exchange_id],
+            )
+        )
+    for session_id in parts:
+        if session_id in scan.closed:
+            continue
+        at = scan.latest_ns[session_id]
+        endings.append(
+            Event(
+                session_id,
+                EventKind.SESSION_CLOSE,
+                scan.next_seq[session_id],
+                recorded_at_ns=at,
+                meta={"reason": "the imported file ends here (imported with --partial)"},
+            )
+        )
+    return endings
+
+
+def _marked_partial(ev: Event, parts: dict[str, list[str]]) -> Event:
+    if ev.kind is not EventKind.SESSION_OPEN or ev.session_id not in parts:
+        return ev
+    meta = dict(ev.meta)
+    metadata = dict(meta.get("metadata") or {})
+    metadata["partial"] = "; ".join(parts[ev.session_id])
+    meta["metadata"] = metadata
+    return replace(ev, meta=meta)
+
+
+def _import_tape_streaming(
+    store: EventStore, path: Path, redactor: Redactor | None, partial: bool
+) -> ImportResult | None:
+    """Import a tape reading it twice, line by line; None when the log already holds any of
+    its sessions (or a session of the same name), which the in-memory path compares."""
+    scrub = redactor or Redactor()
+    scan = _scan_tape(path, scrub)
+    sessions = {ev.session_id: str(ev.meta.get("name", "")) for ev in scan.opens}
+    if not sessions:
+        raise NothingToImport(f"{path}: holds no session: nothing to import")
+    if _known_to_store(store, scan.opens):
+        return None
+    parts = scan.incomplete()
+    if parts and not partial:
+        raise _incomplete_error(path, parts)
+    events = (
+        _marked_partial(ev, parts) for ev in _as_scanned(_tape_events(path, scrub), path, scan)
+    )
+    endings = _partial_endings(scan, parts) if parts else []
+    stored = append_in_batches(store, _chain(events, endings), total=scan.events + len(endings))
+    return ImportResult(path, "tape", list(sessions.items()), stored, partial=bool(parts))
+
+
+def _chain(first: Iterable[Event], then: Iterable[Event]) -> Iterator[Event]:
+    yield from first
+    yield from then
+
+
+def _incomplete_error(path: Path, parts: dict[str, list[str]]) -> IncompleteSource:
+    listed = [part for session_parts in parts.values() for part in session_parts]
+    more = f" (and {len(listed) - 2} more)" if len(listed) > 2 else ""
+    return IncompleteSource(
+        f"{path} is cut short: {'; '.join(listed[:2])}{more}. Import it anyway with "
+        "--partial (the session is then marked partial)"
+    )
+
+
+def _check_path(path: Path, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise CodetapeError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if path.is_dir():
+        raise CodetapeError(f"{path} is a directory: name the files in it to import")
+    if not path.exists():
+        raise CodetapeError(f"no such file: {path}")
+    if not path.is_file():
+        raise CodetapeError(f"{path} is not a regular file")
+
+
+def _detect(path: Path) -> str:
+    from recorder.importers.detect import detect_format
+
+    return detect_format(path)
 
 
 def _incomplete(fmt: str, events: Sequence[Event]) -> dict[str, list[str]]:
@@ -495,6 +683,16 @@ def import_file(
     such session's ``metadata.partial`` saying what is missing.
     """
     path = Path(path)
+    if fmt in ("tape", "auto"):
+        _check_path(path, fmt)
+    if fmt == "tape" or (fmt == "auto" and _detect(path) == "tape"):
+        try:
+            streamed = _import_tape_streaming(store, path, redactor, partial)
+        except OSError as exc:
+            raise CodetapeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if streamed is not None:
+            return streamed
+        fmt = "tape"
     fmt, events = file_events(path, fmt, redactor)
     sessions = _session_ids(events)
     if not sessions:
@@ -507,12 +705,7 @@ def import_file(
     _check_copies(store, path, events)
     parts = _incomplete(fmt, events)
     if parts and not partial:
-        listed = [part for session_parts in parts.values() for part in session_parts]
-        more = f" (and {len(listed) - 2} more)" if len(listed) > 2 else ""
-        raise IncompleteSource(
-            f"{path} is cut short: {'; '.join(listed[:2])}{more}. Import it anyway with "
-            "--partial (the session is then marked partial)"
-        )
+        raise _incomplete_error(path, parts)
     if parts:
         events = _keep_partial(events, parts)
     append_in_batches(store, events)
@@ -550,36 +743,64 @@ def _interrupted_import(store: EventStore, events: Sequence[Event]) -> list[Even
 def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
     """Highest seq stored for each stream of the session (its own and its exchanges')."""
     query = sa.text(
-        "SELECT coalesce(exchange_id, session_id), max(seq) FROM events "
+        "SELECT coalesce(exchange_id, session_id), max(seq) FROM event_rows "
         "WHERE session_id = :s GROUP BY coalesce(exchange_id, session_id)"
     )
     with translate_errors(store.url), store.engine.connect() as conn:
         return {str(stream): int(seq) for stream, seq in conn.execute(query, {"s": session_id})}
 
 
-def append_in_batches(store: EventStore, events: Sequence[Event]) -> int:
+def append_in_batches(
+    store: EventStore, events: Iterable[Event], *, total: int | None = None
+) -> int:
     """Append ``events`` in order, in transactions of at most :data:`BATCH_EVENTS` events
-    (and :data:`BATCH_BYTES`); the number appended."""
-    start = 0
-    while start < len(events):
-        end, size = start, 0
-        while end < len(events) and end - start < BATCH_EVENTS and size < BATCH_BYTES:
-            size += len(events[end].payload)
-            end += 1
-        try:
-            store.append(events[start:end])
-        except CodetapeError as exc:
-            if not start:
-                raise
-            # Say what is stored: the same import, run again, stores the rest.
-            raise type(exc)(
-                f"{exc}; {start} of its {len(events)} events were stored before that: "
-                "import the same file again to complete it"
-            ) from exc
-        start = end
-        if start < len(events):
-            time.sleep(_BATCH_PAUSE)
-    return len(events)
+    (and :data:`BATCH_BYTES`); the number appended.
+
+    ``events`` may be a lazy iterator: only one batch is held at a time.
+    ``total`` (the number it will yield) is for the message when a batch fails.
+    """
+    if isinstance(events, Sequence):
+        total = len(events)
+    stored = size = 0
+    batch: list[Event] = []
+    try:
+        # A lazy ``events`` may fail too (a tape changed under the import).
+        for ev in events:
+            if batch and (len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES):
+                store.append(batch)
+                stored += len(batch)
+                time.sleep(_BATCH_PAUSE)
+                batch, size = [], 0
+            batch.append(ev)
+            size += len(ev.payload)
+        if batch:
+            store.append(batch)
+            stored += len(batch)
+    except CodetapeError as exc:
+        if not stored:
+            raise
+        # Say what is stored: the same import, run again, stores the rest.
+        of = f" of its {total}" if total is not None else ""
+        raise type(exc)(
+            f"{exc}; {stored}{of} events were stored before that: "
+            "import the same file again to complete it"
+        ) from exc
+    return stored
+
+
+def _as_scanned(events: Iterable[Event], path: Path, scan: _TapeScan) -> Iterator[Event]:
+    """``events`` (the second pass over a tape), checked against what the first pass saw."""
+    next_seq: dict[str, int] = {}
+    count = 0
+    for ev in events:
+        want = next_seq.get(ev.stream_id, 0)
+        if ev.seq != want or count >= scan.events:
+            raise TapeError(f"{path} changed while it was being imported")
+        next_seq[ev.stream_id] = want + 1
+        count += 1
+        yield ev
+    if count != scan.events:
+        raise TapeError(f"{path} changed while it was being imported (it is shorter now)")
 
 
 FileStatus = Literal["imported", "duplicate", "failed"]

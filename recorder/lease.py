@@ -599,7 +599,7 @@ class LeaseKeeper:
     def _take_over(self, conn: sa.Connection, plan: _Plan) -> None:
         held = plan.held
         opening = conn.execute(
-            sa.text("SELECT meta FROM events WHERE session_id = :s AND kind = 'session_open'"),
+            sa.text("SELECT meta FROM event_rows WHERE session_id = :s AND kind = 'session_open'"),
             {"s": held.session_id},
         ).scalar()
         plan.open_meta = json.loads(opening) if opening else {}

@@ -95,7 +95,7 @@ def outcome_for_body(status: int | None, body: bytes) -> tuple[Outcome, str | No
     if body[:1] in (b"{", b"["):
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
     if status is not None and status >= 400:
         return Outcome.HTTP_ERROR, _error_message(data) or f"HTTP {status}"

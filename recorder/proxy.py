@@ -102,6 +102,8 @@ class RecordingProxy:
         body = bytearray()
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # gone before its body was whole: nothing to forward, no one to answer
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
@@ -130,8 +132,10 @@ class RecordingProxy:
         raw_target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string") or b""
         url = upstream_url(self.upstream, scope["method"], raw_target, query)
+        # Bytes as received: a value with obs-text (bytes 0x80-0xFF, allowed by
+        # RFC 9110) goes on unchanged; as str, httpx2 would refuse it as non-ASCII.
         headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
+            (k, v)
             for k, v in scope["headers"]
             if k.decode("latin-1").lower() not in _HOP_BY_HOP | {"host", "content-length"}
         ]

@@ -180,21 +180,31 @@ class RepairReport:
     """(session id, why) of open sessions left as they are."""
 
 
+# Opens and closes are session-level events: the lean table's partial index
+# on them finds them without a scan of the log (this runs at every start).
 _UNCLOSED = sa.text(
-    "SELECT o.session_id, o.meta FROM events o WHERE o.kind = 'session_open' "
-    "AND NOT EXISTS (SELECT 1 FROM events c WHERE c.kind = 'session_close' "
-    "AND c.session_id = o.session_id) ORDER BY o.position"
+    "SELECT s.public_id, coalesce(o.meta, '{}') FROM events o "
+    "JOIN sessions s ON s.id = o.session_key JOIN names k ON k.id = o.kind_key "
+    "WHERE o.exchange_key IS NULL AND k.public_id = 'session_open' "
+    "AND NOT EXISTS (SELECT 1 FROM events c JOIN names ck ON ck.id = c.kind_key "
+    "WHERE c.session_key = o.session_key AND c.exchange_key IS NULL "
+    "AND ck.public_id = 'session_close') ORDER BY o.position"
 )
-_CLOSED = sa.text("SELECT 1 FROM events WHERE kind = 'session_close' AND session_id = :s LIMIT 1")
+_CLOSED = sa.text(
+    "SELECT 1 FROM event_rows WHERE kind = 'session_close' AND session_id = :s LIMIT 1"
+)
 _OPEN_EXCHANGES = sa.text(
-    "SELECT r.exchange_id, (SELECT max(x.seq) FROM events x WHERE x.exchange_id = r.exchange_id) "
-    "FROM events r WHERE r.session_id = :s AND r.kind = 'request' "
-    "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.exchange_id = r.exchange_id "
+    "SELECT r.exchange_id, "
+    "(SELECT max(x.seq) FROM event_rows x WHERE x.exchange_id = r.exchange_id) "
+    "FROM event_rows r WHERE r.session_id = :s AND r.kind = 'request' "
+    "AND NOT EXISTS (SELECT 1 FROM event_rows e WHERE e.exchange_id = r.exchange_id "
     "AND e.kind = 'exchange_end') ORDER BY r.position"
 )
-_SESSION_SEQ = sa.text("SELECT max(seq) FROM events WHERE session_id = :s AND exchange_id IS NULL")
+_SESSION_SEQ = sa.text(
+    "SELECT max(seq) FROM event_rows WHERE session_id = :s AND exchange_id IS NULL"
+)
 _EXCHANGE_SESSIONS = sa.text(
-    "SELECT exchange_id, session_id FROM events WHERE kind = 'request' AND exchange_id IN :ids"
+    "SELECT exchange_id, session_id FROM event_rows WHERE kind = 'request' AND exchange_id IN :ids"
 ).bindparams(sa.bindparam("ids", expanding=True))
 
 _WHY = {
@@ -341,7 +351,7 @@ def _sweep(store: EventStore) -> None:
     # EXISTS, not IN: one index probe per (rare) lease row, never a scan of
     # every closed session in the log; this runs whenever a recorder starts.
     stale = (
-        f"FROM leases WHERE expires_at_ns <= {now} AND EXISTS (SELECT 1 FROM events e "
+        f"FROM leases WHERE expires_at_ns <= {now} AND EXISTS (SELECT 1 FROM event_rows e "
         "WHERE e.kind = 'session_close' AND e.session_id = leases.session_id)"
     )
     try:

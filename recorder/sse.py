@@ -44,7 +44,8 @@ name with an empty value. Exactly one space after the first ``:`` is removed.
 ``event`` is the last ``event`` value; ``data`` is every ``data`` value joined
 with ``"\\n"``, or ``None`` when the frame has no ``data`` line (a comment-only
 frame has ``data is None``); ``id`` is the last ``id`` value that holds no NUL;
-``retry`` is the last ``retry`` value made of ASCII digits only. ``id`` is per
+``retry`` is the last ``retry`` value made of ASCII digits only (and
+at most 4,300 of them, Python's limit; the SDK ignores longer ones too). ``id`` is per
 frame: the splitter does not carry the "last event ID" over to later frames.
 Unknown field names are ignored. Field names are case-sensitive.
 """
@@ -54,6 +55,7 @@ from __future__ import annotations
 import json as _jsonlib
 import re
 from collections.abc import Callable
+from contextlib import suppress as _suppress
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -276,7 +278,9 @@ def _parse(raw: bytes, strip_bom: bool, cr_free: bool = False) -> SSEFrame:
         elif name == "id" and "\0" not in value:
             id_ = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            retry = int(value)
+            # Past Python's digit limit int() refuses it: ignored, as the SDK does.
+            with _suppress(ValueError):
+                retry = int(value)
     return _frame(raw, event, None if data is None else "\n".join(data), id_, retry)
 
 

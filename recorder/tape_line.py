@@ -155,6 +155,8 @@ def _json_problem(line: str, where: str) -> str | None:
         return f"{where}: not valid JSON ({problem} at column {exc.colno})"
     except RecursionError:
         return f"{where}: not valid JSON (nested too deeply)"
+    except ValueError:  # an integer past Python's digit limit
+        return f"{where}: not valid JSON (a number with too many digits)"
     return None
 
 

@@ -31,8 +31,9 @@ __all__ = ["BadTarget", "Upstream", "parse_upstream", "upstream_url"]
 # request (and its credentials) back.
 _REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 # Bytes that never belong in an origin-form target (RFC 9112 §3.2.1): controls,
-# space, backslash (some servers treat it as "/"), "#" (a fragment is not sent).
-_BAD_BYTES = re.compile(rb"[\x00-\x20\x7f\\#]")
+# space, non-ASCII (a target is ASCII; others arrive percent-encoded), backslash
+# (some servers treat it as "/"), "#" (a fragment is not sent).
+_BAD_BYTES = re.compile(rb"[\x00-\x20\x7f-\xff\\#]")
 
 
 class BadTarget(CodetapeError):

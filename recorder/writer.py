@@ -26,7 +26,8 @@ Guarantees:
   (``stall_after`` or longer) keep the events queued and retry; the producer
   is only held back once ``max_pending_bytes`` (default 64 MiB) are queued.
 * **A failing store never blocks the producer.** If the store cannot be
-  reached, the batch is kept and retried (up to ``max_pending_bytes``;
+  reached (even if it answers again a moment later, as a restarting
+  PostgreSQL does), the batch is kept and retried (up to ``max_pending_bytes``;
   beyond that, new events are dropped and counted). If it refuses the write
   (disk full, a constraint), the batch's body events are dropped. Either way
   a damaged exchange keeps a valid shape: its events stop at the first lost
@@ -54,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from recorder.errors import StoreBusy, StoreError
+from recorder.errors import DatabaseUnavailable, StoreBusy, StoreError
 from recorder.events import Event, EventKind, canonical_json
 from recorder.process_exit import at_exit
 from recorder.store.engine import is_process_local
@@ -522,7 +523,13 @@ class Writer:
             self._done.wake()
 
     def _failed(self, batch: list[_Entry], exc: Exception) -> None:
-        reachable = self._probe()
+        # A server that could not be reached refused nothing, even when it
+        # answers the probe a moment later (a restarted PostgreSQL says "not
+        # yet accepting connections", then is ready): the batch waits, as it
+        # would for an outage the probe still sees. (SQLite's DatabaseUnavailable
+        # is a file it cannot write, which the probe tells apart.)
+        unreachable = isinstance(exc, DatabaseUnavailable) and self.store.backend != "sqlite"
+        reachable = not unreachable and self._probe()
         with self._lock:
             self.stats.store_errors += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"

@@ -36,11 +36,11 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from recorder.errors import CodetapeError
 from recorder.redact import REDACTED, Redactor
-from replay.source import Exchange, json_body
+from replay.source import Exchange, json_body, split_url
 
 __all__ = [
     "DEFAULT_IGNORED_HEADERS",
@@ -181,7 +181,7 @@ class RequestView:
         *,
         body_known: bool = True,
     ) -> RequestView:
-        parts = urlsplit(url)
+        parts = split_url(url)
         header_map: dict[str, str] = {}
         for key, value in headers:
             header_map[key.lower()] = value
@@ -313,13 +313,25 @@ def _normalise_body(body: bytes, content_type: str, options: MatchOptions) -> tu
 
 def _same(a: Any, b: Any) -> bool:
     """JSON equality: like ``==`` but ``true`` is not ``1`` (numbers compare by value)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
-    return bool(a == b)
+    # A stack, not recursion: a body nested a few hundred deep parses, and must
+    # compare without exhausting Python's recursion limit.
+    pending = [(a, b)]
+    while pending:
+        a, b = pending.pop()
+        if isinstance(a, bool) or isinstance(b, bool):
+            if a is not b:
+                return False
+        elif isinstance(a, dict):
+            if not isinstance(b, dict) or a.keys() != b.keys():
+                return False
+            pending.extend((a[k], b[k]) for k in a)
+        elif isinstance(a, list):
+            if not isinstance(b, list) or len(a) != len(b):
+                return False
+            pending.extend(zip(a, b, strict=True))
+        elif a != b:
+            return False
+    return True
 
 
 def _show(value: Any) -> str:
@@ -330,6 +342,8 @@ def _show(value: Any) -> str:
             text = json.dumps(value, ensure_ascii=False, sort_keys=True)
         except (TypeError, ValueError):
             text = repr(value)
+        except RecursionError:
+            text = "(a value nested too deeply to show)"
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 1] + "…"
 
 
@@ -387,7 +401,10 @@ def differences(recorded: RequestView, got: RequestView) -> list[Difference]:
     if recorded.body_kind != got.body_kind:
         out.append(Difference("body", f"a {recorded.body_kind} body", f"a {got.body_kind} body"))
     elif recorded.body_kind == "json":
-        _json_diffs(recorded.body, got.body, "body", out)
+        try:
+            _json_diffs(recorded.body, got.body, "body", out)
+        except RecursionError:
+            out.append(Difference("body", "JSON nested too deeply to compare", "a different one"))
     elif recorded.body_kind == "multipart":
         _json_diffs(_jsonable_parts(recorded.body), _jsonable_parts(got.body), "form", out)
     elif recorded.body != got.body:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from recorder.errors import AmbiguousSession, CodetapeError, TapeError
 from recorder.events import Event, EventKind, StoredEvent
@@ -87,11 +87,11 @@ class Exchange:
 
     @property
     def path(self) -> str:
-        return urlsplit(self.url).path or "/"
+        return split_url(self.url).path or "/"
 
     @property
     def query(self) -> list[tuple[str, str]]:
-        return parse_qsl(urlsplit(self.url).query, keep_blank_values=True)
+        return parse_qsl(split_url(self.url).query, keep_blank_values=True)
 
     @property
     def body(self) -> bytes:
@@ -118,7 +118,7 @@ class Exchange:
 
     def describe(self) -> str:
         """``#N METHOD /path`` as shown in error messages."""
-        query = urlsplit(self.url).query
+        query = split_url(self.url).query
         return f"#{self.index + 1} {self.method} {self.path}{'?' + query if query else ''}"
 
 
@@ -292,11 +292,19 @@ def load(ref: str | Path, db: str | None = None) -> Recording:
         raise CodetapeError(f"{ref!r} is neither a tape file nor a known session: {exc}") from None
 
 
+def split_url(url: str) -> SplitResult:
+    """``urlsplit(url)``; a URL it refuses ("http://[::1") is all path, so it still compares."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return SplitResult("", "", url, "", "")
+
+
 def json_body(data: bytes) -> Any:
     """``data`` parsed as JSON, or ``None`` when it is not JSON."""
     if data.lstrip()[:1] not in (b"{", b"["):
         return None
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None

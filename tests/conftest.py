@@ -17,9 +17,12 @@ Kept generic on purpose: nothing here imports codetape.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +44,14 @@ if TYPE_CHECKING:
     from recorder.store import EventStore
 
 pytest_plugins = ["pytester"]  # tests/test_pg_fixture.py runs inner sessions
+
+# The embedded default database lives in the user's data directory: the test run
+# gets its own (subprocesses too), so no test reads or changes the user's log,
+# nor one another checkout's codetape upgraded.
+_DATA_HOME = tempfile.mkdtemp(prefix="codetape-test-data-")
+atexit.register(shutil.rmtree, _DATA_HOME, True)
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
+os.environ.pop("CODETAPE_DB", None)
 
 PG_URL_ENV = "CODETAPE_TEST_PG_URL"
 REQUIRE_PG_ENV = "CODETAPE_REQUIRE_POSTGRES"

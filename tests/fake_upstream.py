@@ -158,12 +158,7 @@ class Upstream:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.requests.append(
             httpx2.Request(scope["method"], f"http://upstream{scope['path']}", content=body)
         )
@@ -205,6 +200,23 @@ class _AsyncFrames(httpx2.AsyncByteStream):
         for chunk in self._upstream._frames(self._index, self._x):
             await asyncio.sleep(0)  # let other tasks run between frames
             yield chunk
+
+
+async def read_body(receive: Callable) -> bytes:  # type: ignore[type-arg]
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -118,13 +118,18 @@ class PgServerError(RuntimeError):
 class PgServer:
     """A private PostgreSQL cluster; use as a context manager."""
 
-    def __init__(self, bindir: str | None = None, *, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self, bindir: str | None = None, *, start_timeout: float = 60.0, durable: bool = False
+    ) -> None:
         if bindir is None:
             bindir, reason = find_bindir()
             if bindir is None:
                 raise PgServerError(reason)
         self.bindir = bindir
         self.start_timeout = start_timeout
+        # Off by default (speed); on, a commit is written out before it is
+        # acknowledged, so a server halted mid-stream keeps every commit.
+        self.durable = durable
         self.host = "127.0.0.1"
         self.port = 0
         self.base_dir: Path | None = None
@@ -171,6 +176,15 @@ class PgServer:
             if self.base_dir is not None:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
                 self.base_dir = None
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (``-m immediate``), keeping its data and port."""
+        self._stop_postgres()
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port; it recovers from its WAL."""
+        if not self._start_postgres(last_attempt=True):
+            raise PgServerError(f"could not restart on port {self.port}")
 
     def __enter__(self) -> PgServer:
         return self.start()
@@ -246,6 +260,8 @@ class PgServer:
         )  # fmt: skip
         assert self.base_dir is not None
         settings = dict(SETTINGS, unix_socket_directories=f"'{self.base_dir}'")
+        if self.durable:
+            settings["synchronous_commit"] = "on"
         with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("\n# codetape test server\n")
             for key, value in settings.items():

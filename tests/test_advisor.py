@@ -220,7 +220,7 @@ def test_avoidable_containers_by_session(store: EventStore) -> None:
     )
     with store.engine.connect() as conn:
         position = conn.exec_driver_sql(
-            "SELECT position FROM events WHERE exchange_id = 'a-x3' AND seq = 0"
+            "SELECT position FROM event_rows WHERE exchange_id = 'a-x3' AND seq = 0"
         ).scalar()
     assert a2.request_position == position
 

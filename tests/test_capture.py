@@ -24,7 +24,7 @@ from recorder.client import record, record_async
 from recorder.errors import CodetapeError
 from recorder.events import EventKind, StoredEvent
 from recorder.export import export_sessions
-from recorder.store import EventStore
+from recorder.store import EventStore, codec
 from recorder.tape import read_tape
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -484,14 +484,17 @@ def test_secrets_never_reach_the_database_or_a_tape(
     tape = tmp_path / "out.jsonl"
     export_sessions(store, ["secret"], tape)
     dumps = [tape.read_bytes()]
+    # Every stored row as it reads back (payloads decompressed: a compressed
+    # secret would not show in the file's bytes), and on SQLite the files too.
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT meta, codec, stored_payload, sse_event, item_id FROM event_rows"
+        ).all()
+    dumps += [row[0].encode() + codec.decode(row[1], bytes(row[2]), *row[3:]) for row in rows]
     if db_url.startswith("sqlite"):
         store.close()  # checkpoint the WAL; read the main file and any WAL left
         db_file = Path(sa.make_url(db_url).database or "")
         dumps += [p.read_bytes() for p in db_file.parent.glob(db_file.name + "*")]
-    else:
-        with store.engine.connect() as conn:
-            rows = conn.exec_driver_sql("SELECT meta, payload FROM events").all()
-        dumps += [row[0].encode() + bytes(row[1]) for row in rows]
     for blob in dumps:
         for secret in secrets:
             assert secret.encode() not in blob, secret
@@ -501,3 +504,63 @@ def test_secrets_never_reach_the_database_or_a_tape(
 def test_bad_store_error_mode_is_one_line_error(store: EventStore) -> None:
     with pytest.raises(CodetapeError, match="on_store_error must be one of log, raise"):
         CaptureSession(store, "x", on_store_error="ignore")  # type: ignore[arg-type]
+
+
+def _frames(count: int) -> list[bytes]:
+    return [
+        b'event: a\ndata: {"type":"a","sequence_number":%d,"x":1}\n\n' % n for n in range(count)
+    ]
+
+
+def test_async_path_hands_each_chunk_on_before_the_recorder_looks_at_it(
+    store: EventStore,
+) -> None:
+    upstream = Upstream([sse_response(_frames(5))])
+    received: list[bytes] = []
+    had_when_recorded: list[int] = []
+
+    async def run(session: CaptureSession) -> None:
+        submit = session.sink.submit
+
+        def spy(event: Any) -> bool:
+            if event.kind is EventKind.SSE:
+                had_when_recorded.append(len(received))
+            return submit(event)
+
+        session.sink.submit = spy  # type: ignore[method-assign]
+        transport = AsyncRecordingTransport(upstream.async_transport(), session=session)
+        async with (
+            httpx2.AsyncClient(transport=transport) as http,
+            http.stream("POST", BASE + "/responses") as response,
+        ):
+            async for chunk in response.aiter_raw():
+                received.append(chunk)
+
+    with CaptureSession(store, "relay-first") as session:
+        asyncio.run(run(session))
+    # Frame k was recorded once the consumer had it: the relay never waits for the recorder.
+    assert had_when_recorded == [1, 2, 3, 4, 5]
+    [x] = exchanges(store, "relay-first")
+    assert b"".join(e.payload for e in x if e.kind is EventKind.SSE) == b"".join(received)
+
+
+def test_async_path_records_a_chunk_handed_on_when_the_consumer_stops_right_after(
+    store: EventStore,
+) -> None:
+    upstream = Upstream([sse_response(_frames(5))])
+
+    async def run(session: CaptureSession) -> bytes:
+        transport = AsyncRecordingTransport(upstream.async_transport(), session=session)
+        async with (
+            httpx2.AsyncClient(transport=transport) as http,
+            http.stream("POST", BASE + "/responses") as response,
+        ):
+            async for chunk in response.aiter_raw():
+                return chunk
+        raise AssertionError("no chunk")
+
+    with CaptureSession(store, "stops") as session:
+        first = asyncio.run(run(session))
+    [x] = exchanges(store, "stops")
+    assert [e.payload for e in x if e.kind is EventKind.SSE] == [first]
+    assert end_of(x)["outcome"] == "client_closed"

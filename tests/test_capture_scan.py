@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.capture.scan import frame_fields, simple_frame
+from recorder.capture.scan import NOT_PARSED, frame_fields, simple_frame
 from recorder.events import EventKind
 from recorder.sse import SSESplitter, parse_frame
 from recorder.tape import read_tape
@@ -71,10 +71,43 @@ def test_edge_cases_read_the_same_or_go_the_long_way(raw: bytes) -> None:
 def test_any_usual_frame_reads_the_same_either_way(name: str, number: int, rest: str) -> None:
     import json
 
-    data = json.dumps({"type": name, "sequence_number": number, "x": rest}, separators=(",", ":"))
-    raw = f"event: {name}\ndata: {data}\n\n".encode()
-    fast = simple_frame(raw)
-    assert fast is None or fast == full(raw)
+    for separators in ((",", ":"), (", ", ": ")):
+        data = json.dumps(
+            {"type": name, "sequence_number": number, "x": rest}, separators=separators
+        )
+        raw = f"event: {name}\ndata: {data}\n\n".encode()
+        fast = simple_frame(raw)
+        assert fast is None or fast == full(raw)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"type":"a","sequence_number":7,"x":1}',
+        '{"type": "a", "sequence_number": 7, "x": 1}',  # json.dumps defaults
+        '{ "type" : "a" ,\t"sequence_number" :\t7 , "x": 1}',
+    ],
+)
+def test_compact_and_spaced_frames_are_read_without_a_full_parse(data: str) -> None:
+    raw = f"event: a\ndata: {data}\n\n".encode()
+    assert simple_frame(raw) == ("a", 7)
+    assert frame_fields(parse_frame(raw, stream_start=False)) == ("a", 7, NOT_PARSED)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"type": "a", "sequence_number": 7.5, "x": 1}',
+        '{"type": "a", "sequence_number": -7, "x": 1}',
+        '{"type": "response.created", "sequence_number": 0, "response": {"id": "r"}}',
+        '{"type": "a", "sequence_number": 7, "response": {"id": "r"}}',
+        '{"type": "a", "sequence_number": 7}',
+    ],
+)
+def test_spaced_frames_capture_needs_whole_are_parsed_in_full(data: str) -> None:
+    raw = f"event: a\ndata: {data}\n\n".encode()
+    assert simple_frame(raw) is None
+    assert frame_fields(parse_frame(raw, stream_start=False))[2] is not NOT_PARSED
 
 
 def test_the_splitter_vouches_for_whole_frames_only_when_feed_would_agree() -> None:

@@ -397,3 +397,52 @@ def test_the_child_lets_go_of_a_database_once_its_last_session_closes(tmp_path: 
         # the child: either may commit its session_open first.
         assert sorted(names[:2]) == ["one", "two"] and names[2:] == ["three"]
         assert store.verify().ok
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pipe sizes and niceness as Linux has them")
+def test_the_child_runs_below_its_client_behind_a_pipe_that_holds_thousands_of_events(
+    store: EventStore,
+) -> None:
+    import fcntl
+
+    from recorder.capture.child import PIPE_SIZE
+    from recorder.capture.worker import NICENESS
+
+    session = CaptureSession(store, "priority", writer="process")
+    try:
+        channel = shared_channel()
+        child = channel.pid
+        # Its work can wait, the client's cannot: with no core free, the client goes first.
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(
+            19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS
+        )
+        pipe = channel._child.stdin.fileno()
+        assert fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ) >= min(
+            PIPE_SIZE, int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        )
+    finally:
+        session.close()
+
+
+def test_the_child_commits_a_paced_stream_in_few_large_transactions(store: EventStore) -> None:
+    from recorder.capture.worker import CHILD_FLUSH_INTERVAL
+
+    session = CaptureSession(store, "paced", writer="process")
+    x = session.exchange()
+    x.start("POST", BASE + "/responses", [], b"{}")
+    x.response(200, [("content-type", "text/event-stream")], "HTTP/1.1")
+    session.flush()
+    before = session.stats.commits
+    started = time.monotonic()
+    for n in range(60):  # a frame every 10 ms
+        x.feed(b'event: a\ndata: {"type":"a","sequence_number":%d,"x":1}\n\n' % n)
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    x.finish()
+    session.flush()
+    # One commit per CHILD_FLUSH_INTERVAL at most (a frame every 10 ms would
+    # be 12 commits with the thread writer's 50 ms), plus the flush's own.
+    assert session.stats.commits - before <= elapsed / CHILD_FLUSH_INTERVAL + 2
+    session.close()
+    [recorded] = store.exchanges(session.id)
+    assert recorded.sse_events == 60

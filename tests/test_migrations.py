@@ -48,11 +48,10 @@ def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:
     # The triggers come back with the table.
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
+        blob = "'\\x00'::bytea" if engine.dialect.name == "postgresql" else "X'00'"
         conn.exec_driver_sql(
-            "INSERT INTO events (position, session_id, seq, kind, recorded_at_ns, meta, payload,"
-            " hash_format, prev_hash, hash) VALUES (1, 's', 0, 'session_open', 0, '{}', "
-            + ("'\\x00'::bytea" if engine.dialect.name == "postgresql" else "X'00'")
-            + ", 'x', 'x', 'x')"
+            "INSERT INTO events (position, session_key, seq, kind_key, recorded_at_ns, payload,"
+            f" hash_format_key, hash) VALUES (1, 1, 0, 1, 0, {blob}, 1, {blob})"
         )
     with pytest.raises(sa.exc.DBAPIError, match="immutable"), engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM events")

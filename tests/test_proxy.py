@@ -7,7 +7,7 @@ import threading
 import httpx2
 import openai
 import pytest
-from fake_upstream import Upstream, load_tape, serve
+from fake_upstream import Upstream, free_port, load_tape, serve
 
 from recorder.capture import CaptureSession
 from recorder.events import EventKind
@@ -127,9 +127,7 @@ def test_codetape_proxy_command_records_until_stopped(sqlite_url: str) -> None:
 
     migrate.upgrade(sqlite_url)
     upstream = Upstream(load_tape(CI_STREAM))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with serve(upstream) as upstream_url:
         proxy = subprocess.Popen(
             [

@@ -32,7 +32,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from fake_upstream import serve
+from fake_upstream import free_port, read_body, serve
 
 from recorder.capture import CaptureSession
 from recorder.cli import main
@@ -41,7 +41,7 @@ from recorder.events import EventKind
 from recorder.export import export_sessions
 from recorder.ingest import file_events, import_file
 from recorder.redact import Redactor
-from recorder.store import EventStore, migrate
+from recorder.store import EventStore, codec, migrate
 from recorder.tape import write_tape
 from replay import ReplayTransport
 
@@ -105,12 +105,7 @@ class EchoAPI:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = [
             (b"set-cookie", f"sid={SECRETS['response set-cookie']}; HttpOnly".encode()),
             (b"x-upstream-token", SECRETS["response token header"].encode()),
@@ -175,10 +170,21 @@ def drive(make_client: Callable[..., Any], base: str) -> list[str]:
 
 
 def dump_database(url: str) -> dict[str, bytes]:
-    """What the database holds: every file of a SQLite database, every row on PostgreSQL."""
+    """What the database holds: every file of a SQLite database, every row on PostgreSQL,
+    and every payload decompressed (a compressed secret would not show in the bytes)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT codec, stored_payload, sse_event, item_id FROM event_rows"
+            ).all()
+        payloads = {"payloads": b"".join(codec.decode(c, bytes(p), *r) for c, p, *r in rows)}
+    finally:
+        engine.dispose()
     if url.startswith("sqlite"):
         db_file = Path(sa.make_url(url).database or "")
-        return {p.name: p.read_bytes() for p in db_file.parent.glob(db_file.name + "*")}
+        files = {p.name: p.read_bytes() for p in db_file.parent.glob(db_file.name + "*")}
+        return {**files, **payloads}
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -191,7 +197,7 @@ def dump_database(url: str) -> dict[str, bytes]:
                 blobs[table] = repr(rows).encode() + b"".join(
                     bytes(v) for row in rows for v in row if isinstance(v, bytes | memoryview)
                 )
-            return blobs
+            return {**blobs, **payloads}
     finally:
         engine.dispose()
 
@@ -308,9 +314,7 @@ def test_capture_through_the_sdk_stores_no_secret(
 
 def test_proxy_stores_and_prints_no_secret(db_url: str, tmp_path: Path) -> None:
     migrate.upgrade(db_url)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with serve(EchoAPI()) as upstream:
         proxy = subprocess.Popen(
             [

@@ -126,14 +126,17 @@ def test_database_refuses_update_and_delete(store: EventStore, statement: str) -
 
 
 # -- no conflict clause replaces an event ---------------------------------------
-# Each statement offers a forged copy of an existing row whose hash is
+# Each statement offers a forged copy of an existing lean row whose hash is
 # recomputed on the real predecessor, so a replacement that got through would
 # pass `verify`. :new_position is a free position (the row would move there).
+# Stream uniqueness is an insert trigger, not a unique index (the PostgreSQL
+# table must stay partitionable by position), so no ON CONFLICT clause can
+# name the stream: the stream clash is offered by moving the row instead.
 
 _COLUMNS = [
-    "position", "session_id", "exchange_id", "seq", "kind", "recorded_at_ns", "offset_ns",
-    "sse_event", "sse_type", "sequence_number", "response_id", "meta", "payload",
-    "hash_format", "prev_hash", "hash",
+    "position", "session_key", "exchange_key", "seq", "kind_key", "recorded_at_ns", "offset_ns",
+    "sse_event_key", "sse_type_key", "sequence_number", "response_key", "item_key", "meta",
+    "codec", "payload", "hash_format_key", "hash",
 ]  # fmt: skip
 _VALUES = "(" + ", ".join(f":{c}" for c in _COLUMNS) + ")"
 _MOVED = "(" + ", ".join(":new_position" if c == "position" else f":{c}" for c in _COLUMNS) + ")"
@@ -148,10 +151,7 @@ SQLITE_CONFLICTS = {
     "insert or fail": f"INSERT OR FAIL {_INTO}{_VALUES}",
     "on conflict do nothing": f"INSERT {_INTO}{_VALUES} ON CONFLICT DO NOTHING",
     "upsert on position": f"INSERT {_INTO}{_VALUES} ON CONFLICT (position) DO UPDATE SET {_SET}",
-    "upsert on stream": (
-        f"INSERT {_INTO}{_MOVED} ON CONFLICT (exchange_id, seq) "
-        f"WHERE exchange_id IS NOT NULL DO UPDATE SET {_SET}"
-    ),
+    "insert or ignore, stream clash only": f"INSERT OR IGNORE {_INTO}{_MOVED}",
     "update or replace": "UPDATE OR REPLACE events SET payload = :payload, hash = :hash "
     "WHERE position = :position",
 }
@@ -160,10 +160,7 @@ POSTGRES_CONFLICTS = {
     "upsert on constraint": (
         f"INSERT {_INTO}{_VALUES} ON CONFLICT ON CONSTRAINT pk_events DO UPDATE SET {_SET}"
     ),
-    "upsert on stream": (
-        f"INSERT {_INTO}{_MOVED} ON CONFLICT (exchange_id, seq) "
-        f"WHERE exchange_id IS NOT NULL DO UPDATE SET {_SET}"
-    ),
+    "stream clash only": f"INSERT {_INTO}{_MOVED}",
     "on conflict do nothing": f"INSERT {_INTO}{_VALUES} ON CONFLICT DO NOTHING",
     "merge update": (
         "MERGE INTO events e USING (SELECT CAST(:position AS bigint) AS p) s ON e.position = s.p "
@@ -179,21 +176,24 @@ _SILENT = {("postgresql", "on conflict do nothing")}
 
 
 def _forged_copy(store: EventStore, position: int) -> dict[str, object]:
-    """The row at ``position`` with another payload and a hash that is right for it."""
-    from recorder.store.hashing import event_hash
+    """The lean row at ``position`` with another payload and a hash that is right for it."""
+    from recorder.store.hashing import event_digest
 
     (row,) = (e for e in store.iter_events(position - 1, until=position))
     payload = b"data: forged\n\n"
-    digest = event_hash(
+    digest = event_digest(
         row.prev_hash, row.position, row.session_id, row.exchange_id, row.seq, row.kind.value,
         row.recorded_at_ns, row.offset_ns, row.sse_event, row.sse_type, row.sequence_number,
         row.response_id, row.meta_json, payload,
     )  # fmt: skip
-    values = {c: getattr(row, c) for c in _COLUMNS if c not in ("meta", "kind")}
+    with store.engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT * FROM events WHERE position = :p"), {"p": position}
+        ).one()
     return {
-        **values,
-        "kind": row.kind.value,
-        "meta": row.meta_json,
+        **stored._asdict(),
+        "codec": None,
+        "item_key": None,
         "payload": payload,
         "hash": digest,
         "new_position": store.last_position() + 1,

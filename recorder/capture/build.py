@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from recorder.events import Event, EventKind, Outcome
+from recorder.events import Event, EventKind, Outcome, assemble_event
 from recorder.redact import ECHO_TYPES, Redactor
 from recorder.sse import SSEFrame
 
@@ -203,23 +203,6 @@ def unterminated_sse_event(
     )
 
 
-_new_object = object.__new__
-_SETTERS = {name: Event.__dict__[name].__set__ for name in Event.__slots__}
-_set_session_id = _SETTERS["session_id"]
-_set_kind = _SETTERS["kind"]
-_set_seq = _SETTERS["seq"]
-_set_exchange_id = _SETTERS["exchange_id"]
-_set_recorded_at_ns = _SETTERS["recorded_at_ns"]
-_set_offset_ns = _SETTERS["offset_ns"]
-_set_payload = _SETTERS["payload"]
-_set_meta = _SETTERS["meta"]
-_set_sse_event = _SETTERS["sse_event"]
-_set_sse_type = _SETTERS["sse_type"]
-_set_sequence_number = _SETTERS["sequence_number"]
-_set_response_id = _SETTERS["response_id"]
-assert len(_SETTERS) == 12, "sse_frame_event must set every field of Event"
-
-
 def sse_frame_event(
     session_id: str,
     exchange_id: str,
@@ -241,20 +224,10 @@ def sse_frame_event(
     dataclass's ``__init__`` (a checked ``object.__setattr__`` per field) costs
     several times these slot setters, for the same value.
     """
-    event: Event = _new_object(Event)
-    _set_session_id(event, session_id)
-    _set_kind(event, EventKind.SSE)
-    _set_seq(event, seq)
-    _set_exchange_id(event, exchange_id)
-    _set_recorded_at_ns(event, at_ns)
-    _set_offset_ns(event, offset_ns)
-    _set_payload(event, raw)
-    _set_meta(event, {} if meta is None else meta)
-    _set_sse_event(event, sse_event)
-    _set_sse_type(event, sse_type)
-    _set_sequence_number(event, sequence_number)
-    _set_response_id(event, response_id)
-    return event
+    return assemble_event(
+        session_id, EventKind.SSE, seq, exchange_id, at_ns, offset_ns, raw,
+        {} if meta is None else meta, sse_event, sse_type, sequence_number, response_id,
+    )  # fmt: skip
 
 
 def body_response_id(body: bytes) -> str | None:
@@ -263,7 +236,7 @@ def body_response_id(body: bytes) -> str | None:
         return None
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(parsed, dict) and parsed.get("object") == "response":
         value = parsed.get("id")

@@ -70,17 +70,24 @@ from recorder.store.store import EventStore
 from recorder.waiting import Waiters
 from recorder.writer import DEFAULT_MAX_LAG, DEFAULT_MAX_PENDING_BYTES, WriterStats
 
-__all__ = ["ProcessSink", "RecorderChannel", "shared_channel"]
+__all__ = ["PIPE_SIZE", "ProcessSink", "RecorderChannel", "shared_channel"]
 
 log = logging.getLogger("codetape.capture")
 
 # The sender gathers a burst for this long: one pipe write per few hundred
 # events, not one per event (each write and thread switch costs the client
-# more than the event). A client killed loses at most this burst.
-_SEND_LINGER = 0.02
+# more than the event; each wake of the sender about 0.2 ms of CPU, in the
+# process whose event loop may be relaying streams). A client killed loses at
+# most this burst.
+_SEND_LINGER = 0.05
 # Events waiting for the pipe before producers are asked to wait: far more
 # than a burst; the queue only grows like this while the pipe is full.
 _MAX_QUEUED = 4096
+# The pipe to the child holds this much (Linux's default is 64 KiB, a few
+# hundred events): a child that falls behind for a while (it runs at a lower
+# priority, see recorder.capture.worker) then holds nobody back, since only
+# events not yet in the pipe count towards the loss window.
+PIPE_SIZE = 1024 * 1024
 _START_TIMEOUT = 120.0
 _STOP_TIMEOUT = 60.0
 # Children in a row that die before they answer anything: then no child can run here.
@@ -120,6 +127,11 @@ class _Child:
             stdout=subprocess.PIPE,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        if sys.platform == "linux":  # elsewhere pipes keep their size
+            import fcntl
+
+            with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size
+                fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
         self.answered = False  # it has said something: it could start

@@ -243,15 +243,17 @@ class ExchangeRecorder:
 
     # -- the body ------------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> bool:
+    def feed(self, chunk: bytes, arrived_ns: int = 0) -> bool:
         """Record ``chunk`` of the body as it arrives (the hot path).
 
-        True when the sink asks the producer to wait before the next chunk.
+        ``arrived_ns``: when it arrived (``time.perf_counter_ns()``), if that
+        was before now. True when the sink asks the producer to wait before
+        the next chunk.
         """
         if self._ended or not chunk:
             return False
         try:
-            offset = time.perf_counter_ns() - self._t0
+            offset = (arrived_ns or time.perf_counter_ns()) - self._t0
             if self._decoder is not None:
                 chunk = b"".join(self._decoder.decode(chunk))
             if self._streamed:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from recorder.events import Event, EventKind
+from recorder.events import Event, EventKind, assemble_event
 
 __all__ = [
     "Abandon",
@@ -166,37 +166,12 @@ def event_row(event: Event) -> EventRow:
 
 
 _KINDS = {kind.value: kind for kind in EventKind}
-_new_object = object.__new__
-_SETTERS = {name: Event.__dict__[name].__set__ for name in Event.__slots__}
-_set_session_id = _SETTERS["session_id"]
-_set_kind = _SETTERS["kind"]
-_set_seq = _SETTERS["seq"]
-_set_exchange_id = _SETTERS["exchange_id"]
-_set_recorded_at_ns = _SETTERS["recorded_at_ns"]
-_set_offset_ns = _SETTERS["offset_ns"]
-_set_payload = _SETTERS["payload"]
-_set_meta = _SETTERS["meta"]
-_set_sse_event = _SETTERS["sse_event"]
-_set_sse_type = _SETTERS["sse_type"]
-_set_sequence_number = _SETTERS["sequence_number"]
-_set_response_id = _SETTERS["response_id"]
-assert len(_SETTERS) == 12, "event_row and event_from_row must carry every field of Event"
 
 
 def event_from_row(row: EventRow | list[Any]) -> Event:
     """The :class:`Event` of ``row`` (slot setters: a frozen dataclass's init costs more)."""
-    event: Event = _new_object(Event)
-    _set_session_id(event, row[0])
-    _set_kind(event, _KINDS[row[1]])
-    _set_seq(event, row[2])
-    _set_exchange_id(event, row[3])
-    _set_recorded_at_ns(event, row[4])
-    _set_offset_ns(event, row[5])
-    _set_payload(event, row[6])
     meta = row[7]
-    _set_meta(event, {} if meta is None else meta)
-    _set_sse_event(event, row[8])
-    _set_sse_type(event, row[9])
-    _set_sequence_number(event, row[10])
-    _set_response_id(event, row[11])
-    return event
+    return assemble_event(
+        row[0], _KINDS[row[1]], row[2], row[3], row[4], row[5], row[6],
+        {} if meta is None else meta, row[8], row[9], row[10], row[11],
+    )  # fmt: skip

@@ -1,9 +1,11 @@
 """The fields capture stores beside an SSE frame, read without parsing the whole frame.
 
 Every Responses API event starts ``{"type":"...","sequence_number":N,`` (the
-API writes those two keys first; the fixtures' real recordings all do). For
-such a frame :func:`frame_fields` slices the type and number out of the
-``data`` text: a few string operations instead of a JSON parse, which costs
+API writes those two keys first; the fixtures' real recordings all do; a
+producer that re-serializes them with ``json.dumps`` defaults writes
+``{"type": "...", "sequence_number": N,``, read the same way). For such a
+frame :func:`frame_fields` matches the type and number at the head of the
+``data`` text: one regular expression instead of a JSON parse, which costs
 more than everything else capture does per frame. Frames that need more
 (``response.*`` events carrying the response object, whose id capture keeps,
 and the terminal events that decide the outcome) and frames of any other
@@ -20,6 +22,7 @@ payload is the wire's bytes either way; these fields are conveniences).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from recorder.outcome import _TERMINAL as TERMINAL_TYPES
@@ -34,15 +37,13 @@ NOT_PARSED: Final = object()
 # response object (its id, and request fields it echoes that may need redacting).
 _PARSE_TYPES: Final = frozenset(TERMINAL_TYPES) | ECHO_TYPES
 
-_TYPE_KEY: Final = '{"type":"'
-_NUMBER_KEY: Final = ',"sequence_number":'
-_RESPONSE_KEY: Final = ',"response":'
-
-
-_B_EVENT: Final = b"event: "
-_B_DATA_TYPE: Final = b'data: {"type":"'
-_B_NUMBER_KEY: Final = b',"sequence_number":'
-_B_RESPONSE_KEY: Final = b',"response":'
+# JSON allows blanks between tokens: compact producers (the API) write none,
+# ``json.dumps`` defaults write one after ``:`` and ``,``; both are read here.
+# (W stands for them; inside the lookahead, so backtracking cannot get around it.)
+_HEAD = r'\{W"type"W:W"([^"\\\n]+)"W,W"sequence_number"W:W(0|[1-9][0-9]*)W,(?!W"response")'
+_HEAD = _HEAD.replace("W", r"[ \t]*")
+_DATA_HEAD: Final = re.compile(_HEAD)
+_FRAME_HEAD: Final = re.compile(("event: ([^\\n\\\\]+)\\ndata: " + _HEAD).encode())
 
 
 def simple_frame(raw: bytes) -> tuple[str, int] | None:
@@ -50,31 +51,16 @@ def simple_frame(raw: bytes) -> tuple[str, int] | None:
     ``event: T`` and ``data: {"type":"T","sequence_number":N,...}``, when capture
     needs nothing more from it; None for any other frame (parse it in full).
     """
-    if not raw.startswith(_B_EVENT):
+    match = _FRAME_HEAD.match(raw)
+    if match is None:
         return None
-    eol = raw.find(b"\n", 7)
-    start = eol + 16
-    if eol < 8 or not raw.startswith(_B_DATA_TYPE, eol + 1):
-        return None
-    end = raw.find(b'"', start)
-    name = raw[7:eol]
-    if raw[start:end] != name or b"\\" in name or not raw.startswith(_B_NUMBER_KEY, end + 1):
-        return None
-    first = end + 20
-    stop = raw.find(b",", first)
-    digits = raw[first:stop]
-    if (
-        stop <= first
-        or not digits.isdigit()
-        or (digits[0] == 48 and stop > first + 1)  # a leading zero is not JSON
-        or raw.startswith(_B_RESPONSE_KEY, stop)
-        or raw.find(b"\n", stop) != len(raw) - 2  # one data line, nothing after it
-    ):
-        return None
+    name = match[1]
+    if name != match[2] or raw.find(b"\n", match.end()) != len(raw) - 2:
+        return None  # the type differs from the name, or more lines follow
     event_type = name.decode("utf-8", "replace")
     if event_type in _PARSE_TYPES:
         return None
-    return event_type, int(digits)
+    return event_type, int(match[3])
 
 
 def frame_fields(frame: SSEFrame) -> tuple[str | None, int | None, Any]:
@@ -85,22 +71,10 @@ def frame_fields(frame: SSEFrame) -> tuple[str | None, int | None, Any]:
     data is not JSON), else :data:`NOT_PARSED`.
     """
     data = frame.data
-    if data is not None and data.startswith(_TYPE_KEY):
-        end = data.find('"', 9)
-        event_type = data[9:end]
-        if end > 9 and "\\" not in event_type and data.startswith(_NUMBER_KEY, end + 1):
-            start = end + 20
-            stop = data.find(",", start)
-            digits = data[start:stop]
-            if (
-                stop > start
-                and digits.isascii()
-                and digits.isdigit()
-                and (digits[0] != "0" or stop == start + 1)
-                and event_type not in _PARSE_TYPES
-                and not data.startswith(_RESPONSE_KEY, stop)
-            ):
-                return event_type, int(digits), NOT_PARSED
+    if data is not None:
+        match = _DATA_HEAD.match(data)
+        if match is not None and match[1] not in _PARSE_TYPES:
+            return match[1], int(match[2]), NOT_PARSED
     obj = frame.json()
     if type(obj) is not dict:
         return None, None, obj

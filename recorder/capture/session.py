@@ -43,7 +43,7 @@ from recorder.redact import Redactor
 from recorder.repair import writer_identity
 from recorder.store.engine import is_process_local
 from recorder.store.store import EventStore
-from recorder.writer import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_PENDING_BYTES
+from recorder.writer import DEFAULT_MAX_PENDING_BYTES
 
 __all__ = [
     "BadMetadata",
@@ -98,6 +98,11 @@ class CaptureSession:
     through this process's recorder child (see :mod:`recorder.capture.child`),
     so the client's thread only builds events and the hashing and inserts run
     on another core, if one is free: more CPU in all, less on the client.
+
+    ``flush_interval``: the longest an event waits for its group commit
+    (default: 50 ms in a writer thread; 250 ms in the recorder child, which
+    stores whatever reached it even if this process dies, so its commits can
+    be fewer and larger).
     """
 
     def __init__(
@@ -111,7 +116,7 @@ class CaptureSession:
         redact_headers: Iterable[str] = (),
         redact_json_paths: Iterable[str] = (),
         on_store_error: OnStoreError = "log",
-        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        flush_interval: float | None = None,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         repair_dead: bool = True,
         writer: WriterMode = "auto",

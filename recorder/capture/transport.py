@@ -11,6 +11,11 @@ Guarantees:
   client closing early (``break``, ``close()``, an exception in its loop),
   transport errors and timeouts, cancellation; see
   :class:`~recorder.capture.exchange.ExchangeRecorder`.
+* On the asyncio path (the proxy's relay), a chunk goes on to the consumer
+  before the recorder looks at it (timed as it arrived): the relay never
+  waits for the recorder. A chunk handed on is recorded even when the
+  consumer stops right after it. (Strict mode records first: a chunk that
+  cannot be recorded is not handed on.)
 * When the session's sink asks producers to wait (the store fell behind),
   the wait happens after the chunk went on and before the next one is read:
   a thread waits, an event loop ``await``\ s and keeps serving everything else.
@@ -19,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -65,19 +71,36 @@ class _AsyncRecordingStream(httpx2.AsyncByteStream):
     def __init__(self, inner: httpx2.AsyncByteStream, x: ExchangeRecorder) -> None:
         self._inner = inner
         self._x = x
+        # A chunk handed on and not yet recorded, and when it arrived.
+        self._unrecorded: bytes = b""
+        self._arrived = 0
+
+    def _record_handed_on(self) -> None:
+        chunk, self._unrecorded = self._unrecorded, b""
+        if chunk:
+            self._x.feed(chunk, self._arrived)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         x = self._x
         try:
             async for chunk in self._inner:
-                wait = x.feed(chunk)
-                yield chunk
+                if x.strict:
+                    wait = x.feed(chunk)
+                    yield chunk
+                else:
+                    self._arrived = time.perf_counter_ns()
+                    self._unrecorded = chunk
+                    yield chunk
+                    self._unrecorded = b""
+                    wait = x.feed(chunk, self._arrived)
                 if wait:
                     await x.wait_async()
         except GeneratorExit:
+            self._record_handed_on()
             x.close_early()
             raise
         except BaseException as exc:
+            self._record_handed_on()
             x.fail(exc)
             raise
         x.finish()
@@ -86,6 +109,7 @@ class _AsyncRecordingStream(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         try:
+            self._record_handed_on()
             self._x.close_early()
         finally:
             await self._inner.aclose()

@@ -17,6 +17,7 @@ skips the events the log already holds, so a resend stores nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import marshal
 import os
@@ -49,15 +50,27 @@ from recorder.lease import abandon_leases
 from recorder.repair import writer_identity
 from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
+from recorder.writer import DEFAULT_MAX_LAG
 
-__all__ = ["main"]
+__all__ = ["CHILD_FLUSH_INTERVAL", "NICENESS", "main"]
 
 log = logging.getLogger("codetape.capture")
 
 _REPORT_EVERY = 0.05
-_STORED_SEQ = sa.text("SELECT max(seq) FROM events WHERE exchange_id = :x")
+# How much lower than its client the child runs. Its work can wait (the pipe
+# and the client's queue hold what it has not stored) while the client's cannot:
+# with no core free, a proxy's relay and an SDK's parsing go first. It is still
+# a share of the CPU (a quarter of a hog's at nice 0), not only idle time, so a
+# recorder on a machine busy for good still keeps up with ordinary streams.
+NICENESS = 5
+# The group commit's linger here. Whatever reached this process is stored even
+# if the client dies, so the client's loss window does not depend on it; fewer,
+# larger commits do cost less (a commit costs about a millisecond of CPU
+# whatever its size: with 50 ms, a paced stream paid ~150 us an event for it).
+CHILD_FLUSH_INTERVAL = 0.25
+_STORED_SEQ = sa.text("SELECT max(seq) FROM event_rows WHERE exchange_id = :x")
 _SESSION_KIND = sa.text(
-    "SELECT 1 FROM events WHERE session_id = :s AND exchange_id IS NULL AND kind = :k LIMIT 1"
+    "SELECT 1 FROM event_rows WHERE session_id = :s AND exchange_id IS NULL AND kind = :k LIMIT 1"
 )
 
 
@@ -134,7 +147,7 @@ class _Child:
                 take_over=take_over,
                 identity=writer_identity(),
                 on_progress=lambda done: self._progress(sid, done),
-                **writer_options(message.options),
+                **_child_writer_options(message.options),
             )
         except CodetapeError as exc:
             self._release(message.url)
@@ -285,9 +298,21 @@ class _Child:
             store.close()
 
 
+def _child_writer_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The session's writer options as this child applies them (see CHILD_FLUSH_INTERVAL)."""
+    chosen = writer_options(options)
+    chosen.setdefault("flush_interval", CHILD_FLUSH_INTERVAL)
+    # Nobody waits on this writer's lag (the client bounds its own, before the
+    # pipe): a lag past max_lag here would only make every submit re-check it.
+    chosen["max_lag"] = max(chosen.get("max_lag", DEFAULT_MAX_LAG), chosen["flush_interval"])
+    return chosen
+
+
 def main() -> None:
     # Ctrl-C reaches the whole process group; the child must outlive it to drain.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # not permitted here: the same priority, then
+        os.nice(NICENESS)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed by accident goes to stderr, not the reply pipe
     child = _Child(out)

@@ -49,7 +49,7 @@ def load(path: Path) -> list[RecordedSession]:
         raise ImportFormatError(f"{path.name}: the file is empty")
     try:
         whole: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         whole = None
     # A chunks file of one line is itself a JSON object, but always with "type".
     if isinstance(whole, dict) and "type" not in whole:
@@ -71,6 +71,12 @@ def _stream_session(path: Path, text: str) -> RecordedSession:
         except json.JSONDecodeError as exc:
             problem = exc.msg
             raise ImportFormatError(f"{path.name}: line {number} is not JSON ({problem})") from None
+        except RecursionError:
+            raise ImportFormatError(f"{path.name}: line {number} is nested too deeply") from None
+        except ValueError:  # an integer past Python's digit limit
+            raise ImportFormatError(
+                f"{path.name}: line {number} holds a number with too many digits"
+            ) from None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise ImportFormatError(
                 f"{path.name}: line {number} is not an SSE event object with a 'type'"

@@ -74,7 +74,7 @@ def detect_format(path: Path) -> Format:
     if first.startswith(b"{"):
         try:
             obj = json.loads(first)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             obj = None
         if isinstance(obj, dict):
             found = _classify_json_object(obj, one_line=True)
@@ -150,7 +150,7 @@ def _parse_whole_json(path: Path) -> Any:
         if path.stat().st_size > _FULL_PARSE_LIMIT:
             return None
         return json.loads(path.read_bytes().removeprefix(_BOM))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -181,6 +181,8 @@ def compact_json(value: Any, path: Path, where: str) -> bytes:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ImportFormatError(f"{path.name}: {where} is not JSON data ({exc})") from None
+    except RecursionError:
+        raise ImportFormatError(f"{path.name}: {where} is nested too deeply") from None
     return text.encode("utf-8")
 
 

@@ -53,6 +53,8 @@ def load(path: Path) -> list[RecordedSession]:
         line = getattr(exc, "lineno", None)
         where = f" at line {line}" if line is not None else ""
         raise ImportFormatError(f"{path.name}: not valid JSON{where}") from None
+    except RecursionError:
+        raise ImportFormatError(f"{path.name}: JSON nested too deeply") from None
     if not isinstance(doc, dict) or "Entries" not in doc:
         raise ImportFormatError(f"{path.name}: not a test-proxy recording (no 'Entries')")
     entries = doc["Entries"]

@@ -46,6 +46,8 @@ def load(path: Path) -> list[RecordedSession]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ImportFormatError(f"{path.name}: not valid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError):  # an integer past Python's digit limit, say
+        raise ImportFormatError(f"{path.name}: YAML holding a value that cannot be read") from None
     if not isinstance(doc, dict) or "interactions" not in doc:
         raise ImportFormatError(f"{path.name}: not a VCR cassette (no top-level 'interactions')")
     interactions = doc["interactions"]

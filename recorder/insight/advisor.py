@@ -46,7 +46,7 @@ from recorder.projections.containers import (
     container_rows,
 )
 from recorder.projections.fees import Fee, FeeTable
-from recorder.store.schema import events, pj_ci_stages, pj_costs
+from recorder.store.schema import event_rows, pj_ci_stages, pj_costs
 
 __all__ = [
     "Advice",
@@ -478,8 +478,8 @@ def _creators(conn: sa.Connection, exchange_ids: Iterable[str | None]) -> dict[s
         )
         positions = dict(
             conn.execute(
-                sa.select(events.c.exchange_id, events.c.position).where(
-                    events.c.exchange_id.in_(part), events.c.seq == 0
+                sa.select(event_rows.c.exchange_id, event_rows.c.position).where(
+                    event_rows.c.exchange_id.in_(part), event_rows.c.seq == 0
                 )
             ).all()
         )

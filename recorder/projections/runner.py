@@ -49,6 +49,7 @@ from sqlalchemy import Connection, Table
 from recorder.errors import CodetapeError
 from recorder.events import EventKind, now_ns
 from recorder.sse import parse_frame
+from recorder.store.codec import decode
 from recorder.store.engine import translate_errors
 from recorder.store.schema import pj_checkpoints
 from recorder.store.store import EventStore
@@ -307,12 +308,13 @@ _UNSET: Any = object()
 # NULL (None) costs the driver less than any string.
 _READ_COLUMNS = (
     "position, session_id, exchange_id, kind, recorded_at_ns, offset_ns, sse_type, "
-    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, payload"
+    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, codec, stored_payload, sse_event, item_id"
 )
 
 
 Row = Sequence[Any]
-"""One event row as read: ``_READ_COLUMNS`` in order (what :class:`LogEvent` takes)."""
+"""One event row as read: ``_READ_COLUMNS`` in order, the payload decoded (what
+:class:`LogEvent` takes)."""
 
 DeltaHandler = Callable[[Row, str | None, str | None], None]
 """Called with a delta event's row and its (``item_id``, ``delta``)."""
@@ -335,7 +337,8 @@ def read_rows(conn: Connection, backend: str, after: int, until: int, limit: int
     """:func:`read_events` on a connection the caller holds (inside its transaction)."""
     marker = "?" if backend == "sqlite" else "%s"
     sql = (
-        f"SELECT {_READ_COLUMNS} FROM events WHERE position > {marker} AND position <= {marker} "
+        f"SELECT {_READ_COLUMNS} FROM event_rows WHERE position > {marker} "
+        f"AND position <= {marker} "
         f"ORDER BY position LIMIT {marker}"
     )
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -347,7 +350,10 @@ def read_rows(conn: Connection, backend: str, after: int, until: int, limit: int
         else:
             cursor.execute(sql, (after, until, limit))
         with _no_gc():
-            rows: list[Row] = cursor.fetchall()
+            stored: list[Row] = cursor.fetchall()
+            # The payload as recorded: decompressed here, so projections
+            # never see how a row stores it.
+            rows: list[Row] = [(*r[:8], decode(r[8], r[9], r[10], r[11])) for r in stored]
         return rows
     finally:
         cursor.close()

@@ -18,7 +18,7 @@ import json.encoder as _json_encoder
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["GENESIS", "HASH_FORMAT", "event_hash"]
+__all__ = ["GENESIS", "HASH_FORMAT", "event_digest", "event_hash"]
 
 HASH_FORMAT = "sha256-v1"
 GENESIS = "0" * 64
@@ -56,7 +56,7 @@ def _header_encoder() -> Callable[[list[Any]], str]:
 _encode_header = _header_encoder()
 
 
-def event_hash(
+def event_digest(
     prev_hash: str,
     position: int,
     session_id: str,
@@ -71,8 +71,13 @@ def event_hash(
     response_id: str | None,
     meta_json: str,
     payload: bytes,
-) -> str:
-    """The ``sha256-v1`` hash of one row given its predecessor's hash."""
+) -> bytes:
+    """The ``sha256-v1`` hash of one row given its predecessor's hash, as 32 bytes.
+
+    The rule is unchanged by the lean row (0005): it covers the public values
+    (ids, kind and names as text, meta as ``{}`` when empty, the payload
+    uncompressed), whatever the row stores in their place.
+    """
     # A JSON array is an unambiguous encoding of the scalar fields; the payload
     # goes last, after a separator no JSON text contains unescaped.
     header = _encode_header(
@@ -96,4 +101,39 @@ def event_hash(
     digest = _sha256(header.encode("ascii"))
     digest.update(b"\n")
     digest.update(payload)
-    return digest.hexdigest()
+    return digest.digest()
+
+
+def event_hash(
+    prev_hash: str,
+    position: int,
+    session_id: str,
+    exchange_id: str | None,
+    seq: int,
+    kind: str,
+    recorded_at_ns: int,
+    offset_ns: int | None,
+    sse_event: str | None,
+    sse_type: str | None,
+    sequence_number: int | None,
+    response_id: str | None,
+    meta_json: str,
+    payload: bytes,
+) -> str:
+    """The ``sha256-v1`` hash of one row given its predecessor's hash, as 64 hex digits."""
+    return event_digest(
+        prev_hash,
+        position,
+        session_id,
+        exchange_id,
+        seq,
+        kind,
+        recorded_at_ns,
+        offset_ns,
+        sse_event,
+        sse_type,
+        sequence_number,
+        response_id,
+        meta_json,
+        payload,
+    ).hex()

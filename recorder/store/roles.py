@@ -7,15 +7,18 @@ user one of them (``CREATE ROLE alice LOGIN PASSWORD '...' IN ROLE
 codetape_recorder``). Each role gets exactly the privileges in
 :data:`GRANTS`, and first loses any others it had on those tables:
 
-* **recorder**: SELECT and INSERT on ``events`` (an append reads the head and
-  the streams' next ``seq``), SELECT on ``alembic_version``, and all of
+* **recorder**: SELECT and INSERT on ``events`` and on its key tables
+  (``sessions``, ``exchanges``, ``responses``, ``names``: an append reads the
+  head and the streams' next ``seq``, and adds the keys its events need),
+  SELECT on the view ``event_rows`` and on ``alembic_version``, and all of
   SELECT, INSERT, UPDATE and DELETE on ``leases`` (mutable bookkeeping, not
   the log: a recorder takes, renews and releases its sessions' leases, and
   the repair every recorder runs at start removes expired ones). No UPDATE,
   DELETE or TRUNCATE, so the log cannot be changed through it even with the
   immutability triggers gone; it owns nothing, so it cannot drop or disable
   a trigger, nor ALTER or DROP a table.
-* **projector**: reads ``events``; reads and writes the projection tables
+* **projector**: reads the log (``events``, its key tables, ``event_rows``);
+  reads and writes the projection tables
   (``pj_*``: a rebuild truncates and rewrites them).
 * **reader**: SELECT only, on everything above (``leases`` included, so
   ``verify`` can say whether an open exchange's recorder is still alive).
@@ -40,7 +43,7 @@ from alembic.runtime.migration import MigrationContext
 
 from recorder.errors import CodetapeError, NotUpgraded
 from recorder.store.engine import create_engine, describe_url, translate_errors
-from recorder.store.schema import SCHEMA_REVISION, metadata
+from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION, metadata
 
 __all__ = ["GRANTS", "ROLES", "RoleError", "apply_roles", "role_names", "roles_sql"]
 
@@ -51,24 +54,30 @@ _PROJECTION_TABLES = tuple(
     sorted(t.name for t in metadata.sorted_tables if t.name.startswith("pj_"))
 )
 
+# The log: its lean table, the append-only key tables it refers to, and the
+# view readers query.
+_LOG_TABLES = ("events", *KEY_TABLES)
+_LOG_READ = {t: _READ for t in (*_LOG_TABLES, "event_rows")}
+
 # Every table a role touches, and what it may do there: the one list to extend
 # when a migration adds a table (say, one capture must write: give "recorder"
 # its privileges here).
 GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "recorder": {
         "alembic_version": _READ,
-        "events": ("SELECT", "INSERT"),
+        **_LOG_READ,
+        **{t: ("SELECT", "INSERT") for t in _LOG_TABLES},
         "leases": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     },
     "projector": {
         "alembic_version": _READ,
-        "events": _READ,
+        **_LOG_READ,
         "leases": _READ,
         **{t: ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE") for t in _PROJECTION_TABLES},
     },
     "reader": {
         "alembic_version": _READ,
-        "events": _READ,
+        **_LOG_READ,
         "leases": _READ,
         **{t: _READ for t in _PROJECTION_TABLES},
     },

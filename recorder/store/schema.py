@@ -2,10 +2,22 @@
 
 Guarantees: ``events`` is append-only (the migrations add triggers on both
 backends that make any UPDATE or DELETE fail, and on SQLite any INSERT that
-would replace a row); ``position`` orders every event
-globally; ``(exchange_id, seq)`` and, for session-level events,
-``(session_id, seq)`` are unique. Projection tables live in the same metadata
-but are ordinary mutable tables, and so is ``leases``, the bookkeeping of which
+would replace a row); ``position`` orders every event globally and is the
+primary key (alone: the table can later be range-partitioned by position);
+no two events share ``(exchange_key, seq)``, nor, for session-level events,
+``(session_key, seq)`` (an insert trigger refuses the second: a unique index
+would not survive partitioning). The row is lean: sessions, exchanges and
+response ids are integer keys into ``sessions``, ``exchanges`` and
+``responses``, and kinds, SSE event names, SSE types and hash formats keys
+into ``names``, each public value stored once, and a frame's output item
+id is cut out of its payload into ``items``; those key tables are
+append-only too. ``meta`` is NULL when empty, ``hash`` is the 32 raw bytes
+of the SHA-256, the predecessor's hash is not repeated, and ``payload`` is
+compressed when ``codec`` names a dictionary (see
+:mod:`recorder.store.codec`). The view ``event_rows`` (:data:`event_rows`)
+shows every event with its public values, as the log looked before the lean
+row: SQL readers use it. Projection tables live in the same metadata but are
+ordinary mutable tables, and so is ``leases``, the bookkeeping of which
 recorder still holds which open session (see :mod:`recorder.lease`).
 """
 
@@ -19,16 +31,22 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
 )
 
 __all__ = [
+    "KEY_TABLES",
     "SCHEMA_REVISION",
+    "event_rows",
     "events",
+    "exchanges",
+    "items",
     "leases",
     "metadata",
+    "names",
     "pj_audit",
     "pj_checkpoints",
     "pj_chunks",
@@ -36,10 +54,12 @@ __all__ = [
     "pj_container_files",
     "pj_containers",
     "pj_costs",
+    "responses",
+    "sessions",
 ]
 
 # The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0004_no_replace"
+SCHEMA_REVISION = "0005_lean_log"
 
 metadata = MetaData(
     naming_convention={
@@ -53,44 +73,96 @@ metadata = MetaData(
 # position is the rowid: the cheapest possible ordered key there.
 _position_type = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def _key_table(name: str, length: int, *extra: Column[int]) -> Table:
+    # The id is the rowid on SQLite; the public value is looked up once per
+    # batch (and cached), so its unique index is the table's only index.
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("public_id", String(length), nullable=False, unique=True),
+        *extra,
+    )
+
+
+sessions = _key_table("sessions", 64)
+# The session of the exchange's first event (each event keeps its own too).
+exchanges = _key_table("exchanges", 64, Column("session_key", Integer, nullable=False))
+responses = _key_table("responses", 200)
+# Output item ids (``"item_id"`` of a frame's JSON), cut out of the payload.
+items = _key_table("items", 200)
+names = _key_table("names", 200)
+KEY_TABLES = ("sessions", "exchanges", "responses", "items", "names")
+
+# Columns ordered widest first (8-byte, 4-byte, 2-byte, then variable
+# length): PostgreSQL aligns each value to its width, so this order leaves no
+# padding in a row; SQLite does not care.
 events = Table(
     "events",
     metadata,
     Column("position", _position_type, primary_key=True, autoincrement=False),
-    Column("session_id", String(64), nullable=False),
-    Column("exchange_id", String(64), nullable=True),
-    Column("seq", Integer, nullable=False),
-    Column("kind", String(32), nullable=False),
     Column("recorded_at_ns", BigInteger, nullable=False),
     Column("offset_ns", BigInteger, nullable=True),
-    Column("sse_event", Text, nullable=True),
-    Column("sse_type", String(200), nullable=True),
     Column("sequence_number", BigInteger, nullable=True),
-    Column("response_id", String(200), nullable=True),
-    Column("meta", Text, nullable=False),
+    Column("session_key", Integer, nullable=False),
+    Column("exchange_key", Integer, nullable=True),
+    Column("seq", Integer, nullable=False),
+    Column("sse_event_key", Integer, nullable=True),
+    Column("sse_type_key", Integer, nullable=True),
+    Column("response_key", Integer, nullable=True),
+    Column("item_key", Integer, nullable=True),
+    Column("kind_key", SmallInteger, nullable=False),
+    Column("hash_format_key", SmallInteger, nullable=False),
+    Column("codec", SmallInteger, nullable=True),
+    Column("hash", LargeBinary, nullable=False),
+    Column("meta", Text, nullable=True),
     Column("payload", LargeBinary, nullable=False),
-    Column("hash_format", String(16), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
 )
 
-Index("ix_events_session_position", events.c.session_id, events.c.position)
-Index("ix_events_kind_session", events.c.kind, events.c.session_id)
+# Session reads (its events in order) and the per-stream seq lookups. No
+# index on kind: session opens and closes are found through the small
+# session-level index, exchanges per session through ``exchanges``.
+Index("ix_events_session_key_position", events.c.session_key, events.c.position)
 Index(
-    "ux_events_exchange_seq",
-    events.c.exchange_id,
+    "ix_events_exchange_key_seq",
+    events.c.exchange_key,
     events.c.seq,
-    unique=True,
-    sqlite_where=events.c.exchange_id.is_not(None),
-    postgresql_where=events.c.exchange_id.is_not(None),
+    sqlite_where=events.c.exchange_key.is_not(None),
+    postgresql_where=events.c.exchange_key.is_not(None),
 )
 Index(
-    "ux_events_session_seq",
-    events.c.session_id,
+    "ix_events_session_key_seq",
+    events.c.session_key,
     events.c.seq,
-    unique=True,
-    sqlite_where=events.c.exchange_id.is_(None),
-    postgresql_where=events.c.exchange_id.is_(None),
+    sqlite_where=events.c.exchange_key.is_(None),
+    postgresql_where=events.c.exchange_key.is_(None),
+)
+
+# The view over ``events`` with public values (created by the migrations, so
+# kept out of ``metadata``): what SQL readers query. ``payload`` there is the
+# stored form: decode it with ``codec`` (recorder.store.codec.decode).
+event_rows = Table(
+    "event_rows",
+    MetaData(),
+    Column("position", BigInteger, primary_key=True),
+    Column("session_id", String(64)),
+    Column("exchange_id", String(64)),
+    Column("seq", Integer),
+    Column("kind", String(32)),
+    Column("recorded_at_ns", BigInteger),
+    Column("offset_ns", BigInteger),
+    Column("sse_event", Text),
+    Column("sse_type", String(200)),
+    Column("sequence_number", BigInteger),
+    Column("response_id", String(200)),
+    Column("item_id", String(200)),
+    Column("meta", Text),
+    Column("codec", SmallInteger),
+    Column("stored_payload", LargeBinary),
+    Column("hash_format", String(16)),
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
 )
 
 # -- leases -----------------------------------------------------------------

@@ -3,8 +3,13 @@
 Guarantees:
 
 * **Append-only.** The only write is :meth:`EventStore.append`; the database
-  itself refuses UPDATE and DELETE on ``events``, and on SQLite any INSERT
-  that would replace an event (triggers, see migrations).
+  itself refuses UPDATE and DELETE on ``events`` and its key tables, and any
+  INSERT that would replace an event or take its place in its stream
+  (triggers, see migrations).
+* **Lean rows, same events.** An append stores each event as the lean row
+  of :mod:`recorder.store.schema` (keys, binary hash, payload compressed by
+  :mod:`recorder.store.codec`); every read gives back the event exactly as
+  appended, with its hex hash and its predecessor's, whatever the storage.
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
   (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on
@@ -42,8 +47,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import AmbiguousSession, NotUpgraded, StoreBusy, UnknownSession
+from recorder.errors import (
+    AmbiguousSession,
+    NotUpgraded,
+    StoreBusy,
+    StoreError,
+    UnknownSession,
+)
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
+from recorder.store.codec import DEFAULT_CODEC, decode, encode
 from recorder.store.engine import (
     create_engine,
     describe_url,
@@ -52,8 +64,9 @@ from recorder.store.engine import (
     translate_errors,
 )
 from recorder.store.forkgate import driver_call
-from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
-from recorder.store.schema import SCHEMA_REVISION
+from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest
+from recorder.store.keys import Keys
+from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
 __all__ = [
@@ -78,25 +91,49 @@ has committed (or None). It may read and write other tables on the
 connection, never ``events`` itself (it returns events to append instead).
 """
 
-_COLUMNS = (
+# What readers get: the lean row as stored, filtered on its own keys so that
+# its indexes serve the read. Keys become public values through the cache of
+# the key tables (see _public), hashes arrive as bytes and the predecessor's
+# is the previous row's (see _events): no join per row.
+_SELECT = (
+    "SELECT e.position, e.session_key, e.exchange_key, e.seq, e.kind_key, e.recorded_at_ns, "
+    "e.offset_ns, e.sse_event_key, e.sse_type_key, e.sequence_number, e.response_key, "
+    "e.item_key, e.meta, e.codec, e.payload, e.hash_format_key, e.hash FROM events e"
+)
+# Row columns that hold a key, and the table it is a key of.
+_KEY_COLUMNS = (
+    (1, "sessions"),
+    (2, "exchanges"),
+    (4, "names"),
+    (7, "names"),
+    (8, "names"),
+    (10, "responses"),
+    (11, "items"),
+    (15, "names"),
+)
+_HASHES_AT = sa.text("SELECT position, hash FROM events WHERE position IN :p").bindparams(
+    sa.bindparam("p", expanding=True)
+)
+# What an append writes: the lean row.
+_LEAN_COLUMNS = (
     "position",
-    "session_id",
-    "exchange_id",
+    "session_key",
+    "exchange_key",
     "seq",
-    "kind",
+    "kind_key",
     "recorded_at_ns",
     "offset_ns",
-    "sse_event",
-    "sse_type",
+    "sse_event_key",
+    "sse_type_key",
     "sequence_number",
-    "response_id",
+    "response_key",
+    "item_key",
     "meta",
+    "codec",
     "payload",
-    "hash_format",
-    "prev_hash",
+    "hash_format_key",
     "hash",
 )
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM events"
 _PAGE = 2000
 # The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
 # An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
@@ -104,8 +141,8 @@ _PAGE = 2000
 # must be able to append with INSERT alone (see recorder.store.roles). It is
 # held until commit, like a table lock, so commits stay in position order.
 APPEND_LOCK = int.from_bytes(b"codetape", "big")
-# Rows per multi-row INSERT on SQLite: 250 x 16 columns stays under 32,766,
-# the bound-parameter limit since SQLite 3.32 (50 x 16 under 999 before it).
+# Rows per multi-row INSERT on SQLite: 250 x 17 columns stays under 32,766,
+# the bound-parameter limit since SQLite 3.32 (50 x 17 under 999 before it).
 # Few statements per batch matter: the driver releases the GIL around each.
 _ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
 _ROWS_PER_SMALL_INSERT = 25
@@ -144,7 +181,19 @@ class ExchangeInfo:
     first_position: int
 
 
-def _row_to_event(row: Sequence[Any]) -> StoredEvent:
+def _row_to_event(
+    row: Sequence[Any], prev_hash: str, damage: dict[int, str] | None = None
+) -> StoredEvent:
+    try:
+        payload = decode(row[13], row[14], row[7], row[11])
+    except StoreError as exc:
+        if damage is None:
+            # Say which row: a payload that does not decode is damage at a position.
+            raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
+        # A verifying reader notes it and goes on: the row's stored hash still
+        # links the chain, so the rest of the log is checked as usual.
+        damage[row[0]] = f"the payload does not decode: {exc}"
+        payload = b""
     return StoredEvent(
         position=row[0],
         session_id=row[1],
@@ -157,12 +206,87 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
         sse_type=row[8],
         sequence_number=row[9],
         response_id=row[10],
-        meta_json=row[11],
-        payload=bytes(row[12]),
-        hash_format=row[13],
-        prev_hash=row[14],
-        hash=row[15],
+        meta_json=row[12] or "{}",
+        payload=payload,
+        hash_format=row[15] or "",
+        prev_hash=prev_hash,
+        hash=bytes(row[16]).hex(),
     )
+
+
+def _public(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """``rows`` with each key replaced by its public value (keys never change: cached)."""
+    caches = _caches(conn)
+    missing: dict[str, set[int]] = {}
+    for row in rows:
+        for column, table in _KEY_COLUMNS:
+            key = row[column]
+            if key is not None and key not in caches[table]:
+                missing.setdefault(table, set()).add(key)
+    for table, keys in missing.items():
+        wanted = sorted(keys)
+        query = sa.text(f"SELECT id, public_id FROM {table} WHERE id IN :k").bindparams(
+            sa.bindparam("k", expanding=True)
+        )
+        for start in range(0, len(wanted), 500):
+            caches[table].update(conn.execute(query, {"k": wanted[start : start + 500]}).all())
+    result = []
+    for row in rows:
+        out = list(row)
+        for column, table in _KEY_COLUMNS:
+            key = out[column]
+            if key is not None:
+                # A key with no row (the table was tampered with) reads as NULL.
+                out[column] = caches[table].get(key)
+        result.append(out)
+    return result
+
+
+def _caches(conn: sa.Connection) -> dict[str, dict[int, str]]:
+    """Key -> public value of each key table, kept on the driver connection (one database)."""
+    found: dict[str, dict[int, str]] | None = conn.info.get("codetape_keys")
+    if found is None:
+        found = conn.info["codetape_keys"] = {t: {} for t in KEY_TABLES}
+    return found
+
+
+def _events(
+    conn: sa.Connection,
+    rows: Sequence[Sequence[Any]],
+    last: int = -1,
+    last_hash: str = "",
+    damage: dict[int, str] | None = None,
+) -> list[StoredEvent]:
+    """``rows`` as events, each with its predecessor's hash: that of the row before
+    it in ``rows`` when that is the previous position (``last``, ``last_hash``: the
+    row before the first), else read from the table ("" when that row is missing)."""
+    rows = _public(conn, rows)
+    gaps = []
+    previous = last
+    for row in rows:
+        if row[0] != previous + 1 and row[0] > 1:
+            gaps.append(row[0] - 1)
+        previous = row[0]
+    found: dict[int, str] = {}
+    for start in range(0, len(gaps), 500):
+        found.update(
+            (int(position), bytes(digest).hex())
+            for position, digest in conn.execute(_HASHES_AT, {"p": gaps[start : start + 500]})
+        )
+    result = []
+    previous, prev = last, last_hash
+    for row in rows:
+        position = row[0]
+        if position == 1:
+            link = GENESIS
+        elif position == previous + 1:
+            link = prev
+        else:
+            link = found.get(position - 1, "")
+        event = _row_to_event(row, link, damage)
+        result.append(event)
+        previous, prev = position, event.hash
+    return result
 
 
 def _describe_session(s: SessionInfo) -> str:
@@ -180,8 +304,13 @@ class EventStore:
         self.url = url
         self.backend = engine.dialect.name
         marker = "?" if self.backend == "sqlite" else "%s"
-        self._values = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
-        self._insert_sql = "INSERT INTO events (" + ", ".join(_COLUMNS) + ") VALUES " + self._values
+        self._values = "(" + ", ".join([marker] * len(_LEAN_COLUMNS)) + ")"
+        self._insert_sql = (
+            "INSERT INTO events (" + ", ".join(_LEAN_COLUMNS) + ") VALUES " + self._values
+        )
+        self._keys = Keys()
+        self.codec: int | None = DEFAULT_CODEC
+        """The dictionary new payloads are compressed against; None stores them raw."""
         self._multi_sql: dict[int, str] = {}
         self._write_engine: Engine | None = None
         self._busy_timeout: float | None = None
@@ -286,19 +415,28 @@ class EventStore:
         """:meth:`_append`; on SQLite, tried again for the write lock until the busy timeout."""
         if self.backend != "sqlite":
             with driver_call():
-                return self._append(items, prepare, committed)
+                return self._append_keyed(items, prepare, committed)
         if self._busy_timeout is None:
             self._busy_timeout = sqlite_busy_timeout(self.url)
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 with driver_call():  # each attempt, so a fork never waits out a lock wait
-                    return self._append(items, prepare, committed)
+                    return self._append_keyed(items, prepare, committed)
             except StoreBusy:
                 committed.clear()  # nothing was committed: the hooks' notes are void
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.001)
+
+    def _append_keyed(
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
+    ) -> list[int]:
+        try:
+            return self._append(items, prepare, committed)
+        except BaseException:
+            self._keys.forget()  # keys this transaction added were rolled back
+            raise
 
     def _append(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
@@ -318,13 +456,22 @@ class EventStore:
                         committed.append(on_commit)
             if not items:
                 return []  # leaving the block commits what the hooks wrote
-            position, prev = (last[0], last[1]) if last is not None else (0, GENESIS)
+            position, prev = (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
+            keys = self._keys
+            keys.begin()
+            key = keys.key
+            sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
+            responses, names = keys.ids["responses"], keys.ids["names"]
+            item_keys = keys.ids["items"]
+            hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
+            compress = self.codec
             rows: list[tuple[Any, ...]] = []
             # This loop runs once per recorded event, in the writer thread but
-            # holding the GIL the client needs: it calls event_hash directly
-            # and builds each row once.
+            # holding the GIL the client needs: it calls event_digest directly,
+            # finds keys in the cache (the table only on a miss) and builds
+            # each row once.
             append_row = rows.append
             for ev in items:
                 position += 1
@@ -338,30 +485,60 @@ class EventStore:
                 # Most events (every SSE frame) have no meta: skip the encoder.
                 meta_json = canonical_json(dict(meta)) if meta else "{}"
                 kind = ev.kind._value_  # what .value returns, minus its descriptor
-                # The hash covers exactly the row's first 13 columns, in order.
-                fields = (
+                sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
+                sse_event, sse_type, payload = ev.sse_event, ev.sse_type, ev.payload
+                digest = event_digest(
+                    prev,
                     position,
-                    ev.session_id,
-                    ev.exchange_id,
+                    sid,
+                    xid,
                     seq,
                     kind,
                     ev.recorded_at_ns,
                     ev.offset_ns,
-                    ev.sse_event,
-                    ev.sse_type,
+                    sse_event,
+                    sse_type,
                     ev.sequence_number,
-                    ev.response_id,
+                    rid,
                     meta_json,
-                    ev.payload,
+                    payload,
                 )
-                digest = event_hash(prev, *fields)
-                append_row((*fields, HASH_FORMAT, prev, digest))
-                prev = digest
+                session_key = sessions.get(sid) or key(conn, "sessions", sid)
+                stored_codec, stored, item = encode(payload, compress, sse_event)
+                append_row(
+                    (
+                        position,
+                        session_key,
+                        None
+                        if xid is None
+                        else exchanges.get(xid) or key(conn, "exchanges", xid, session_key),
+                        seq,
+                        names.get(kind) or key(conn, "names", kind),
+                        ev.recorded_at_ns,
+                        ev.offset_ns,
+                        None
+                        if sse_event is None
+                        else names.get(sse_event) or key(conn, "names", sse_event),
+                        None
+                        if sse_type is None
+                        else names.get(sse_type) or key(conn, "names", sse_type),
+                        ev.sequence_number,
+                        None if rid is None else responses.get(rid) or key(conn, "responses", rid),
+                        None if item is None else item_keys.get(item) or key(conn, "items", item),
+                        None if meta_json == "{}" else meta_json,
+                        stored_codec,
+                        stored,
+                        hash_format,
+                        digest,
+                    )
+                )
+                prev = digest.hex()
             self._insert(conn, rows)
         return list(range(first, position + 1))
 
     def _insert(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         if self.backend != "sqlite":
+            # psycopg pipelines executemany; multi-row statements measured slower.
             conn.exec_driver_sql(self._insert_sql, rows)
             return
         # SQLite: multi-row INSERTs rather than executemany. The driver
@@ -412,9 +589,15 @@ class EventStore:
         result: dict[str, int] = {}
         for stream_id, ev in wanted.items():
             if ev.exchange_id is not None:
-                query = "SELECT max(seq) FROM events WHERE exchange_id = :s"
+                query = (
+                    "SELECT max(e.seq) FROM events e JOIN exchanges x ON x.id = e.exchange_key "
+                    "WHERE x.public_id = :s AND e.exchange_key IS NOT NULL"
+                )
             else:
-                query = "SELECT max(seq) FROM events WHERE session_id = :s AND exchange_id IS NULL"
+                query = (
+                    "SELECT max(e.seq) FROM events e JOIN sessions s ON s.id = e.session_key "
+                    "WHERE s.public_id = :s AND e.exchange_key IS NULL"
+                )
             current = conn.execute(sa.text(query), {"s": stream_id}).scalar()
             result[stream_id] = 0 if current is None else int(current) + 1
         return result
@@ -427,56 +610,90 @@ class EventStore:
         return int(value or 0)
 
     def _paged(
-        self, where: str, params: dict[str, Any], page: int = _PAGE
+        self,
+        where: str,
+        params: dict[str, Any],
+        page: int = _PAGE,
+        damage: dict[int, str] | None = None,
     ) -> Iterator[StoredEvent]:
         after = params.pop("after", 0)
-        query = sa.text(f"{_SELECT} WHERE position > :after{where} ORDER BY position LIMIT :limit")
+        query = sa.text(
+            f"{_SELECT} WHERE e.position > :after{where} ORDER BY e.position LIMIT :limit"
+        )
+        last, last_hash = -1, ""
         while True:
             with translate_errors(self.url), self.engine.connect() as conn:
                 rows = conn.execute(query, {**params, "after": after, "limit": page}).all()
-            for row in rows:
-                yield _row_to_event(row)
+                events = _events(conn, rows, last, last_hash, damage)
+            yield from events
             if len(rows) < page:
                 return
-            after = rows[-1][0]
+            last, last_hash = events[-1].position, events[-1].hash
+            after = last
 
     def iter_events(
-        self, after: int = 0, *, until: int | None = None, page: int = _PAGE
+        self,
+        after: int = 0,
+        *,
+        until: int | None = None,
+        page: int = _PAGE,
+        damage: dict[int, str] | None = None,
     ) -> Iterator[StoredEvent]:
-        """Every event with ``after < position <= until``, in position order."""
+        """Every event with ``after < position <= until``, in position order.
+
+        A payload that does not decode raises :class:`StoreError` naming its
+        position, unless ``damage`` is given: then the position and what is
+        wrong are put there and the event comes with an empty payload.
+        """
         if until is None:
-            return self._paged("", {"after": after}, page)
-        return self._paged(" AND position <= :until", {"after": after, "until": until}, page)
+            return self._paged("", {"after": after}, page, damage)
+        where = " AND e.position <= :until"
+        return self._paged(where, {"after": after, "until": until}, page, damage)
 
     def session_events(self, session_id: str) -> Iterator[StoredEvent]:
         """All events of a session (its own and its exchanges'), in position order."""
-        return self._paged(" AND session_id = :sid", {"sid": session_id})
+        return self._paged(
+            " AND e.session_key = (SELECT id FROM sessions WHERE public_id = :sid)",
+            {"sid": session_id},
+        )
 
     def exchange_events(self, exchange_id: str) -> list[StoredEvent]:
-        query = sa.text(f"{_SELECT} WHERE exchange_id = :x ORDER BY seq")
+        query = sa.text(
+            f"{_SELECT} WHERE e.exchange_key IS NOT NULL "
+            "AND e.exchange_key = (SELECT id FROM exchanges WHERE public_id = :x) ORDER BY e.seq"
+        )
         with translate_errors(self.url), self.engine.connect() as conn:
-            return [_row_to_event(r) for r in conn.execute(query, {"x": exchange_id})]
+            return _events(conn, conn.execute(query, {"x": exchange_id}).all())
 
     def sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
         with translate_errors(self.url), self.engine.connect() as conn:
+            # Opens and closes are session-level events (no exchange): found
+            # through that small partial index, not by a scan of the log.
             opens = conn.execute(
                 sa.text(
-                    "SELECT position, session_id, recorded_at_ns, meta FROM events "
-                    "WHERE kind = 'session_open' ORDER BY position"
+                    "SELECT e.position, s.public_id, e.recorded_at_ns, coalesce(e.meta, '{}') "
+                    "FROM events e JOIN names k ON k.id = e.kind_key "
+                    "JOIN sessions s ON s.id = e.session_key "
+                    "WHERE e.exchange_key IS NULL AND k.public_id = 'session_open' "
+                    "ORDER BY e.position"
                 )
             ).all()
             closed = {
                 r[0]
                 for r in conn.execute(
-                    sa.text("SELECT DISTINCT session_id FROM events WHERE kind = 'session_close'")
+                    sa.text(
+                        "SELECT DISTINCT s.public_id FROM events e "
+                        "JOIN names k ON k.id = e.kind_key JOIN sessions s ON s.id = e.session_key "
+                        "WHERE e.exchange_key IS NULL AND k.public_id = 'session_close'"
+                    )
                 )
             }
             counts: dict[str, int] = dict(
                 conn.execute(
                     sa.text(
-                        "SELECT session_id, count(*) FROM events WHERE kind = 'request' "
-                        "GROUP BY session_id"
+                        "SELECT s.public_id, count(*) FROM exchanges x "
+                        "JOIN sessions s ON s.id = x.session_key GROUP BY s.public_id"
                     )
                 ).all()
             )
@@ -534,7 +751,8 @@ class EventStore:
         with translate_errors(self.url), self.engine.connect() as conn:
             row = conn.execute(
                 sa.text(
-                    "SELECT 1 FROM events WHERE kind = 'session_open' AND session_id = :s LIMIT 1"
+                    "SELECT 1 FROM event_rows "
+                    "WHERE kind = 'session_open' AND session_id = :s LIMIT 1"
                 ),
                 {"s": session_id},
             ).first()
@@ -598,8 +816,9 @@ class EventStore:
         ``until`` stops after that position.
         """
         checker = ChainChecker(max_problems=max_problems, marks=marks)
-        for ev in self.iter_events(0, until=until):
-            checker.feed(ev)
+        damage: dict[int, str] = {}
+        for ev in self.iter_events(0, until=until, damage=damage):
+            checker.feed(ev, damage.pop(ev.position, None))
         return checker.finish()
 
     def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:
@@ -613,7 +832,7 @@ class EventStore:
             with translate_errors(self.url), self.engine.connect() as conn:
                 rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
             for position, digest in rows:
-                yield int(position), str(digest)
+                yield int(position), bytes(digest).hex()
             if len(rows) < page:
                 return
             after = rows[-1][0]

@@ -6,7 +6,8 @@ reports a problem at the first position where
 * a position is missing (positions run 1, 2, 3, ... with no gap),
 * a row's ``hash_format`` is unknown,
 * a row's ``prev_hash`` is not its predecessor's hash (a row removed,
-  inserted or reordered),
+  inserted or reordered; since the lean row stores no copy of it, a row
+  whose predecessor is missing is hashed on the last row present),
 * a row's hash does not re-derive from its fields (a row altered), or
 * a stream's ``seq`` skips (an event removed from an exchange or session);
 
@@ -64,10 +65,15 @@ def row_problem(ev: StoredEvent, prev: str | None) -> str | None:
     """What is wrong with ``ev`` on its own, given its predecessor's hash (None: unknown)."""
     if ev.hash_format != HASH_FORMAT:
         return f"unknown hash format {ev.hash_format!r} (this codetape knows {HASH_FORMAT})"
-    if prev is not None and ev.prev_hash != prev:
+    # The lean row keeps no copy of its predecessor's hash: "" when the row
+    # before it is missing, and then the link is to the last row present.
+    link = ev.prev_hash or prev
+    if link is None:
+        return "chain broken: the previous row is missing"
+    if prev is not None and link != prev:
         return "chain broken: the previous row was removed, inserted or reordered"
     derived = event_hash(
-        ev.prev_hash,
+        link,
         ev.position,
         ev.session_id,
         ev.exchange_id,
@@ -104,7 +110,8 @@ class ChainChecker:
         if len(self.report.problems) < self._max:
             self.report.problems.append(VerifyProblem(position, message))
 
-    def feed(self, ev: StoredEvent) -> None:
+    def feed(self, ev: StoredEvent, damage: str | None = None) -> None:
+        """Check ``ev``; ``damage``: what its reader found wrong with its stored row."""
         report = self.report
         report.checked += 1
         if ev.position != self._next_position:
@@ -119,7 +126,7 @@ class ChainChecker:
             else:
                 self._problem(ev.position, "position out of order or repeated")
         self._next_position = ev.position + 1
-        problem = row_problem(ev, self._prev)
+        problem = damage if damage is not None else row_problem(ev, self._prev)
         stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
         if problem is None and ev.seq != self._expected_seq[stream]:
             problem = (

@@ -1,0 +1,190 @@
+"""Payload compression: each row's payload alone, against a shipped zstd dictionary.
+
+Guarantees:
+
+* :func:`encode` returns ``(codec, stored)``: ``codec`` None means ``stored``
+  is the payload itself; :data:`ELIDED` (0) that ``stored`` is an SSE frame
+  without its leading ``event: NAME\ndata: `` line, which the row's
+  ``sse_event`` already holds (frames where compression does not pay, or
+  with compression off); otherwise ``codec`` is the id of the dictionary the
+  payload was compressed against and ``stored`` one zstd frame (magicless,
+  no checksum, no dictionary id: the row's ``codec`` column names the
+  dictionary, the row's hash checks the bytes). ``decode(codec, stored,
+  sse_event)`` gives the payload back, byte for byte, from that one row: no
+  other row is needed.
+* Dictionaries ship as package data (``dictionaries/frames-<id>.zdict``) and
+  never change once shipped: a new training gets a new id, and old ids stay
+  readable. A row naming an id this codetape does not ship fails with
+  :class:`UnknownCodec` (a newer codetape wrote it), never with garbage.
+* Before either, a payload's first ``"item_id":"ID"`` (an output item id,
+  repeated in every delta frame of the item and never in the dictionary)
+  loses its ``ID``, which :func:`encode` returns for the row's ``item_key``:
+  ``decode`` puts it back at the first ``"item_id":"`` of what it restored.
+* The hash chain covers the payload, not the stored bytes, so compression is
+  invisible to verify, tapes and replay.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from importlib import resources
+
+import zstandard
+
+from recorder.errors import StoreError
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "ELIDED",
+    "MIN_SIZE",
+    "UnknownCodec",
+    "decode",
+    "encode",
+    "known_codecs",
+]
+
+DEFAULT_CODEC = 1
+"""The dictionary new rows are compressed against."""
+ELIDED = 0
+"""Not compressed, but stored without the frame's ``event:`` line (see the module docstring)."""
+MIN_SIZE = 48
+"""Payloads shorter than this stay raw: a frame header and the row's codec cost more."""
+_LEVEL = 3  # ~5 µs per typical frame; higher levels gain little on single frames
+_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
+
+
+class UnknownCodec(StoreError):
+    """A row names a compression dictionary this codetape does not ship."""
+
+
+class _Codec:
+    def __init__(self, codec: int, data: bytes) -> None:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            _LEVEL, format=_FORMAT, write_checksum=0, write_dict_id=0, write_content_size=1
+        )
+        cdict = zstandard.ZstdCompressionDict(data)
+        cdict.precompute_compress(compression_params=params)
+        self.codec = codec
+        self._dict = cdict
+        self._params = params
+        self._local = threading.local()  # zstd contexts are not thread-safe
+
+    def _pair(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+        pair: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] | None = getattr(
+            self._local, "pair", None
+        )
+        if pair is None:
+            pair = (
+                zstandard.ZstdCompressor(dict_data=self._dict, compression_params=self._params),
+                zstandard.ZstdDecompressor(dict_data=self._dict, format=_FORMAT),
+            )
+            self._local.pair = pair
+        return pair
+
+    def compress(self, payload: bytes) -> bytes:
+        return self._pair()[0].compress(payload)
+
+    def decompress(self, stored: bytes) -> bytes:
+        return self._pair()[1].decompress(stored)
+
+
+_codecs: dict[int, _Codec] = {}
+_lock = threading.Lock()
+
+
+def known_codecs() -> list[int]:
+    """The dictionary ids this codetape ships."""
+    folder = resources.files("recorder.store") / "dictionaries"
+    ids = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith("frames-") and name.endswith(".zdict"):
+            ids.append(int(name[len("frames-") : -len(".zdict")]))
+    return sorted(ids)
+
+
+def _get(codec: int) -> _Codec:
+    found = _codecs.get(codec)
+    if found is not None:
+        return found
+    with _lock:
+        found = _codecs.get(codec)
+        if found is None:
+            entry = resources.files("recorder.store") / "dictionaries" / f"frames-{codec}.zdict"
+            try:
+                data = entry.read_bytes()
+            except (FileNotFoundError, OSError):
+                raise UnknownCodec(
+                    f"a stored payload is compressed with dictionary {codec}, which this "
+                    f"codetape does not ship (it knows {known_codecs()}): read this database "
+                    "with the codetape that wrote it, or a newer one"
+                ) from None
+            found = _codecs[codec] = _Codec(codec, data)
+    return found
+
+
+def _prefix(sse_event: str) -> bytes:
+    return b"event: " + sse_event.encode() + b"\ndata: "
+
+
+_ITEM = b'"item_id":"'
+_ID = re.compile(rb"[A-Za-z0-9_\-]{1,200}")
+
+
+def _cut_item(payload: bytes) -> tuple[str | None, bytes]:
+    at = payload.find(_ITEM)
+    if at < 0:
+        return None, payload
+    start = at + len(_ITEM)
+    end = payload.find(b'"', start)
+    found = _ID.fullmatch(payload, start, end) if end > start else None
+    if found is None:
+        return None, payload
+    return payload[start:end].decode("ascii"), payload[:start] + payload[end:]
+
+
+def encode(
+    payload: bytes, codec: int | None = DEFAULT_CODEC, sse_event: str | None = None
+) -> tuple[int | None, bytes, str | None]:
+    """The payload as stored: ``(codec, stored, item_id)`` (see the module docstring).
+
+    ``sse_event`` is the row's parsed ``event:`` name, if any.
+    """
+    item, rest = _cut_item(payload)
+    if codec is not None and len(rest) >= MIN_SIZE:
+        compressed = _get(codec).compress(rest)
+        # Compressed only if that saves more than the codec column costs.
+        if len(compressed) + 2 < len(rest):
+            return codec, compressed, item
+    if sse_event is not None:
+        prefix = _prefix(sse_event)
+        if rest.startswith(prefix):
+            return ELIDED, rest[len(prefix) :], item
+    return None, rest, item
+
+
+def decode(
+    codec: int | None, stored: bytes, sse_event: str | None = None, item_id: str | None = None
+) -> bytes:
+    """The payload a row stored as ``(codec, stored)``; ``sse_event``, ``item_id``: the row's."""
+    if codec is None:
+        rest = bytes(stored)
+    elif codec == ELIDED:
+        if sse_event is None:
+            raise StoreError("a stored frame lacks its event line and its row has no event name")
+        rest = _prefix(sse_event) + stored
+    else:
+        try:
+            rest = _get(codec).decompress(stored)
+        except zstandard.ZstdError as exc:
+            raise StoreError(
+                f"a stored payload does not decompress with dictionary {codec}: {exc}"
+            ) from exc
+    if item_id is None:
+        return rest
+    at = rest.find(_ITEM)
+    if at < 0:
+        raise StoreError("a stored payload lost its item id and has no place to put it back")
+    at += len(_ITEM)
+    return rest[:at] + item_id.encode("ascii") + rest[at:]

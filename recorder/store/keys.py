@@ -1,0 +1,75 @@
+"""Integer keys for the public values the lean row refers to.
+
+Guarantees: :meth:`Keys.key` gives the key of a public value (a session or
+exchange id, a response id, a kind, SSE name or hash format) in one of the
+key tables, inserting it with the next free id if the table lacks it. It
+must be called inside the transaction that holds the log's write lock (an
+append, or the migration), which is what makes "the next free id" safe. The
+key tables are append-only, so a key once committed never changes and the
+cache may keep it for the life of the store; after a failed transaction the
+caller calls :meth:`Keys.forget`, since keys it inserted were rolled back.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from recorder.store.schema import KEY_TABLES
+
+__all__ = ["Keys"]
+
+_FIND = {t: sa.text(f"SELECT id FROM {t} WHERE public_id = :v") for t in KEY_TABLES}
+_NEXT = {t: sa.text(f"SELECT coalesce(max(id), 0) + 1 FROM {t}") for t in KEY_TABLES}
+_INSERT = {t: sa.text(f"INSERT INTO {t} (id, public_id) VALUES (:id, :v)") for t in KEY_TABLES}
+_INSERT["exchanges"] = sa.text(
+    "INSERT INTO exchanges (id, public_id, session_key) VALUES (:id, :v, :s)"
+)
+
+
+class Keys:
+    """A cache of public value -> key for each key table, filled on demand."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, dict[str, int]] = {t: {} for t in KEY_TABLES}
+        self.names: dict[int, str] = {}
+        self._next: dict[str, int] = {}
+
+    def begin(self) -> None:
+        """At the start of each write transaction: next ids are read afresh."""
+        self._next.clear()
+
+    def forget(self) -> None:
+        """After a rolled-back transaction: keys it added may not exist."""
+        for cache in self.ids.values():
+            cache.clear()
+        self.names.clear()
+        self._next.clear()
+
+    def key(self, conn: sa.Connection, table: str, value: str, session_key: int = 0) -> int:
+        """The key of ``value`` in ``table`` (``session_key``: a new exchange's session)."""
+        cache = self.ids[table]
+        found = cache.get(value)
+        if found is not None:
+            return found
+        row = conn.execute(_FIND[table], {"v": value}).first()
+        if row is not None:
+            found = int(row[0])
+        else:
+            found = self._next.get(table)
+            if found is None:
+                found = int(conn.execute(_NEXT[table]).scalar_one())
+            conn.execute(_INSERT[table], {"id": found, "v": value, "s": session_key})
+            self._next[table] = found + 1
+        cache[value] = found
+        return found
+
+    def name(self, conn: sa.Connection, key: int) -> str:
+        """The name (kind, SSE name, hash format) with key ``key``."""
+        found = self.names.get(key)
+        if found is None:
+            found = self.names[key] = str(
+                conn.execute(
+                    sa.text("SELECT public_id FROM names WHERE id = :k"), {"k": key}
+                ).scalar_one()
+            )
+        return found
