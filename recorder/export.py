@@ -20,7 +20,7 @@ from typing import IO
 from recorder.errors import CodetapeError
 from recorder.events import StoredEvent
 from recorder.store.store import EventStore
-from recorder.tape import write_tape, write_tape_to
+from recorder.tape import TAPE_VERSION, write_tape, write_tape_to
 
 __all__ = ["export_sessions", "resolve_sessions"]
 
@@ -44,12 +44,15 @@ def export_sessions(
     *,
     hashes: bool = True,
     checkpoint: str | None = None,
+    version: int = TAPE_VERSION,
 ) -> int:
     """Write the sessions named by ``refs`` to ``out`` (a path, or an open text stream).
 
     Returns the number of event lines written. ``hashes=False`` leaves out
     positions and hashes (the portable form that round-trips byte for byte);
-    ``checkpoint`` is a signed checkpoint note to prove the rows against.
+    ``checkpoint`` is a signed checkpoint note to prove the rows against;
+    ``version`` 1 writes the older tape format. A path whose name ends in
+    ``.zst`` gets a zstd-compressed tape.
     """
     to_file = isinstance(out, str | Path)
     if checkpoint is not None:
@@ -81,5 +84,5 @@ def export_sessions(
         return proof_line(store, checkpoint, positions)
 
     if isinstance(out, str | Path):
-        return write_tape(events(), Path(out), hashes=hashes, last_line=proof)
-    return write_tape_to(events(), out, hashes=hashes)
+        return write_tape(events(), Path(out), hashes=hashes, last_line=proof, version=version)
+    return write_tape_to(events(), out, hashes=hashes, version=version)

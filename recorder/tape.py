@@ -1,9 +1,19 @@
 """Tapes: the portable, reviewable file form of sessions.
 
-A tape is UTF-8 JSON Lines, one event per line, in log order. Payload bytes
-are kept exactly: as ``"text"`` when they are valid UTF-8, else as ``"b64"``.
-The first event of every session (its ``session_open``) carries ``"tape": 1``,
-the format version; a reader refuses versions it does not know.
+A tape is UTF-8 JSON Lines, one event per line, in log order, optionally
+zstd-compressed as a whole (``.jsonl.zst``: written so when the target's name
+ends in ``.zst``, read as such whatever its name, see :mod:`recorder.tape_file`).
+Payload bytes are kept exactly. The first event of every session (its
+``session_open``) carries ``"tape": N``, the format version; the first line's
+version is the whole tape's, and a reader refuses versions it does not know.
+
+* Format 2 (written by default, :mod:`recorder.tape_lean`) leaves out what
+  the lines before imply: the session and exchange ids, kinds, ``seq``,
+  times (as differences), fields equal to the previous line's, and an SSE
+  frame's event name, type and sequence number, which its ``data`` (the
+  frame's JSON, unescaped) already says.
+* Format 1 (still read; written with ``version=1``) spells every field out
+  on every line; its payload is ``"text"`` when UTF-8, else ``"b64"``.
 
 A tape exported from a log may also carry each row's place in that log's
 hash chain, last on its line: ``"position"`` and ``"hash"``; ``"prev_hash"``
@@ -11,9 +21,9 @@ unless the line before is the row at the position before (whose hash it then
 is); ``"hash_format"`` on the first line and wherever it changes. The tape may
 end with one ``{"proof": ...}`` line: a signed checkpoint and the Merkle
 proof that ties the tape's rows to it (see :mod:`recorder.integrity.tapes`).
-Readers of events ignore all of these, so old readers, replay and import
-read such a tape as before. Without them (``hashes=False``), export → import
-into a fresh database → export gives a byte-identical file.
+Readers of events ignore all of these, so replay and import read such a tape
+as one without them. Without them (``hashes=False``), export → import into a
+fresh database → export gives a byte-identical file, in either format.
 
 Writing is atomic: a tape is written to a temporary file beside the target
 and renamed over it, so a failed export never leaves a half-written tape. Only
@@ -29,17 +39,19 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from recorder.atomic import atomic_text
 from recorder.errors import TapeError
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
+from recorder.tape_file import atomic_tape, open_tape_lines
+from recorder.tape_lean import LEAN_VERSION, LeanReader, LeanWriter
 
 if TYPE_CHECKING:
-    from recorder.tape_line import TapeLine
+    from recorder.tape_line import LeanLine, TapeLine
 
 __all__ = [
     "PROOF_PREFIX",
+    "READ_VERSIONS",
     "TAPE_VERSION",
     "TapeProof",
     "TapeRow",
@@ -52,16 +64,22 @@ __all__ = [
     "write_tape_to",
 ]
 
-TAPE_VERSION = 1
+TAPE_VERSION = LEAN_VERSION
+"""The format version writers write."""
+READ_VERSIONS = (1, LEAN_VERSION)
 PROOF_PREFIX = '{"proof":'
 _KIND_OF = {k.value: k for k in EventKind}
 
 
 def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = None) -> str:
-    """One tape line (without the newline) for ``ev``; ``chain`` fields go last."""
+    """One format 1 tape line (without the newline) for ``ev``; ``chain`` fields go last.
+
+    Format 1 lines stand alone; format 2 lines depend on the lines before, so
+    they come from a :class:`~recorder.tape_lean.LeanWriter` kept for the whole tape.
+    """
     record: dict[str, Any] = {"kind": ev.kind.value}
     if ev.kind is EventKind.SESSION_OPEN:
-        record["tape"] = TAPE_VERSION
+        record["tape"] = 1
     record["session"] = ev.session_id
     if ev.exchange_id is not None:
         record["exchange"] = ev.exchange_id
@@ -97,7 +115,7 @@ def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = Non
 
 
 def line_to_event(line: str, where: str = "tape") -> Event:
-    """Parse one tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
+    """Parse one format 1 tape line; ``where`` (e.g. ``"file.jsonl:12"``) prefixes any error."""
     from recorder.tape_line import parse_line
 
     return _to_event(parse_line(line, where), where)
@@ -106,8 +124,8 @@ def line_to_event(line: str, where: str = "tape") -> Event:
 def _to_event(record: TapeLine, where: str) -> Event:
     """The event of a validated line, after the checks that span fields."""
     kind = _KIND_OF[record.kind]
-    if kind is EventKind.SESSION_OPEN and record.tape != TAPE_VERSION:
-        raise TapeError(f"{where}: tape format version {record.tape!r} is not {TAPE_VERSION}")
+    if kind is EventKind.SESSION_OPEN and record.tape != 1:
+        raise TapeError(f"{where}: {_version_problem(record.tape, 1)}")
     if record.text is not None and record.b64 is not None:
         raise TapeError(f"{where}: a line holds either text or b64, not both")
     if record.b64 is not None:
@@ -133,23 +151,67 @@ def _to_event(record: TapeLine, where: str) -> Event:
     )
 
 
+def _version_problem(found: object, expected: int) -> str:
+    if found not in READ_VERSIONS:
+        known = " and ".join(str(v) for v in READ_VERSIONS)
+        return f"tape format version {found!r} is not one this codetape reads ({known})"
+    return f"tape format version {found!r} is not {expected}, the version of the tape's first line"
+
+
+def _first_version(line: str, where: str) -> int:
+    """The version a tape's first event line declares (1 when it declares none)."""
+    if '"tape"' not in line:
+        return 1
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return 1  # the format 1 parser reports what is wrong with it
+    if not isinstance(record, dict) or record.get("tape") is None:
+        return 1
+    if record["tape"] not in READ_VERSIONS or isinstance(record["tape"], bool):
+        raise TapeError(f"{where}: {_version_problem(record['tape'], 1)}")
+    return int(record["tape"])
+
+
+Chain = tuple[int | None, str | None, str | None, str | None]
+"""A line's position, hash, prev_hash and hash_format, as written."""
+
+
+def _decoded(path: Path) -> Iterator[tuple[Event, Chain, str] | TapeProof]:
+    """A tape's events (with their chain fields and line) and proof line, in file order."""
+    from recorder.tape_line import parse_lean_line, parse_line, parse_proof_line
+
+    lean: LeanReader | None = None
+    version: int | None = None
+    for number, line in open_tape_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if _is_proof(line):
+            proof = parse_proof_line(line, where).proof
+            yield TapeProof(proof.checkpoint, list(proof.nodes), where)
+            continue
+        if version is None:
+            version = _first_version(line, where)
+            lean = LeanReader() if version == LEAN_VERSION else None
+        if lean is not None:
+            lean_record = parse_lean_line(line, where)
+            event = lean.event(lean_record, where)
+            yield event, _chain(lean_record), where
+        else:
+            record = parse_line(line, where)
+            yield _to_event(record, where), _chain(record), where
+
+
+def _chain(record: TapeLine | LeanLine) -> Chain:
+    return record.position, record.hash, record.prev_hash, record.hash_format
+
+
 def iter_tape(path: Path) -> Iterator[Event]:
     """Events of a tape file, lazily; raises :class:`TapeError` naming the bad line."""
-    try:
-        handle: IO[str] = open(path, encoding="utf-8", newline="\n")  # noqa: SIM115
-    except OSError as exc:
-        raise TapeError(f"cannot read tape {path}: {exc.strerror}") from None
-    from recorder.tape_line import parse_line
-
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip() or line.startswith(PROOF_PREFIX):
-                    continue
-                where = f"{path}:{number}"
-                yield _to_event(parse_line(line, where), where)
-        except UnicodeDecodeError:
-            raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
+    for item in _decoded(path):
+        if not isinstance(item, TapeProof):
+            yield item[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +238,12 @@ class TapeProof:
 
 def iter_tape_rows(path: Path) -> Iterator[TapeRow | TapeProof]:
     """A tape's events with their chain fields, and its proof line, in file order."""
-    from recorder.tape_line import parse_line, parse_proof_line
-
     last: TapeRow | None = None
-    for line, where in _lines(path):
-        if _is_proof(line):
-            proof = parse_proof_line(line, where).proof
-            yield TapeProof(proof.checkpoint, list(proof.nodes), where)
+    for item in _decoded(path):
+        if isinstance(item, TapeProof):
+            yield item
             continue
-        record = parse_line(line, where)
-        event = _to_event(record, where)
-        position, prev, fmt = record.position, record.prev_hash, record.hash_format
+        event, (position, hash_, prev, fmt), where = item
         if (
             position is not None
             and prev is None
@@ -196,7 +253,7 @@ def iter_tape_rows(path: Path) -> Iterator[TapeRow | TapeProof]:
             prev = last.hash
         if position is not None and fmt is None and last is not None:
             fmt = last.hash_format
-        last = TapeRow(event, where, position, record.hash, prev, fmt)
+        last = TapeRow(event, where, position, hash_, prev, fmt)
         yield last
 
 
@@ -211,20 +268,6 @@ def _is_proof(line: str) -> bool:
     except ValueError:
         return False
     return isinstance(record, dict) and "proof" in record and "kind" not in record
-
-
-def _lines(path: Path) -> Iterator[tuple[str, str]]:
-    try:
-        handle: IO[str] = open(path, encoding="utf-8", newline="\n")  # noqa: SIM115
-    except OSError as exc:
-        raise TapeError(f"cannot read tape {path}: {exc.strerror}") from None
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield line, f"{path}:{number}"
-        except UnicodeDecodeError:
-            raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
 
 
 def read_tape(path: Path) -> list[Event]:
@@ -268,9 +311,12 @@ LastLine = Callable[[], str | None]
 
 
 def _tape_lines(
-    events: Iterable[Event | StoredEvent], hashes: bool, last_line: LastLine | None
+    events: Iterable[Event | StoredEvent], hashes: bool, last_line: LastLine | None, version: int
 ) -> Iterator[tuple[str, bool]]:
     """Each tape line with its newline, and whether it is an event (not the proof)."""
+    if version not in READ_VERSIONS:
+        raise TapeError(f"cannot write tape format version {version!r}")
+    to_line = LeanWriter().line if version == LEAN_VERSION else event_to_line
     last_position: int | None = None
     last_format: str | None = None
     for ev in events:
@@ -283,7 +329,7 @@ def _tape_lines(
             if ev.hash_format != last_format:
                 chain["hash_format"] = ev.hash_format
             last_position, last_format = ev.position, ev.hash_format
-        yield event_to_line(ev, chain) + "\n", True
+        yield to_line(ev, chain) + "\n", True
     extra = last_line() if last_line is not None else None
     if extra is not None:
         yield extra + "\n", False
@@ -295,10 +341,11 @@ def write_tape_to(
     *,
     hashes: bool = False,
     last_line: LastLine | None = None,
+    version: int = TAPE_VERSION,
 ) -> int:
     """Write ``events`` as tape lines to an open text stream; return the number of event lines."""
     count = 0
-    for line, is_event in _tape_lines(events, hashes, last_line):
+    for line, is_event in _tape_lines(events, hashes, last_line, version):
         out.write(line)
         count += is_event
     return count
@@ -310,8 +357,12 @@ def write_tape(
     *,
     hashes: bool = False,
     last_line: LastLine | None = None,
+    version: int = TAPE_VERSION,
 ) -> int:
     """Write ``events`` as a tape at ``path`` atomically; return the number of event lines.
+
+    A ``path`` whose name ends in ``.zst`` gets the tape zstd-compressed, as a
+    stream (memory stays bounded). ``version`` 1 writes the older format.
 
     ``hashes`` adds each stored event's chain fields; ``last_line``, called
     after the events are written, may give one more line (a proof) to end with.
@@ -320,5 +371,5 @@ def write_tape(
     :class:`TapeError` before anything is written. A new file gets the
     permissions the umask gives; a replaced file keeps its own.
     """
-    with atomic_text(Path(path), what="a tape", error=TapeError) as out:
-        return write_tape_to(events, out, hashes=hashes, last_line=last_line)
+    with atomic_tape(Path(path)) as out:
+        return write_tape_to(events, out, hashes=hashes, last_line=last_line, version=version)

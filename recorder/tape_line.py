@@ -1,7 +1,8 @@
 """One tape line as a pydantic v2 model: the tape format in one place.
 
-Guarantees: :class:`TapeLine` declares every key a tape event line may hold
-(see :mod:`recorder.tape` for what they mean) and :class:`TapeProofLine` the
+Guarantees: :class:`TapeLine` declares every key a format 1 tape event line may hold
+(see :mod:`recorder.tape` for what they mean), :class:`LeanLine` those of a
+format 2 line (:mod:`recorder.tape_lean`), and :class:`TapeProofLine` the
 optional last line; :func:`parse_line` validates a raw line in one pass
 (pydantic's own JSON parser, no ``json.loads`` first) and turns any failure
 into a :class:`~recorder.errors.TapeError` naming the line and the field.
@@ -20,7 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recorder.errors import TapeError
 
-__all__ = ["ProofBody", "TapeLine", "TapeProofLine", "describe", "parse_line", "parse_proof_line"]
+__all__ = [
+    "LeanLine",
+    "ProofBody",
+    "TapeLine",
+    "TapeProofLine",
+    "describe",
+    "parse_lean_line",
+    "parse_line",
+    "parse_proof_line",
+]
 
 Kind = Literal[
     "session_open",
@@ -59,6 +69,43 @@ class TapeLine(BaseModel):
     hash_format: str | None = None
 
 
+class LeanLine(BaseModel):
+    """One event of a format 2 tape: a field left out takes its default.
+
+    See :mod:`recorder.tape_lean` for each default (mostly the previous line's value).
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    kind: Kind | None = Field(None, description="Default: the previous line's.")
+    tape: int | None = Field(None, description="Format version (2); on every session_open line.")
+    session: str | None = Field(None, min_length=1, description="Default: the previous line's.")
+    exchange: str | None = Field(None, description="Default: the previous line's.")
+    seq: int | None = Field(None, ge=0, description="Default: the stream's last seq + 1, or 0.")
+    at_ns: int | None = Field(None, description="Recorded at, ns since the epoch (first line).")
+    dt_ns: int | None = Field(None, description="Recorded at, ns after the previous line.")
+    offset_ns: int | None = Field(
+        None, description="Default: the previous line's plus the time since it."
+    )
+    event: str | None = Field(None, description="Default: data's type.")
+    type: str | None = Field(None, description="Default: data's type.")
+    sequence_number: int | None = Field(None, description="Default: data's sequence_number.")
+    response_id: str | None = Field(None, description="Default: the previous line's.")
+    meta: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] | None = Field(
+        None, description="An SSE frame 'event: TYPE\\ndata: JSON\\n\\n' as its JSON value."
+    )
+    json_: dict[str, Any] | list[Any] | None = Field(
+        None, alias="json", description="A payload of compact JSON, as its JSON value."
+    )
+    text: str | None = Field(None, description="The payload, when it is UTF-8.")
+    b64: str | None = Field(None, description="The payload in base64, when it is not UTF-8.")
+    position: int | None = Field(None, description="Chain: the row's place in its log.")
+    hash: str | None = None
+    prev_hash: str | None = None
+    hash_format: str | None = None
+
+
 class ProofBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -78,6 +125,14 @@ def parse_line(line: str, where: str) -> TapeLine:
     """Validate one tape event line; a :class:`TapeError` names ``where`` and the field."""
     try:
         return TapeLine.model_validate_json(line)
+    except ValidationError as exc:
+        raise TapeError(_json_problem(line, where) or describe(exc, where, "a tape line")) from None
+
+
+def parse_lean_line(line: str, where: str) -> LeanLine:
+    """Validate one format 2 event line; a :class:`TapeError` names ``where`` and the field."""
+    try:
+        return LeanLine.model_validate_json(line)
     except ValidationError as exc:
         raise TapeError(_json_problem(line, where) or describe(exc, where, "a tape line")) from None
 

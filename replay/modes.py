@@ -101,7 +101,7 @@ class Tape:
         self.match = match or MatchOptions()
         self.pace = pace
         self.speed = speed
-        self.name = name or self.path.stem
+        self.name = name or Path(self.path.name.removesuffix(".zst")).stem
         self._real = real
         self._async_real = async_real
         existed = self.path.is_file()

@@ -9,7 +9,9 @@ What it gives a test:
   rootdir, without .py>/<test name>.jsonl`` (``codetape_dir`` is an ini
   option, default ``fixtures``; characters other than letters, digits, ``.``,
   ``-`` and ``_`` in the test name become ``_``). ``@pytest.mark.codetape(tape=...)``
-  overrides it; a relative path is taken from the rootdir.
+  overrides it; a relative path is taken from the rootdir. Where the
+  ``.jsonl`` tape does not exist but ``<test name>.jsonl.zst`` does, that
+  compressed tape is the test's (and a re-recording stays compressed).
 * The record mode, as pytest-recording decides it: ``--codetape-mode`` given
   on the command line (or in ``addopts``) wins over everything, so CI can
   force every test, marked or not, offline with ``--codetape-mode=none``;
@@ -132,7 +134,9 @@ def tape_path(item: pytest.Item, tape: str | Path | None = None) -> Path:
         relative = Path(module.name)
     name = re.sub(r"[^\w.-]+", "_", item.name).strip("_")
     base = root / str(item.config.getini("codetape_dir"))
-    return base / relative.with_suffix("") / f"{name}.jsonl"
+    plain = base / relative.with_suffix("") / f"{name}.jsonl"
+    compressed = plain.with_name(plain.name + ".zst")
+    return compressed if not plain.exists() and compressed.exists() else plain
 
 
 def _mode(item: pytest.Item, options: dict[str, Any]) -> RecordMode:

@@ -495,7 +495,8 @@ def test_a_rehashed_forged_tape_passes_alone_but_not_the_checkpoint(
 ) -> None:
     store, note = signed_store
     tape = tmp_path / "b.jsonl"
-    export_sessions(store, ["B"], tape, checkpoint=note)
+    # Format 1 lines stand alone, so a forger can edit and rehash them one by one.
+    export_sessions(store, ["B"], tape, checkpoint=note, version=1)
     lines = tape_lines(tape)
     lines[5]["text"] = "data: forged\n\n"
     # Recompute every hash from the forged row on, as a forger would.

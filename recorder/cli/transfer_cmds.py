@@ -184,7 +184,8 @@ def _report_interrupt(
     "--output",
     required=True,
     metavar="FILE",
-    help="Tape file to write (atomically; a new file or a regular one), or - for stdout.",
+    help="Tape file to write (atomically; a new file or a regular one; a name ending in "
+    ".zst is zstd-compressed), or - for stdout.",
 )
 @click.option(
     "--no-hashes",
@@ -208,7 +209,7 @@ def export_cmd(
     db: str | None,
     as_json: bool,
 ) -> None:
-    """Export sessions (ids or names) to a tape file (JSON Lines)."""
+    """Export sessions (ids or names) to a tape file (JSON Lines, optionally .zst)."""
     from recorder.export import export_sessions, resolve_sessions
 
     if output == "-" and as_json:

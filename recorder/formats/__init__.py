@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["FORMATS", "check", "check_json", "model", "schema_text", "shipped_schema"]
 
 FORMATS: dict[str, tuple[str, str]] = {
-    "tape-line": ("recorder.tape_line:TapeLine", "one event line of a tape (JSON Lines)"),
+    "tape-line": ("recorder.tape_line:TapeLine", "one event line of a format 1 tape"),
+    "tape-line-2": ("recorder.tape_line:LeanLine", "one event line of a format 2 tape"),
     "tape-proof": ("recorder.tape_line:TapeProofLine", "a tape's optional last line: its proof"),
     "fees": ("recorder.projections.fee_file:FeeFile", "the container fee file (cost --fees)"),
     "sessions": ("recorder.formats.reports:SessionList", "codetape sessions --json"),

@@ -3,8 +3,9 @@
 Guarantees:
 
 * :func:`detect_format` decides by content, never by file name: it reads the
-  first line and the first few KB and answers one of ``"tape"``, ``"vcr"``,
-  ``"chunks"`` or ``"testproxy"``, or raises :class:`ImportFormatError`.
+  first line and the first few KB and answers one of ``"tape"`` (a
+  zstd-compressed file is a tape), ``"vcr"``, ``"chunks"`` or
+  ``"testproxy"``, or raises :class:`ImportFormatError`.
 * :func:`load_any` returns the sessions of a VCR cassette, a vercel chunks (or
   body) file or a test-proxy recording; every failure on bad input is an
   :class:`ImportFormatError` whose message is one line naming the file.
@@ -41,6 +42,7 @@ _HEAD_BYTES: Final = 4096
 _FIRST_LINE_LIMIT: Final = 16 * 1024 * 1024
 _FULL_PARSE_LIMIT: Final = 64 * 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
+_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
 _REPO_DIR = re.compile(r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9-]*)__(?P<repo>[A-Za-z0-9._-]+)$")
 _TESTPROXY_HEAD = re.compile(r'^\{\s*"Entries"\s*:\s*\[')
@@ -62,6 +64,8 @@ def detect_format(path: Path) -> Format:
             head = f.read(_HEAD_BYTES)
     except OSError as exc:
         raise ImportFormatError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    if head.startswith(_ZSTD_MAGIC):
+        return "tape"  # only tapes are written compressed
     first = first.removeprefix(_BOM).strip()
     head = head.removeprefix(_BOM)
     if not head.strip():
