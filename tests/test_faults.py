@@ -325,6 +325,13 @@ def test_the_upstream_dropping_the_connection_mid_event(store: EventStore) -> No
 # ---------------------------------------------- a client cancelling mid-stream
 
 
+# The SDK's byte iterators (httpx2's Response.aiter_raw) are left suspended
+# when the task is cancelled mid-iteration and are finalized later by the
+# garbage collector, which once reported "async generator already executing"
+# from that finalizer (1 run in several, PostgreSQL case). What this test
+# checks is the log, asserted below; the client library's own cleanup
+# warning is not a codetape outcome.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_client_cancelling_mid_stream(store: EventStore) -> None:
     release = asyncio.Event()
     upstream = Upstream(load_tape(CI_STREAM))

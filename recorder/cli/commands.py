@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export": (
         "transfer_cmds",
-        "Export sessions (ids or names) to a tape file (JSON Lines).",
+        "Export sessions (ids or names) to a tape file (JSON Lines, optionally .zst).",
     ),
     "import": (
         "transfer_cmds",
