@@ -42,9 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recorder.errors import TapeError
-from recorder.events import Event, EventKind, StoredEvent, canonical_json
+from recorder.events import Event, EventKind, StoredEvent
 from recorder.tape_file import atomic_tape, open_tape_lines
-from recorder.tape_lean import LEAN_VERSION, LeanReader, LeanWriter
+from recorder.tape_lean import (
+    LEAN_VERSION,
+    LeanReader,
+    LeanWriter,
+    json_line,
+    meta_value,
+    put_payload,
+)
 
 if TYPE_CHECKING:
     from recorder.tape_line import LeanLine, TapeLine
@@ -95,23 +102,12 @@ def event_to_line(ev: Event | StoredEvent, chain: Mapping[str, Any] | None = Non
         record["sequence_number"] = ev.sequence_number
     if ev.response_id is not None:
         record["response_id"] = ev.response_id
-    meta = ev.meta
-    if meta:
-        # Key order inside meta must not depend on who built the event.
-        record["meta"] = json.loads(canonical_json(dict(meta)))
-    if ev.payload:
-        try:
-            record["text"] = ev.payload.decode("utf-8")
-        except UnicodeDecodeError:
-            record["b64"] = base64.b64encode(ev.payload).decode("ascii")
+    if ev.meta:
+        record["meta"] = meta_value(ev.meta)
+    put_payload(record, ev.payload)
     if chain:
         record.update(chain)
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
-    # Some line readers (Python's str.splitlines among them) break lines at
-    # U+2028/U+2029; escaped, they stay inside their JSON string.
-    if "\u2028" in line or "\u2029" in line:
-        line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return line
+    return json_line(record)
 
 
 def line_to_event(line: str, where: str = "tape") -> Event:

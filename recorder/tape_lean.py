@@ -173,26 +173,41 @@ class LeanWriter:
         if ev.response_id != st.response_id:
             record["response_id"] = ev.response_id
         if ev.meta:
-            # Key order inside meta must not depend on who built the event.
-            record["meta"] = json.loads(canonical_json(dict(ev.meta)))
+            record["meta"] = meta_value(ev.meta)
         if data is not None:
             record["data"] = data
         elif (value := json_value(ev.payload)) is not None:
             record["json"] = value
-        elif ev.payload:
-            try:
-                record["text"] = ev.payload.decode("utf-8")
-            except UnicodeDecodeError:
-                record["b64"] = base64.b64encode(ev.payload).decode("ascii")
+        else:
+            put_payload(record, ev.payload)
         if chain:
             record.update(chain)
         st.advance(ev)
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        # Some line readers (Python's str.splitlines among them) break lines at
-        # U+2028/U+2029; escaped, they stay inside their JSON string.
-        if "\u2028" in line or "\u2029" in line:
-            line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-        return line
+        return json_line(record)
+
+
+def meta_value(meta: Any) -> Any:
+    """``meta`` as a tape line holds it: key order never depends on who built the event."""
+    return json.loads(canonical_json(dict(meta)))
+
+
+def put_payload(record: dict[str, Any], payload: bytes) -> None:
+    """Store ``payload`` in ``record`` exactly: as ``text`` when it is UTF-8, else ``b64``."""
+    if payload:
+        try:
+            record["text"] = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            record["b64"] = base64.b64encode(payload).decode("ascii")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one compact tape line (no newline)."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    # Some line readers (Python's str.splitlines among them) break lines at
+    # U+2028/U+2029; escaped, they stay inside their JSON string.
+    if "\u2028" in line or "\u2029" in line:
+        line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return line
 
 
 class LeanReader:
