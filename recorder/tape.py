@@ -34,7 +34,6 @@ have. :func:`incomplete_parts` names what a tape cut short leaves open.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from recorder.tape_lean import (
     json_line,
     meta_value,
     put_payload,
+    take_payload,
 )
 
 if TYPE_CHECKING:
@@ -124,13 +124,7 @@ def _to_event(record: TapeLine, where: str) -> Event:
         raise TapeError(f"{where}: {_version_problem(record.tape, 1)}")
     if record.text is not None and record.b64 is not None:
         raise TapeError(f"{where}: a line holds either text or b64, not both")
-    if record.b64 is not None:
-        try:
-            payload = base64.b64decode(record.b64, validate=True)
-        except (ValueError, TypeError):
-            raise TapeError(f"{where}: field 'b64': not valid base64") from None
-    else:
-        payload = record.text.encode("utf-8") if record.text is not None else b""
+    payload = take_payload(record.text, record.b64, where)
     return Event(
         session_id=record.session,
         kind=kind,

@@ -200,6 +200,16 @@ def put_payload(record: dict[str, Any], payload: bytes) -> None:
             record["b64"] = base64.b64encode(payload).decode("ascii")
 
 
+def take_payload(text: str | None, b64: str | None, where: str) -> bytes:
+    """The payload :func:`put_payload` stored as ``text`` or ``b64`` (empty when neither)."""
+    if b64 is not None:
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (ValueError, TypeError):
+            raise TapeError(f"{where}: field 'b64': not valid base64") from None
+    return text.encode("utf-8") if text is not None else b""
+
+
 def json_line(record: dict[str, Any]) -> str:
     """``record`` as one compact tape line (no newline)."""
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
@@ -246,13 +256,8 @@ class LeanReader:
                 raise TapeError(f"{where}: field 'data': has no string 'type'") from None
         elif record.json_ is not None:
             payload = _compact(record.json_).encode()
-        elif record.b64 is not None:
-            try:
-                payload = base64.b64decode(record.b64, validate=True)
-            except (ValueError, TypeError):
-                raise TapeError(f"{where}: field 'b64': not valid base64") from None
         else:
-            payload = record.text.encode("utf-8") if record.text is not None else b""
+            payload = take_payload(record.text, record.b64, where)
         event, type_, number = _derived(record.data)
         ev = Event(
             session_id=session,
