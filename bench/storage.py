@@ -70,8 +70,8 @@ def db_bytes(engine: sa.Engine) -> int:
         return total
 
 
-def insert_wide(engine: sa.Engine, events: list[Event]) -> None:
-    """The rows as the 0004 store wrote them (its hash rule is this codetape's)."""
+def insert_wide(engine: sa.Engine, events: list[Event]) -> list[tuple[object, ...]]:
+    """Insert the rows as the 0004 store wrote them (its hash rule is this codetape's)."""
     prev, rows, seqs = GENESIS, [], {}
     for position, ev in enumerate(events, 1):
         seq = ev.seq if ev.seq is not None else seqs.get(ev.stream_id, 0)
@@ -89,6 +89,7 @@ def insert_wide(engine: sa.Engine, events: list[Event]) -> None:
     sql = f"INSERT INTO events ({_WIDE}) VALUES ({', '.join([marker] * 16)})"
     with engine.begin() as conn:
         conn.exec_driver_sql(sql, rows)
+    return rows
 
 
 def measure(url: str, layout: str, events: list[Event]) -> int:

@@ -5,6 +5,7 @@ Every test runs on SQLite and PostgreSQL where it touches a database.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,14 @@ from click.testing import CliRunner
 
 from recorder.cli import main
 from recorder.errors import StoreError
-from recorder.events import Event, EventKind, StoredEvent, canonical_json, new_id
+from recorder.events import Event, EventKind, StoredEvent, new_id
 from recorder.store import EventStore, codec, migrate
 from recorder.store.codec import UnknownCodec
-from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.verify import ChainChecker, VerifyReport
 from recorder.tape import read_tape
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from storage import insert_wide
 
 FIXTURE = (
     Path(__file__).resolve().parents[1]
@@ -33,29 +36,11 @@ _WIDE = (
 def write_0004_log(url: str, events: list[Event]) -> list[tuple[object, ...]]:
     """The rows as a 0004 codetape stored them, hashes and all; returns them."""
     migrate.upgrade(url, "0004_no_replace")
-    prev, rows, seqs = GENESIS, [], {}
-    for position, ev in enumerate(events, 1):
-        seq = ev.seq if ev.seq is not None else seqs.get(ev.stream_id, 0)
-        seqs[ev.stream_id] = seq + 1
-        meta = canonical_json(dict(ev.meta)) if ev.meta else "{}"
-        fields = (
-            position, ev.session_id, ev.exchange_id, seq, ev.kind.value, ev.recorded_at_ns,
-            ev.offset_ns, ev.sse_event, ev.sse_type, ev.sequence_number, ev.response_id,
-            meta, ev.payload,
-        )  # fmt: skip
-        digest = event_hash(prev, *fields)
-        rows.append((*fields, HASH_FORMAT, prev, digest))
-        prev = digest
     engine = sa.create_engine(url)
-    marker = "?" if engine.dialect.name == "sqlite" else "%s"
     try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"INSERT INTO events ({_WIDE}) VALUES ({', '.join([marker] * 16)})", rows
-            )
+        return insert_wide(engine, events)
     finally:
         engine.dispose()
-    return rows
 
 
 def verify_0004(url: str) -> VerifyReport:
