@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,10 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from fake_upstream import free_port, read_body  # noqa: E402
+from load import busy_cores  # noqa: E402
 
 TAPE = (
     ROOT / "fixtures/realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -295,20 +296,6 @@ class Bench:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@contextlib.contextmanager
-def busy_cores(on: bool) -> Iterator[None]:
-    hogs = []
-    if on:
-        for _ in range(os.cpu_count() or 1):
-            hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
 
 
 def report(bench: Bench, rounds: int, label: str) -> None:

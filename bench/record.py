@@ -49,6 +49,9 @@ import httpx2
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import busy_cores
 
 from recorder.capture import CaptureSession, RecordingTransport
 from recorder.capture.child import shared_channel
@@ -222,27 +225,11 @@ def measure(url: str, deltas: int, rounds: int) -> dict[str, Run]:
     return {name: median_run(r) for name, r in runs.items()}
 
 
-class Hogs:
-    """One busy-looping process per core, for as long as the ``with`` lasts."""
-
-    def __enter__(self) -> Hogs:
-        count = os.cpu_count() or 1
-        code = "while True: pass"
-        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-
-
 def condition(name: str, url: str, deltas: int, rounds: int) -> dict[str, Run]:
     if name == "free":
         return measure(url, deltas, rounds)
     if name == "busy":
-        with Hogs():
+        with busy_cores():
             return measure(url, deltas, rounds)
     if name == "pinned":
         # The whole run on core 0, the recorder child with it (affinity is inherited).

@@ -1,7 +1,7 @@
 """Many writers on one PostgreSQL log: codetape's append vs eventsourcing and raw COPY.
 
 Usage: python bench/writers.py [--seconds S] [--procs 1,2,4] [--batches 500,10]
-                               [--pg-url URL]
+                               [--pg-url URL] [--busy]
 
 Each writer is its own process (spawned, so nothing is shared but the
 server) that appends batches of fixture-shaped events (payloads are the SSE
@@ -23,7 +23,8 @@ ratio to raw COPY and to eventsourcing, and how codetape's rate grows from one
 writer. CPU is counted for every process involved: the writers' own (their
 rusage) and the server's (every ``postgres`` process's run time from
 ``/proc``, before and after, exited backends included through the
-postmaster's children times), as microseconds per event.
+postmaster's children times), as microseconds per event. ``--busy`` runs it
+all again with a CPU hog on every core (their CPU is not counted).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from load import busy_cores  # noqa: E402
 from pg import pg_databases  # noqa: E402
 
 SYSTEMS = ("codetape", "eventsourcing", "copy")
@@ -265,6 +267,7 @@ def main() -> None:
     parser.add_argument("--procs", default="1,2,4", help="writer counts (default 1,2,4)")
     parser.add_argument("--batches", default="500,10", help="batch sizes (default 500,10)")
     parser.add_argument("--pg-url", help="an existing server's admin URL (default: throwaway)")
+    parser.add_argument("--busy", action="store_true", help="also measure with every core busy")
     args = parser.parse_args()
     procs = [int(p) for p in args.procs.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
@@ -282,19 +285,23 @@ def main() -> None:
             f"{'batch':>5} {'writers':>7} | {'codetape':>9} {'eventsrc':>9} {'COPY':>9} | "
             f"{'vs COPY':>7} {'vs es':>6} {'vs 1 w':>6} | us/event codetape client+server"
         )
-        for batch in batches:
-            print(header)
-            one: float | None = None
-            for n in procs:
-                runs = {s: run(s, urls[s], n, batch, args.seconds) for s in SYSTEMS}
-                ct = runs["codetape"]
-                one = ct.rate if one is None else one
-                print(
-                    f"{batch:>5} {n:>7} | {ct.rate:>9,.0f} {runs['eventsourcing'].rate:>9,.0f} "
-                    f"{runs['copy'].rate:>9,.0f} | {ct.rate / runs['copy'].rate:>6.2f}x "
-                    f"{ct.rate / runs['eventsourcing'].rate:>5.2f}x {ct.rate / one:>5.2f}x | "
-                    f"{ct.client_us:.1f} + {ct.server_us:.1f}"
-                )
+        for busy in (False, True) if args.busy else (False,):
+            print("\n" + ("every core busy (a CPU hog per core)" if busy else "no added load"))
+            with busy_cores(busy):
+                for batch in batches:
+                    print(header)
+                    one: float | None = None
+                    for n in procs:
+                        runs = {s: run(s, urls[s], n, batch, args.seconds) for s in SYSTEMS}
+                        ct = runs["codetape"]
+                        one = ct.rate if one is None else one
+                        print(
+                            f"{batch:>5} {n:>7} | {ct.rate:>9,.0f} "
+                            f"{runs['eventsourcing'].rate:>9,.0f} {runs['copy'].rate:>9,.0f} | "
+                            f"{ct.rate / runs['copy'].rate:>6.2f}x "
+                            f"{ct.rate / runs['eventsourcing'].rate:>5.2f}x "
+                            f"{ct.rate / one:>5.2f}x | {ct.client_us:.1f} + {ct.server_us:.1f}"
+                        )
         print("targets: one writer >= 0.5x COPY; four writers >= 60,000 events/s and >= 1.5x one")
 
 
