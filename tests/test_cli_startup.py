@@ -33,10 +33,10 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))), f
 """
 
 
-def imported_by(*args: str) -> tuple[str, list[str]]:
-    """Run ``codetape ARGS`` in a fresh interpreter: (stdout, heavy top-level packages imported)."""
+def imported_by(*args: str, heavy: tuple[str, ...] = HEAVY) -> tuple[str, list[str]]:
+    """Run ``codetape ARGS`` in a fresh interpreter: (stdout, ``heavy`` packages imported)."""
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(list(args)), json.dumps(HEAVY)],
+        [sys.executable, "-c", _PROBE, json.dumps(list(args)), json.dumps(heavy)],
         capture_output=True,
         text=True,
         check=True,
@@ -70,7 +70,8 @@ def test_listing_sessions_imports_no_database_library(tmp_path: Path) -> None:
     # recorder.store.plain_read); tests/test_plain_read.py checks PostgreSQL.
     url = f"sqlite:///{tmp_path / 'log.db'}"
     migrate.upgrade(url)
-    output, heavy = imported_by("sessions", "--db", url)
+    # The user's data directory (platformdirs) matters only when no --db is given.
+    output, heavy = imported_by("sessions", "--db", url, heavy=(*HEAVY, "platformdirs"))
     assert output.startswith("no sessions yet")
     assert heavy == []  # an empty log needs no table either, so no rich
 
