@@ -37,6 +37,8 @@ from sqlalchemy import (
     Text,
 )
 
+from recorder.store.revision import SCHEMA_REVISION
+
 __all__ = [
     "KEY_TABLES",
     "SCHEMA_REVISION",
@@ -58,8 +60,6 @@ __all__ = [
     "sessions",
 ]
 
-# The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0005_lean_log"
 
 metadata = MetaData(
     naming_convention={
