@@ -457,11 +457,27 @@ def _catch_up_projections(store: EventStore, last: int) -> None:
         )
 
 
+_NOT_OWNER = (
+    "dropping partitions needs the owner of the log's tables (the role that ran "
+    "`codetape db upgrade`); the roles of `codetape db roles` may not: nothing dropped"
+)
+
+
+def _require_owner(store: EventStore) -> None:
+    with translate_errors(store.url), store.engine.connect() as conn:
+        owner = conn.exec_driver_sql(
+            "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'events'::regclass"
+        ).scalar()
+    if not owner:
+        raise ArchiveError(_NOT_OWNER)
+
+
 def drop_archived(store: EventStore, directory: Path, *, step: Step | None = None) -> DropResult:
     """Detach and drop every partition a verified archive file covers (the tables' owner only)."""
     _require_postgres(store, "dropping archived partitions")
     directory = Path(directory)
     result = DropResult()
+    _require_owner(store)
     with _archive_lock(store):
         segments = read_segments(store)
         with translate_errors(store.url), store.engine.connect() as conn:
@@ -518,11 +534,7 @@ def drop_archived(store: EventStore, directory: Path, *, step: Step | None = Non
                 ensure_partitions(conn)
         except CodetapeError as exc:
             if "must be owner" in str(exc):
-                raise ArchiveError(
-                    "dropping partitions needs the owner of the log's tables (the role that ran "
-                    "`codetape db upgrade`); the roles of `codetape db roles` may not: "
-                    "nothing dropped"
-                ) from None
+                raise ArchiveError(_NOT_OWNER) from None
             raise
         result.dropped = [part for part, _ in todo]
         result.first = min(p.first for p in result.dropped if p.first is not None)

@@ -21,12 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from recorder.errors import CodetapeError
 from recorder.store.merkle import Frontier
 
 if TYPE_CHECKING:
     from recorder.store.store import EventStore
 
-__all__ = ["ARCHIVE_SESSION", "Segment", "Start", "live_start", "read_segments"]
+__all__ = [
+    "ARCHIVE_SESSION",
+    "ArchivedRows",
+    "Segment",
+    "Start",
+    "archived_until",
+    "live_start",
+    "read_segments",
+    "refuse_replay_from",
+]
 
 ARCHIVE_SESSION = "codetape-archive"
 """The session id ``archived`` events belong to (never opened: not a recorded session)."""
@@ -106,6 +116,31 @@ def first_position(store: EventStore) -> int | None:
     with store.engine.connect() as conn:
         value = conn.execute(sa.text("SELECT min(position) FROM events")).scalar()
     return None if value is None else int(value)
+
+
+class ArchivedRows(CodetapeError):
+    """A replay of the log from a position whose rows have been archived and dropped."""
+
+
+def archived_until(conn: sa.Connection) -> int:
+    """The last position no longer in the database (0 when the log begins at position 1)."""
+    value = conn.exec_driver_sql("SELECT min(position) FROM events").scalar()
+    return 0 if value is None else max(int(value) - 1, 0)
+
+
+def refuse_replay_from(conn: sa.Connection, position: int, names: list[str]) -> None:
+    """Refuse to fold projections ``names`` from ``position`` past rows that have left.
+
+    Their tables still hold the archived sessions' figures; replaying from
+    before the archive seal would start from nothing and silently lose them.
+    """
+    gone = archived_until(conn)
+    if position < gone:
+        raise ArchivedRows(
+            f"positions 1-{gone} of the log are archived and dropped: rebuilding the "
+            f"{', '.join(names)} projection(s) from position {position} would lose the archived "
+            "sessions' figures (rebuild in a database the archive files were imported into)"
+        )
 
 
 def live_start(store: EventStore) -> Start | None:
