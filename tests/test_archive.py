@@ -6,6 +6,7 @@ The month of log here is SYNTHETIC: sessions made by ``synthetic_session``
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import uuid
@@ -24,7 +25,7 @@ from recorder.cli import main
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
 from recorder.store.engine import create_engine
-from recorder.store.partitions import DEFAULT_PARTITION, ensure_partitions, list_partitions
+from recorder.store.partitions import AHEAD, DEFAULT_PARTITION, ensure_partitions, list_partitions
 from recorder.store.seal import read_segments
 
 DAY = 86_400 * 10**9
@@ -109,7 +110,7 @@ def test_a_0005_log_becomes_partitioned_with_every_hash_kept(pg_url: str) -> Non
         # The 0005 table is the first partition, holding exactly its rows.
         assert (parts[0].first, parts[0].end) == (1, 241)
         assert parts[-1].name == DEFAULT_PARTITION
-        assert sum(1 for p in parts if not p.is_default and (p.first or 0) > 240) >= 4
+        assert sum(1 for p in parts if not p.is_default and (p.first or 0) > 240) == AHEAD
         store.append([Event(new_id(), EventKind.SESSION_OPEN, 0, meta={"name": "after"})])
         assert store.verify().ok
     migrate.downgrade(pg_url, "0005_lean_log")
@@ -136,7 +137,7 @@ def test_appends_never_fail_for_a_missing_partition(pg_url: str) -> None:
             assert conn.exec_driver_sql(f"SELECT count(*) FROM {DEFAULT_PARTITION}").scalar() == 0
         # The default partition's rows became a range of their own, not a row moved.
         ranges = [(p.first, p.end) for p in parts if not p.is_default]
-        assert (ranges[0][0], ranges[-1][1]) == (1, 401 + 4 * 50)
+        assert (ranges[0][0], ranges[-1][1]) == (1, 401 + AHEAD * 50)
         assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
         assert hashes(store) == before and store.verify().ok
 
@@ -416,3 +417,27 @@ def test_a_bad_date_is_one_clear_error(tmp_path: Path) -> None:
     result = cli("archive", "--before", "last month", "-o", str(tmp_path))
     assert result.exit_code == 1
     assert result.output.startswith("Error: --before 'last month' is not a date")
+
+
+def test_a_checkpoint_signed_before_the_archive_verifies_after_the_drop(
+    month_db: str, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from recorder.integrity import create_checkpoint, verify_log
+
+    with EventStore.open(month_db) as store:
+        signed, _note = create_checkpoint(store, Ed25519PrivateKey.generate())
+        archive(store, parse_before("2026-01-15"), tmp_path)
+        done = drop_archived(store, tmp_path)
+        assert done.last == 600
+        month(store, days=1)
+        older = dataclasses.replace(signed, size=300, head_hash="00" * 32)
+        result = verify_log(store, [("signed", signed), ("older", older)])
+        # The seal's Merkle frontier stands in for the dropped rows' leaves.
+        assert result.ok, result.report.problems
+        by_source = {c.source: c for c in result.checkpoints}
+        assert by_source["signed"].ok and by_source["signed"].message.endswith("extended")
+        assert "not checked: positions up to 600 are archived" in by_source["older"].message
+        forged = dataclasses.replace(signed, root=b"\x00" * 32)
+        assert not verify_log(store, [("forged", forged)]).ok

@@ -118,7 +118,7 @@ def db_roles(prefix: str, print_only: bool, db: str | None) -> None:
 @click.option(
     "--ahead",
     type=click.IntRange(min=1),
-    default=4,
+    default=2,
     show_default=True,
     help="Empty partitions to keep above the head.",
 )

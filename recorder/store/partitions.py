@@ -48,7 +48,7 @@ PARTITION_ROWS = 1_000_000
 """Positions per partition unless told otherwise: a partition is the unit that
 can leave the database, and each is one more index to probe per appended row
 (the stream-uniqueness trigger), so neither tiny nor huge."""
-AHEAD = 4
+AHEAD = 2
 """Empty ranges kept above the head."""
 DEFAULT_PARTITION = "events_default"
 

@@ -138,6 +138,8 @@ class ChainChecker:
             self.report.head_position, self.report.head_hash = start.position - 1, start.prev_hash
             if self._frontier is not None:
                 self._frontier = Frontier.restore(start.frontier.size, start.frontier.state())
+                if start.position - 1 in self._marks:
+                    self.report.heads[start.position - 1] = (start.prev_hash, self._frontier.root())
 
     def _problem(self, position: int, message: str) -> None:
         if len(self.report.problems) < self._max:
