@@ -25,7 +25,13 @@ from recorder.cli import main
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
 from recorder.store.engine import create_engine
-from recorder.store.partitions import AHEAD, DEFAULT_PARTITION, ensure_partitions, list_partitions
+from recorder.store.partitions import (
+    AHEAD,
+    DEFAULT_PARTITION,
+    PARTITION_ROWS,
+    ensure_partitions,
+    list_partitions,
+)
 from recorder.store.seal import read_segments
 
 DAY = 86_400 * 10**9
@@ -110,7 +116,10 @@ def test_a_0005_log_becomes_partitioned_with_every_hash_kept(pg_url: str) -> Non
         # The 0005 table is the first partition, holding exactly its rows.
         assert (parts[0].first, parts[0].end) == (1, 241)
         assert parts[-1].name == DEFAULT_PARTITION
-        assert sum(1 for p in parts if not p.is_default and (p.first or 0) > 240) == AHEAD
+        ahead = [(p.first, p.end) for p in parts if not p.is_default and (p.first or 0) > 240]
+        assert ahead == [
+            (241 + k * PARTITION_ROWS, 241 + (k + 1) * PARTITION_ROWS) for k in range(AHEAD)
+        ]
         store.append([Event(new_id(), EventKind.SESSION_OPEN, 0, meta={"name": "after"})])
         assert store.verify().ok
     migrate.downgrade(pg_url, "0005_lean_log")

@@ -52,6 +52,8 @@ AHEAD = 2
 """Empty ranges kept above the head."""
 DEFAULT_PARTITION = "events_default"
 
+_SIZE_NOTE = "codetape: positions per partition: "
+_SIZE = re.compile(re.escape(_SIZE_NOTE) + r"(\d+)")
 _PARTITION_NAME = re.compile(r"events_p\d{12}")
 _BOUNDS = re.compile(r"FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
 # The log's append lock (recorder.store.store.APPEND_LOCK), spelled here so
@@ -110,6 +112,17 @@ def list_partitions(conn: sa.Connection) -> list[Partition]:
     return ranges + default
 
 
+def _chosen_size(conn: sa.Connection) -> int:
+    """The size last asked for (kept as the table's comment), else :data:`PARTITION_ROWS`.
+
+    Not read off the ranges: the newest filled one may be the table a
+    migration attached or a default partition absorbed, of any size.
+    """
+    note = conn.exec_driver_sql("SELECT obj_description('events'::regclass, 'pg_class')").scalar()
+    found = _SIZE.fullmatch(note or "")
+    return int(found.group(1)) if found else PARTITION_ROWS
+
+
 def _no_truncate(name: str) -> str:
     return (
         f"CREATE TRIGGER partition_no_truncate BEFORE TRUNCATE ON {name} "
@@ -164,9 +177,10 @@ def ensure_partitions(
 ) -> list[Partition]:
     """Keep ``ahead`` empty ranges of ``rows`` positions above the head; return the partitions.
 
-    ``rows`` None keeps the size of the newest range (else :data:`PARTITION_ROWS`);
-    a different size replaces the empty ranges above the head (never one
-    that holds a row). Runs in ``conn``'s transaction, under the append lock.
+    ``rows`` None keeps the size last given (else :data:`PARTITION_ROWS`); a
+    size given is kept for later calls and replaces the empty ranges of
+    another size above the head (never one that holds a row). Runs in
+    ``conn``'s transaction, under the append lock.
     """
     require_postgres(conn, "partitioning the log")
     if rows is not None and rows < 1:
@@ -176,9 +190,9 @@ def ensure_partitions(
     parts = list_partitions(conn)
     ranges = [p for p in parts if not p.is_default]
     if rows is None:
-        newest = ranges[-1] if ranges else None
-        rows = (newest.end or 0) - (newest.first or 0) if newest else PARTITION_ROWS
+        rows = _chosen_size(conn)
     else:
+        conn.exec_driver_sql(f"COMMENT ON TABLE events IS '{_SIZE_NOTE}{rows}'")
         # Re-plan: empty ranges wholly above the head give way to the new size.
         for part in reversed(ranges):
             assert part.first is not None and part.end is not None
