@@ -211,6 +211,12 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
         listed = {s.id for s in store.sessions()}
         assert len(listed) == 60 - segment.sessions
 
+    listed_parts = cli("db", "partitions", "--db", url, "--json")
+    assert listed_parts.exit_code == 0, listed_parts.output
+    parts_doc = json.loads(listed_parts.output)["partitions"]
+    assert parts_doc[0]["first"] == segment.last + 1 and parts_doc[0]["rows"] == 150
+    assert parts_doc[-1]["name"] == DEFAULT_PARTITION
+
     live = cli("verify", "--db", url)
     assert live.exit_code == 0, live.output
     assert f"from position {segment.last + 1} (positions 1-{segment.last} are archived)" in (
@@ -450,3 +456,25 @@ def test_a_checkpoint_signed_before_the_archive_verifies_after_the_drop(
         assert "not checked: positions up to 600 are archived" in by_source["older"].message
         forged = dataclasses.replace(signed, root=b"\x00" * 32)
         assert not verify_log(store, [("forged", forged)]).ok
+
+
+@pytest.mark.parametrize("position", [5, 1])  # an exchange's frame; a session's open
+def test_a_stream_clash_is_refused_across_partitions(month_db: str, position: int) -> None:
+    """The stream trigger bounds its probe by the stream's first position, not the partition."""
+    from test_store import _INTO, _MOVED, _forged_copy
+
+    with EventStore.open(month_db) as store:
+        before = hashes(store)
+        params = _forged_copy(store, position)  # in the first partition; the head is in the 17th
+        with pytest.raises(sa.exc.DBAPIError, match="immutable"), store.engine.begin() as conn:
+            conn.execute(sa.text(f"INSERT {_INTO}{_MOVED}"), params)
+        assert hashes(store) == before
+        with store.engine.connect() as conn:
+            bounds = conn.exec_driver_sql(
+                "SELECT x.first_position, min(e.position) FROM events e "
+                "JOIN exchanges x ON x.id = e.exchange_key GROUP BY x.first_position, x.id"
+            ).all()
+        # Each stream's bound is at or below its first event, and prunes: the head + 1
+        # when its batch was appended (every synthetic session is one batch).
+        assert len(bounds) == 120 and all(low <= first for low, first in bounds)
+        assert sorted({low for low, _ in bounds}) == [1 + 40 * k for k in range(60)]

@@ -18,7 +18,10 @@ the old table's, the triggers move to the parent (the row trigger is cloned
 onto every partition; TRUNCATE gets a trigger per partition, see
 :mod:`recorder.store.partitions`), the view ``event_rows`` is made again over
 the parent, and empty ranges are made ahead of the head with a default
-partition behind them. SQLite keeps its one table: nothing changes there.
+partition behind them. The key tables ``sessions`` and ``exchanges`` get
+``first_position``, which bounds the stream trigger's probes (see
+``_NO_CLASH``). SQLite keeps its one table and gets only that column,
+never filled.
 
 The downgrade copies the rows still present back into one plain table.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 from recorder.store.partitions import (
@@ -62,6 +66,63 @@ _TRIGGERS = (
        REFERENCING NEW TABLE AS new_rows
        FOR EACH STATEMENT EXECUTE FUNCTION codetape_events_no_clash()""",
 )
+# The stream trigger of 0005 probed the stream index once per inserted row;
+# on a partitioned table each probe opens every partition's index (PostgreSQL
+# prunes by position only), so an append slowed with each partition. The key
+# tables now keep, per stream, the head + 1 at the time its key was made: no
+# event of the stream lies below it, so each probe is bounded there, and the
+# bound, a PL/pgSQL variable, prunes the older partitions before they are
+# opened. A key from before 0006 has no bound: its probe visits them all.
+_FIRST_POSITION = """CREATE FUNCTION codetape_key_first_position() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.first_position := (SELECT coalesce(max(position), 0) + 1 FROM events);
+  RETURN NEW;
+END $$"""
+_NO_CLASH = """CREATE OR REPLACE FUNCTION codetape_events_no_clash() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  r record;
+  low bigint;
+  found bigint;
+BEGIN
+  FOR r IN SELECT exchange_key, session_key, seq FROM new_rows LOOP
+    IF r.exchange_key IS NOT NULL THEN
+      low := coalesce((SELECT first_position FROM exchanges WHERE id = r.exchange_key), 1);
+      SELECT count(*) INTO found FROM events e
+        WHERE e.exchange_key = r.exchange_key AND e.seq = r.seq AND e.position >= low;
+    ELSE
+      low := coalesce((SELECT first_position FROM sessions WHERE id = r.session_key), 1);
+      SELECT count(*) INTO found FROM events e
+        WHERE e.session_key = r.session_key AND e.seq = r.seq AND e.exchange_key IS NULL
+          AND e.position >= low;
+    END IF;
+    -- The row itself is in events already, so a clash counts two.
+    IF found > 1 THEN
+      RAISE EXCEPTION 'codetape events are immutable: INSERT over an existing event refused'
+        USING ERRCODE = 'unique_violation';
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END $$"""
+# 0005's, for the downgrade.
+_NO_CLASH_0005 = """CREATE OR REPLACE FUNCTION codetape_events_no_clash() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (
+    SELECT 1 FROM new_rows n WHERE n.exchange_key IS NOT NULL AND (
+      SELECT count(*) FROM events e
+      WHERE e.exchange_key = n.exchange_key AND e.seq = n.seq) > 1
+  ) OR EXISTS (
+    SELECT 1 FROM new_rows n WHERE n.exchange_key IS NULL AND (
+      SELECT count(*) FROM events e
+      WHERE e.session_key = n.session_key AND e.seq = n.seq AND e.exchange_key IS NULL) > 1
+  ) THEN
+    RAISE EXCEPTION 'codetape events are immutable: INSERT over an existing event refused'
+      USING ERRCODE = 'unique_violation';
+  END IF;
+  RETURN NULL;
+END $$"""
 _TRIGGER_NAMES = ("events_no_update_delete", "events_no_truncate", "events_no_clash")
 
 
@@ -105,8 +166,17 @@ def _hook() -> None:
 
 def upgrade() -> None:
     conn = op.get_bind()
+    for table in ("sessions", "exchanges"):
+        op.add_column(table, sa.Column("first_position", sa.BigInteger(), nullable=True))
     if conn.dialect.name != "postgresql":
-        return
+        return  # SQLite keeps one table, and checks a stream per row by its own index
+    op.execute(_FIRST_POSITION)
+    for table in ("sessions", "exchanges"):
+        op.execute(
+            f"CREATE TRIGGER {table}_first_position BEFORE INSERT ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION codetape_key_first_position()"
+        )
+    op.execute(_NO_CLASH)
     _unhook("events")
     low, high = conn.exec_driver_sql("SELECT min(position), max(position) FROM events").one()
     first = partition_name(int(low) if low is not None else 1)
@@ -143,7 +213,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name != "postgresql":
+        for table in ("sessions", "exchanges"):
+            op.drop_column(table, "first_position")
         return
+    for table in ("sessions", "exchanges"):
+        op.execute(f"DROP TRIGGER {table}_first_position ON {table}")
+        op.drop_column(table, "first_position")
+    op.execute("DROP FUNCTION codetape_key_first_position()")
+    op.execute(_NO_CLASH_0005)
     parts = list_partitions(conn)
     _unhook("events")
     op.execute("ALTER TABLE events RENAME TO events_0006")
