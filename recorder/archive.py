@@ -396,6 +396,7 @@ def archive(
             first_at_ns=plan.first_at_ns,
             last_at_ns=plan.last_at_ns,
             frontier=frontier.state(),
+            first_hash=previous.first_hash if previous else _hash_at(store, 1) or "",
         )
         seal = Event(
             ARCHIVE_SESSION,

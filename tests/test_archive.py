@@ -439,7 +439,7 @@ def test_a_checkpoint_signed_before_the_archive_verifies_after_the_drop(
 ) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from recorder.integrity import create_checkpoint, verify_log
+    from recorder.integrity import Checkpointer, create_checkpoint, verify_log
 
     with EventStore.open(month_db) as store:
         signed, _note = create_checkpoint(store, Ed25519PrivateKey.generate())
@@ -456,6 +456,15 @@ def test_a_checkpoint_signed_before_the_archive_verifies_after_the_drop(
         assert "not checked: positions up to 600 are archived" in by_source["older"].message
         forged = dataclasses.replace(signed, root=b"\x00" * 32)
         assert not verify_log(store, [("forged", forged)]).ok
+        # New checkpoints go on signing the log under its name, from the seal on.
+        key = Ed25519PrivateKey.generate()
+        after, _ = create_checkpoint(store, key)
+        assert after.origin == signed.origin and after.size == store.last_position()
+        assert verify_log(store, [("after", after)]).ok
+        (tmp_path / "cps").mkdir()
+        watcher = Checkpointer(store, key, tmp_path / "cps")
+        made = watcher.advance()
+        assert made is not None and (made.origin, made.root) == (after.origin, after.root)
 
 
 @pytest.mark.parametrize("position", [5, 1])  # an exchange's frame; a session's open

@@ -37,6 +37,7 @@ from recorder.integrity.checkpoint import (
 )
 from recorder.store.hashing import GENESIS, HASH_FORMAT
 from recorder.store.merkle import EMPTY_ROOT, Frontier, row_leaf
+from recorder.store.seal import live_start, read_segments
 from recorder.store.store import EventStore
 from recorder.store.verify import VerifyProblem, VerifyReport, row_problem
 
@@ -62,6 +63,10 @@ def default_origin(store: EventStore) -> str:
     """``codetape/log/`` and the start of the first row's hash: unique to a log and its copies."""
     first = next(store.iter_hashes(1), None)
     if first is None:
+        # Position 1 may have left with an archive, whose seal keeps its hash.
+        segments = read_segments(store)
+        if segments and segments[0].first_hash:
+            return f"codetape/log/{segments[0].first_hash[:16]}"
         raise CheckpointError("the log is empty: there is nothing to checkpoint yet")
     return f"codetape/log/{first[1][:16]}"
 
@@ -223,6 +228,11 @@ class Checkpointer:
         self._size = 0
         self._head = GENESIS
         self._frontier = Frontier()
+        start = live_start(store)
+        if start is not None:
+            # Archived rows are gone: go on from the seal's head and frontier.
+            self._size, self._head = start.position - 1, start.prev_hash
+            self._frontier = Frontier.restore(start.frontier.size, start.frontier.state())
         previous = load_checkpoints([self.directory], key.public_key()) if self._has_files() else []
         self.latest: Checkpoint | None = previous[-1][1] if previous else None
         """The newest checkpoint in the directory (signed by this key)."""

@@ -57,6 +57,8 @@ class Segment:
     first_at_ns: int
     last_at_ns: int
     frontier: list[str]
+    first_hash: str = ""
+    """The hash of the log's position 1 (what names the log in checkpoints' origin)."""
     sealed_at: int = 0
     """The position of the ``archived`` event that first sealed it (0: the one being written)."""
 
