@@ -56,6 +56,10 @@ class EventKind(enum.StrEnum):
     """meta: outcome (an :class:`Outcome`), reason, and optional details."""
     CAPTURE_GAP = "capture_gap"
     """meta: what the recorder failed to store (exchange, reason, counts)."""
+    ARCHIVED = "archived"
+    """meta: the log's rows written to an archive file and sealed there (see
+    :mod:`recorder.archive`): the segment's first and last position, its head
+    hash, the file's name and sha256. In the archive session's own stream."""
 
 
 class Outcome(enum.StrEnum):

@@ -41,6 +41,7 @@ Kind = Literal[
     "body",
     "exchange_end",
     "capture_gap",
+    "archived",
 ]
 
 

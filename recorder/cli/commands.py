@@ -12,6 +12,10 @@ from __future__ import annotations
 __all__ = ["COMMANDS"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "archive": (
+        "archive_cmd",
+        "Write old partitions of a PostgreSQL log to verifiable tapes, seal them, and drop them.",
+    ),
     "audit": (
         "audit_cmd",
         "Every piece of code that ran, in order, with outputs and the log positions behind it.",

@@ -106,3 +106,57 @@ def db_roles(prefix: str, print_only: bool, db: str | None) -> None:
     url = resolve_url(db)
     names = roles.apply_roles(url, prefix)
     click.echo(f"{describe_url(url)}: roles {', '.join(names.values())} are set up")
+
+
+@db.command("partitions")
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    help="Positions per new partition (default: as the newest; 1,000,000 at first). "
+    "Empty partitions above the head are remade at this size.",
+)
+@click.option(
+    "--ahead",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Empty partitions to keep above the head.",
+)
+@db_option
+@json_option
+def db_partitions(rows: int | None, ahead: int, db: str | None, as_json: bool) -> None:
+    """List the log's partitions (PostgreSQL), making empty ones ahead of the head.
+
+    Appends never wait for this: rows beyond the last partition go to the
+    default partition, which this turns into a range of its own without
+    moving a row. Run it as the owner of the log's tables.
+    """
+    from recorder.config import resolve_url
+    from recorder.store.engine import create_engine, describe_url, translate_errors
+    from recorder.store.partitions import ensure_partitions
+
+    url = resolve_url(db)
+    engine = create_engine(url)
+    try:
+        with translate_errors(url), engine.begin() as conn:
+            parts = ensure_partitions(conn, rows=rows, ahead=ahead)
+            counts = {
+                p.name: int(conn.exec_driver_sql(f"SELECT count(*) FROM {p.name}").scalar_one())
+                for p in parts
+            }
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json(
+            {
+                "database": describe_url(url),
+                "partitions": [
+                    {"name": p.name, "first": p.first, "end": p.end, "rows": counts[p.name]}
+                    for p in parts
+                ],
+            }
+        )
+        return
+    for p in parts:
+        span = "default" if p.is_default else f"positions {p.first}-{(p.end or 0) - 1}"
+        click.echo(f"{p.name}  {span}  {counts[p.name]} rows")

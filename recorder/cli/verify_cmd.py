@@ -36,12 +36,20 @@ __all__ = ["verify"]
     help="Public key (PEM) the checkpoints were signed with; with a TAPE alone, also "
     "checks the checkpoint the tape carries.",
 )
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory of the log's archive files (`codetape archive`): check them too, so the "
+    "whole history is verified, from the first position to the head.",
+)
 @db_option
 @json_option
 def verify(
     tape: Path | None,
     checkpoints: tuple[Path, ...],
     key: Path | None,
+    archive_dir: Path | None,
     db: str | None,
     as_json: bool,
 ) -> None:
@@ -51,6 +59,11 @@ def verify(
     that they are the rows recorded: anyone who can write the database can
     recompute every hash. With --checkpoint and --key it also proves the log
     (or the tape's rows) still extends each signed head.
+
+    Once old partitions are archived and dropped, the live log is checked
+    from the newest archive seal on (its first row's predecessor is the
+    seal's head hash); --archive DIR checks the archive files as well: each
+    present, unchanged, and chaining into the next and into the live log.
 
     Also reports exchanges left open (interrupted captures) and capture gaps.
     """
@@ -63,20 +76,27 @@ def verify(
     public = load_public_key(key) if key is not None else None
     signed = load_checkpoints(checkpoints, public) if public is not None else []
     if tape is not None:
-        if db is not None:
-            raise CodetapeError("give a TAPE or --db, not both")
+        if db is not None or archive_dir is not None:
+            raise CodetapeError("give a TAPE, or --db and --archive, not both")
         _verify_tape(tape, public, signed, as_json)
         return
     with open_store(db) as store:
         result = verify_log(store, signed)
         # For each exchange left open: may its recorder still be writing it?
         still_open = open_exchange_liveness(store, result.report.open_exchanges)
+        archived = None
+        if archive_dir is not None:
+            from recorder.archive import verify_archive
+
+            archived = verify_archive(store, archive_dir)
     report = result.report
+    archive_ok = archived is None or not archived[0]
     if as_json:
         emit_json(
             {
-                "ok": report.ok,
+                "ok": report.ok and archive_ok,
                 "checked": report.checked,
+                "start_position": report.start_position,
                 "head_position": report.head_position,
                 "head_hash": report.head_hash,
                 "first_bad_position": report.first_bad_position,
@@ -105,6 +125,17 @@ def verify(
                     }
                     for c in result.checkpoints
                 ],
+                "archive": None
+                if archived is None
+                else {
+                    "directory": str(archive_dir),
+                    "files": archived[1],
+                    "rows": archived[2],
+                    "problems": [
+                        {"file": p.file, "position": p.position, "message": p.message}
+                        for p in archived[0]
+                    ],
+                },
             },
             "verify",
         )
@@ -124,14 +155,28 @@ def verify(
                 click.echo(f"  ... and {len(still_open) - 20} more", err=True)
         if report.capture_gaps:
             click.echo(f"{report.capture_gaps} capture gap(s) recorded", err=True)
+        for bad in archived[0] if archived is not None else []:
+            at = f" (position {bad.position})" if bad.position is not None else ""
+            click.echo(f"archive {bad.file}{at}: {bad.message}", err=True)
         if report.ok:
+            since = (
+                ""
+                if report.start_position == 1
+                else f" from position {report.start_position} (positions 1-"
+                f"{report.start_position - 1} are archived)"
+            )
             click.echo(
-                f"ok: {report.checked} events verified; head {report.head_position} "
+                f"ok: {report.checked} events verified{since}; head {report.head_position} "
                 f"{report.head_hash}"
             )
             for check in result.checkpoints:
                 click.echo(check.message)
-    if not report.ok:
+        if archived is not None and archive_ok:
+            click.echo(
+                f"ok: {archived[2]} archived events in {archived[1]} file(s) of {archive_dir} "
+                "verified, chained into the live log"
+            )
+    if not report.ok or not archive_ok:
         raise SystemExit(1)
 
 

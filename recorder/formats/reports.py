@@ -389,11 +389,29 @@ class CheckpointCheck(_Out):
     message: str
 
 
+class ArchiveFileProblem(_Out):
+    file: str
+    position: int | None
+    message: str
+
+
+class ArchiveVerification(_Out):
+    """``verify --archive DIR``: the sealed archive files, chained from the genesis to the log."""
+
+    directory: str
+    files: int
+    rows: int
+    problems: list[ArchiveFileProblem]
+
+
 class Verification(_Out):
     """``codetape verify --json`` (the log): the hash chain re-derived, and what is left open."""
 
     ok: bool
     checked: int
+    start_position: int = Field(
+        description="The first position checked: past 1 when older rows are archived."
+    )
     head_position: int
     head_hash: str
     first_bad_position: int | None
@@ -402,6 +420,9 @@ class Verification(_Out):
     open_exchange_sessions: list[OpenExchange]
     capture_gaps: int
     checkpoints: list[CheckpointCheck]
+    archive: ArchiveVerification | None = Field(
+        description="With --archive: the archive files' check (null without it)."
+    )
 
 
 class TapeProblem(_Out):

@@ -37,6 +37,7 @@ from recorder.integrity.checkpoint import (
 )
 from recorder.store.hashing import GENESIS, HASH_FORMAT
 from recorder.store.merkle import EMPTY_ROOT, Frontier, row_leaf
+from recorder.store.seal import live_start, read_segments
 from recorder.store.store import EventStore
 from recorder.store.verify import VerifyProblem, VerifyReport, row_problem
 
@@ -62,6 +63,10 @@ def default_origin(store: EventStore) -> str:
     """``codetape/log/`` and the start of the first row's hash: unique to a log and its copies."""
     first = next(store.iter_hashes(1), None)
     if first is None:
+        # Position 1 may have left with an archive, whose seal keeps its hash.
+        segments = read_segments(store)
+        if segments and segments[0].first_hash:
+            return f"codetape/log/{segments[0].first_hash[:16]}"
         raise CheckpointError("the log is empty: there is nothing to checkpoint yet")
     return f"codetape/log/{first[1][:16]}"
 
@@ -159,6 +164,13 @@ def verify_log(
     for source, cp in sorted(checkpoints, key=lambda item: item[1].size):
         got = (GENESIS, EMPTY_ROOT) if cp.size == 0 else report.heads.get(cp.size)
         name = f"checkpoint {source} (position {cp.size}, signed {_when(cp)})"
+        if got is None and cp.size < report.start_position - 1:
+            # Its rows left with an archive: the live log cannot speak for them.
+            message = (
+                f"{name}: not checked: positions up to {report.start_position - 1} are archived"
+            )
+            result.checkpoints.append(CheckpointCheck(source, cp, True, message))
+            continue
         if got == (cp.head_hash, cp.root):
             if first_row_problem is not None and first_row_problem <= cp.size:
                 # The stored hashes are the signed ones, but a row no longer fits its own.
@@ -216,6 +228,11 @@ class Checkpointer:
         self._size = 0
         self._head = GENESIS
         self._frontier = Frontier()
+        start = live_start(store)
+        if start is not None:
+            # Archived rows are gone: go on from the seal's head and frontier.
+            self._size, self._head = start.position - 1, start.prev_hash
+            self._frontier = Frontier.restore(start.frontier.size, start.frontier.state())
         previous = load_checkpoints([self.directory], key.public_key()) if self._has_files() else []
         self.latest: Checkpoint | None = previous[-1][1] if previous else None
         """The newest checkpoint in the directory (signed by this key)."""

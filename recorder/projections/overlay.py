@@ -47,6 +47,7 @@ from recorder.projections.runner import (
     resolve,
 )
 from recorder.store.engine import translate_errors
+from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
 
 __all__ = ["Read", "View", "reading"]
@@ -93,6 +94,10 @@ def reading(store: EventStore, names: Iterable[str], *, batch: int = BATCH) -> I
                 behind = head - min((s[0] for s in starts.values()), default=head)
                 stale = [p for p in projs if starts[p.name][0] < head]
                 if stale:
+                    low = min(starts[p.name][0] for p in stale)
+                    refuse_replay_from(
+                        conn, low, [p.name for p in stale if starts[p.name][0] == low]
+                    )
                     _shadow(conn, store.backend, stale, starts)
                     _fold(conn, store.backend, stale, starts, head, batch)
                 yield View(conn, head, max(behind, 0))

@@ -52,6 +52,7 @@ from recorder.sse import parse_frame
 from recorder.store.codec import decode
 from recorder.store.engine import translate_errors
 from recorder.store.schema import pj_checkpoints
+from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
 
 __all__ = [
@@ -665,6 +666,9 @@ def _prepare(store: EventStore, projs: Sequence[type[Projection]], force: bool) 
     todo = [p for p in projs if force or p.name not in stored or stored[p.name][1] != p.version]
     if not todo:
         return
+    with translate_errors(store.url), store.engine.connect() as conn:
+        # A reset starts the projection from nothing: not past archived rows.
+        refuse_replay_from(conn, 0, [p.name for p in todo])
     with _writing(store) as conn:
         if store.backend == "postgresql":
             # Serialise resets with catch-ups, which lock their checkpoint rows.
@@ -718,6 +722,9 @@ def _run(
 ) -> int:
     head = store.last_position() if until is None else until
     start = min((checkpoints(store).get(p.name, (0, 0))[0] for p in projs), default=head)
+    if start < head:
+        with translate_errors(store.url), store.engine.connect() as conn:
+            refuse_replay_from(conn, start, [p.name for p in projs])
     total = max(head - start, 0)
     # The next batch is read on another thread while this one is applied and
     # written (see _can_read_ahead). Events never change, so a read ahead is

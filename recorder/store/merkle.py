@@ -88,6 +88,19 @@ class Frontier:
             stack[-1] = node_hash(stack[-1], right)
             n >>= 1
 
+    def state(self) -> list[str]:
+        """The subtree roots (hex), enough with :attr:`size` to carry on (see :meth:`restore`)."""
+        return [node.hex() for node in self._stack]
+
+    @classmethod
+    def restore(cls, size: int, state: list[str]) -> Frontier:
+        """The frontier of ``size`` leaves whose :meth:`state` was ``state``."""
+        if len(state) != bin(size).count("1"):
+            raise ValueError(f"a frontier of {size} leaves has {bin(size).count('1')} roots")
+        frontier = cls()
+        frontier.size, frontier._stack = size, [bytes.fromhex(node) for node in state]
+        return frontier
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT

@@ -10,4 +10,4 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_REVISION"]
 
-SCHEMA_REVISION = "0005_lean_log"
+SCHEMA_REVISION = "0006_partitions"

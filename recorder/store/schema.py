@@ -23,6 +23,8 @@ recorder still holds which open session (see :mod:`recorder.lease`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -74,7 +76,7 @@ metadata = MetaData(
 _position_type = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _key_table(name: str, length: int, *extra: Column[int]) -> Table:
+def _key_table(name: str, length: int, *extra: Column[Any]) -> Table:
     # The id is the rowid on SQLite; the public value is looked up once per
     # batch (and cached), so its unique index is the table's only index.
     return Table(
@@ -86,9 +88,17 @@ def _key_table(name: str, length: int, *extra: Column[int]) -> Table:
     )
 
 
-sessions = _key_table("sessions", 64)
+# ``first_position`` (since 0006, filled on PostgreSQL by an insert trigger):
+# the log's head + 1 when the key was made, so a bound below every event of
+# that stream; the stream-uniqueness trigger probes only partitions from there.
+sessions = _key_table("sessions", 64, Column("first_position", BigInteger, nullable=True))
 # The session of the exchange's first event (each event keeps its own too).
-exchanges = _key_table("exchanges", 64, Column("session_key", Integer, nullable=False))
+exchanges = _key_table(
+    "exchanges",
+    64,
+    Column("session_key", Integer, nullable=False),
+    Column("first_position", BigInteger, nullable=True),
+)
 responses = _key_table("responses", 200)
 # Output item ids (``"item_id"`` of a frame's JSON), cut out of the payload.
 items = _key_table("items", 200)

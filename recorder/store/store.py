@@ -755,9 +755,15 @@ class EventStore:
         ``marks`` asks for the chain head and RFC 6962 root at those positions;
         ``until`` stops after that position.
         """
-        checker = ChainChecker(max_problems=max_problems, marks=marks)
+        from recorder.store.seal import live_start, read_segments
+
+        # Rows archived and dropped: the chain goes on from the seal's head.
+        start = live_start(self)
+        seals = {s.last: s.head_hash for s in read_segments(self)}
+        checker = ChainChecker(max_problems=max_problems, marks=marks, start=start, seals=seals)
         damage: dict[int, str] = {}
-        for ev in self.iter_events(0, until=until, damage=damage):
+        after = 0 if start is None else start.position - 1
+        for ev in self.iter_events(after, until=until, damage=damage):
             checker.feed(ev, damage.pop(ev.position, None))
         return checker.finish()
 

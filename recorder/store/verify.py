@@ -18,17 +18,30 @@ row after a change and recompute every hash. Only a hash kept outside the
 database (a signed checkpoint, see :mod:`recorder.integrity`) proves that;
 the ``marks`` option records the chain head and the RFC 6962 root at given
 positions for that comparison.
+
+Once old rows are archived and dropped (see :mod:`recorder.archive`), the
+checker is given a ``start``: positions run from there, the first row's
+predecessor is the seal's head hash, and the Merkle frontier is the one the
+seal recorded, so the live rows are checked exactly as if the archived ones
+were still before them (the archive files are checked against the same seal
+by ``verify --archive``). ``seals`` maps a position to the head hash a seal
+recorded for it: a row still present there must have that hash.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from recorder.events import EventKind, StoredEvent
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
 from recorder.store.merkle import Frontier, row_leaf
+from recorder.store.seal import ARCHIVE_SESSION
+
+if TYPE_CHECKING:
+    from recorder.store.seal import Start
 
 __all__ = ["ChainChecker", "VerifyProblem", "VerifyReport", "row_problem"]
 
@@ -51,6 +64,8 @@ class VerifyReport:
     capture_gaps: int = 0
     heads: dict[int, tuple[str, bytes]] = field(default_factory=dict)
     """For each position asked for as a mark and present: (chain hash, RFC 6962 root)."""
+    start_position: int = 1
+    """The first position checked: after 1 when older rows are archived behind a seal."""
 
     @property
     def ok(self) -> bool:
@@ -96,7 +111,14 @@ def row_problem(ev: StoredEvent, prev: str | None) -> str | None:
 class ChainChecker:
     """Checks a whole log's rows, fed one by one in position order (see the module docstring)."""
 
-    def __init__(self, *, max_problems: int = 20, marks: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        max_problems: int = 20,
+        marks: Iterable[int] = (),
+        start: Start | None = None,
+        seals: Mapping[int, str] | None = None,
+    ) -> None:
         self.report = VerifyReport()
         self._max = max_problems
         self._prev = GENESIS
@@ -105,6 +127,19 @@ class ChainChecker:
         self._open: dict[str, int] = {}
         self._marks = frozenset(marks)
         self._frontier = Frontier() if self._marks else None
+        self._seals = dict(seals or {})
+        # The archive session's stream began before the start (its earlier
+        # seals may have left with their rows): it goes on from where it is.
+        self._continued: set[str] = set()
+        if start is not None:
+            self._continued.add(ARCHIVE_SESSION)
+            self._prev, self._next_position = start.prev_hash, start.position
+            self.report.start_position = start.position
+            self.report.head_position, self.report.head_hash = start.position - 1, start.prev_hash
+            if self._frontier is not None:
+                self._frontier = Frontier.restore(start.frontier.size, start.frontier.state())
+                if start.position - 1 in self._marks:
+                    self.report.heads[start.position - 1] = (start.prev_hash, self._frontier.root())
 
     def _problem(self, position: int, message: str) -> None:
         if len(self.report.problems) < self._max:
@@ -128,6 +163,12 @@ class ChainChecker:
         self._next_position = ev.position + 1
         problem = damage if damage is not None else row_problem(ev, self._prev)
         stream = ev.exchange_id if ev.exchange_id is not None else ev.session_id
+        if stream in self._continued:
+            self._continued.discard(stream)
+            self._expected_seq.setdefault(stream, ev.seq)
+        sealed = self._seals.get(ev.position)
+        if problem is None and sealed is not None and sealed != ev.hash:
+            problem = "the row differs from the head hash its archive seal recorded"
         if problem is None and ev.seq != self._expected_seq[stream]:
             problem = (
                 f"sequence gap in stream {stream}: seq {ev.seq}, "
