@@ -17,6 +17,7 @@ from recorder.errors import StoreError
 from recorder.events import Event, EventKind, StoredEvent, new_id
 from recorder.store import EventStore, codec, migrate
 from recorder.store.codec import UnknownCodec
+from recorder.store.schema import SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyReport
 from recorder.tape import read_tape
 
@@ -79,7 +80,7 @@ def test_a_0004_log_upgrades_and_verifies_before_and_after(db_url: str) -> None:
     runner = CliRunner()
     before = runner.invoke(main, ["db", "upgrade", "--db", db_url])
     assert before.exit_code == 0, before.output
-    assert migrate.current_revision(db_url) == "0005_lean_log"
+    assert migrate.current_revision(db_url) == SCHEMA_REVISION
     after = runner.invoke(main, ["verify", "--db", db_url])
     assert after.exit_code == 0, after.output
     assert f"ok: {len(events)} events verified" in after.output

@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 # The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0005_lean_log"
+SCHEMA_REVISION = "0007_stream_check"
 
 metadata = MetaData(
     naming_convention={
