@@ -38,6 +38,7 @@ import datetime as dt
 import json
 import operator
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -330,6 +331,7 @@ class EventStore:
         self._busy_timeout: float | None = None
         self.guard: Prepare | None = None
         """Run on every non-empty append (see :data:`Prepare`); set by :mod:`recorder.lease`."""
+        self._lock_waits: dict[int, float] = {}
 
     # -- opening -------------------------------------------------------------
 
@@ -422,6 +424,16 @@ class EventStore:
         for on_commit in committed:
             on_commit(positions)
         return positions
+
+    def lock_wait_since(self, thread_id: int | None) -> float | None:
+        """Since when (``time.monotonic()``) the append running in thread ``thread_id``
+        has been waiting for the log's write lock (PostgreSQL), or None if it is not.
+
+        Lets the group-commit writer tell a commit held up by another
+        transaction's lock (a delay: its producer need not wait for it) from
+        a slow one, without waiting for its ``stall_after``.
+        """
+        return None if thread_id is None else self._lock_waits.get(thread_id)
 
     def _append_waiting(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
@@ -576,8 +588,14 @@ class EventStore:
         with translate_errors(self.url), self.engine.connect() as conn:
             staged = self._stage(conn, items, locked=False)
             with conn.begin():
-                conn.exec_driver_sql(_LOCK_APPEND)
-                last = conn.exec_driver_sql(_HEAD).first()
+                waits, me = self._lock_waits, threading.get_ident()
+                waits[me] = time.monotonic()
+                try:
+                    conn.exec_driver_sql(_LOCK_APPEND)
+                    # Blocks too while another transaction locks the table itself.
+                    last = conn.exec_driver_sql(_HEAD).first()
+                finally:
+                    del waits[me]
                 items = self._hooks(conn, items, last, prepare, committed)
                 if not items:
                     return []  # leaving the block commits what the hooks wrote
