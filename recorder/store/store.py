@@ -17,6 +17,12 @@ Guarantees:
   order: a reader that has seen position N never later finds a new row below
   N. That makes "read from position onward" safe for projections, and lets
   one hash chain run over the whole log.
+* **Little under the lock (PostgreSQL).** An append compresses, finds or
+  makes keys (see :mod:`recorder.store.keys`) and builds each row's hash
+  header and COPY tuple (:mod:`recorder.store.pgcopy`) before it takes the
+  lock; under it, the head, the hooks, one hash per row and one ``COPY``.
+  The hash is the one :func:`~recorder.store.hashing.event_digest` gives.
+  While it waits for the lock, :meth:`EventStore.lock_wait_since` says so.
 * **Waiting for the lock, fairly.** PostgreSQL queues lock requests in order.
   SQLite has no queue: its own wait polls only every 100 ms after a while, so
   a writer between another's short transactions could wait for a whole long
