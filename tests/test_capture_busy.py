@@ -32,6 +32,7 @@ from recorder.capture.session import WriterMode
 from recorder.client import record, record_async
 from recorder.events import EventKind
 from recorder.store import EventStore, migrate
+from recorder.store.store import APPEND_LOCK
 
 CI_STREAM = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 BASE = "https://api.openai.com/v1"
@@ -60,10 +61,14 @@ def hold_seconds(store: EventStore) -> float:
 
 @contextmanager
 def write_lock_held(
-    store: EventStore, seconds: float, until: threading.Event | None = None
+    store: EventStore,
+    seconds: float,
+    until: threading.Event | None = None,
+    how: str = "table",
 ) -> Iterator[threading.Event]:
     """Hold the log's write lock from another connection for ``seconds`` (in a thread),
-    and then until ``until`` is set, if given.
+    and then until ``until`` is set, if given. On PostgreSQL ``how`` is ``"table"``
+    (``LOCK TABLE events``) or ``"advisory"`` (the appends' own advisory lock).
 
     Yields once the lock is held; the event it yields is set when it is released.
     """
@@ -77,7 +82,10 @@ def write_lock_held(
             pg = sa.make_url(store.url).set(drivername="postgresql")
             conn = psycopg.connect(pg.render_as_string(hide_password=False))  # type: ignore[assignment]
             conn.execute("BEGIN")
-            conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            if how == "advisory":
+                conn.execute(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
+            else:
+                conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
         taken.set()
         time.sleep(seconds)
         if until is not None:
@@ -100,7 +108,25 @@ def write_lock_held(
 def test_a_store_locked_past_its_timeout_delays_the_stream_and_loses_nothing(
     busy_store: EventStore, writer: WriterMode
 ) -> None:
-    store = busy_store
+    _record_through_a_held_lock(busy_store, writer, "table")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("writer", WRITERS)
+def test_the_append_lock_held_elsewhere_delays_the_store_not_the_sdk(
+    pg_url: str, writer: WriterMode
+) -> None:
+    """Another writer's transaction holding the appends' advisory lock: the SDK reads on."""
+    migrate.upgrade(pg_url)
+    with EventStore.open(pg_url) as store:
+        _record_through_a_held_lock(store, writer, "advisory")
+
+
+def _record_through_a_held_lock(store: EventStore, writer: WriterMode, how: str) -> None:
+    """Record the code interpreter stream, the log locked from frame 100 on (see
+    :func:`write_lock_held`): the SDK gets every event before the lock is released,
+    and the store gets them all, in order, once it is."""
     session = CaptureSession(store, "busy", writer=writer)
     hold = hold_seconds(store)
     locks: list[threading.Event] = []
@@ -110,7 +136,7 @@ def test_a_store_locked_past_its_timeout_delays_the_stream_and_loses_nothing(
         nonlocal lock_cm
         if k == 100:  # the rest of the stream arrives while the log is locked
             assert session.flush(30)
-            lock_cm = write_lock_held(store, hold)
+            lock_cm = write_lock_held(store, hold, how=how)
             locks.append(lock_cm.__enter__())
 
     upstream = Upstream(load_tape(CI_STREAM), before_frame=at_frame)
@@ -128,6 +154,7 @@ def test_a_store_locked_past_its_timeout_delays_the_stream_and_loses_nothing(
     stats = session.stats
     assert stats.events_lost == 0 and stats.store_errors == 0
     events = store.exchange_events(x.id)
+    assert [e.seq for e in events] == list(range(len(events)))  # whole, no gap
     body = b"".join(e.payload for e in events if e.kind is EventKind.SSE)
     assert body == upstream.scripts[0].body
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore
-from recorder.writer import Writer
+from recorder.store.store import APPEND_LOCK
+from recorder.writer import LOCK_WAIT_IS_STALL, Writer
 
 
 def frames(session_id: str, exchange_id: str, n: int) -> list[Event]:
@@ -45,3 +52,52 @@ def test_close_drains_what_is_queued(store: EventStore) -> None:
         EventKind.SESSION_CLOSE,
     ]
     assert writer.flush(1)  # nothing pending
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["advisory", "table"])
+def test_a_commit_waiting_for_another_transactions_lock_does_not_hold_the_producer(
+    pg_url: str, how: str
+) -> None:
+    """Only ``max_pending_bytes`` may hold the producer while the log is locked elsewhere:
+    not the loss window (``max_lag``), and not ``stall_after``, here longer than the test."""
+    store = EventStore.open(pg_url, upgrade=True)
+    libpq = sa.make_url(pg_url).set(drivername="postgresql").render_as_string(False)
+    holder = psycopg.connect(libpq)
+    watcher = psycopg.connect(libpq, autocommit=True)
+    writer = Writer(store, flush_interval=0.0, max_lag=0.0, stall_after=3600.0)
+    try:
+        if how == "advisory":
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        else:
+            holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            waiting = (
+                "SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted"
+            )
+        sid, xid = new_id(), new_id()
+        writer.submit(Event(sid, EventKind.SESSION_OPEN, 0, meta={"name": "w"}))
+        writer.submit(Event(sid, EventKind.REQUEST, 0, xid, meta={"method": "POST", "url": "u"}))
+        deadline = time.monotonic() + 120  # a safety net for a broken run, not a speed limit
+        while watcher.execute(waiting).fetchone() != (1,):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # Past LOCK_WAIT_IS_STALL of waiting, the producer has room (and is told so).
+        while store.lock_wait_since(writer._thread.ident if writer._thread else None) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(LOCK_WAIT_IS_STALL)
+        for ev in frames(sid, xid, 100):
+            assert writer.submit(ev)
+        assert not writer.congested
+        assert writer.wait_for_room(timeout=0)
+        assert watcher.execute(waiting).fetchone() == (1,)  # still waiting for the lock
+        holder.commit()
+        assert writer.flush(120)
+        assert writer.stats.stored == 102 and writer.stats.lost == 0
+        assert [e.seq for e in store.exchange_events(xid)] == [0, *range(2, 102)]
+    finally:
+        writer.close()
+        holder.close()
+        watcher.close()
+        store.close()

@@ -177,8 +177,11 @@ class CaptureSession:
                 self.sync("opening the session")
         except BaseException:
             # Refused at open: nobody will close this session, so its sink
-            # stops now rather than retrying the opening at interpreter exit.
+            # stops now rather than retrying the opening at interpreter exit,
+            # and a store opened here for it is closed.
             self.sink.close(timeout=0)
+            if self._owns_store and self._store is not None:
+                self._store.close()
             raise
 
     @property

@@ -2,12 +2,18 @@
 
 Guarantees: :meth:`Keys.key` gives the key of a public value (a session or
 exchange id, a response id, a kind, SSE name or hash format) in one of the
-key tables, inserting it with the next free id if the table lacks it. It
-must be called inside the transaction that holds the log's write lock (an
-append, or the migration), which is what makes "the next free id" safe. The
-key tables are append-only, so a key once committed never changes and the
-cache may keep it for the life of the store; after a failed transaction the
-caller calls :meth:`Keys.forget`, since keys it inserted were rolled back.
+key tables, inserting it with the next free id if the table lacks it;
+:meth:`Keys.resolve` does the same for many values in a few statements.
+Either must be called inside a transaction that holds the log's write lock
+(an append on SQLite, or the migration) or, on PostgreSQL, the key lock
+:data:`KEYS_LOCK`: every PostgreSQL writer of the key tables takes that
+one, which is what makes "the next free id" safe there. It lets a
+PostgreSQL append make its new keys in a short transaction of their own,
+before it takes the log's write lock. The key tables are append-only, so a
+key once committed never changes and the cache may keep it for the life of
+the store; after a failed transaction the caller calls :meth:`Keys.forget`,
+since keys it inserted were rolled back. A key committed on its own by an
+append that then fails stays, unused: nothing counts keys without events.
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ import sqlalchemy as sa
 
 from recorder.store.schema import KEY_TABLES
 
-__all__ = ["Keys"]
+__all__ = ["KEYS_LOCK", "Keys"]
+
+# The PostgreSQL advisory lock key every writer of the key tables takes
+# ("codekeys" in ASCII), held until its transaction ends.
+KEYS_LOCK = int.from_bytes(b"codekeys", "big")
 
 _FIND = {t: sa.text(f"SELECT id FROM {t} WHERE public_id = :v") for t in KEY_TABLES}
 _NEXT = {t: sa.text(f"SELECT coalesce(max(id), 0) + 1 FROM {t}") for t in KEY_TABLES}
@@ -24,6 +34,14 @@ _INSERT = {t: sa.text(f"INSERT INTO {t} (id, public_id) VALUES (:id, :v)") for t
 _INSERT["exchanges"] = sa.text(
     "INSERT INTO exchanges (id, public_id, session_key) VALUES (:id, :v, :s)"
 )
+_FIND_MANY = {
+    t: sa.text(f"SELECT public_id, id FROM {t} WHERE public_id IN :v").bindparams(
+        sa.bindparam("v", expanding=True)
+    )
+    for t in KEY_TABLES
+}
+# Values per lookup: well under any driver's parameter limit.
+_LOOKUP = 500
 
 
 class Keys:
@@ -62,6 +80,30 @@ class Keys:
             self._next[table] = found + 1
         cache[value] = found
         return found
+
+    def resolve(self, conn: sa.Connection, table: str, values: dict[str, int]) -> None:
+        """Put the key of each of ``values`` in :attr:`ids` (found, else inserted).
+
+        ``values`` maps each value to its new exchange's session key (for
+        ``exchanges``; ignored for the other tables). The ids given are read
+        afresh from the table, not from :meth:`begin`'s counter.
+        """
+        cache = self.ids[table]
+        wanted = [v for v in values if v not in cache]
+        for start in range(0, len(wanted), _LOOKUP):
+            part = wanted[start : start + _LOOKUP]
+            cache.update((str(v), int(k)) for v, k in conn.execute(_FIND_MANY[table], {"v": part}))
+        missing = [v for v in wanted if v not in cache]
+        if not missing:
+            return
+        first = int(conn.execute(_NEXT[table]).scalar_one())
+        conn.execute(
+            _INSERT[table],
+            [{"id": first + i, "v": v, "s": values[v]} for i, v in enumerate(missing)],
+        )
+        for i, v in enumerate(missing):
+            cache[v] = first + i
+        self._next.pop(table, None)
 
     def name(self, conn: sa.Connection, key: int) -> str:
         """The name (kind, SSE name, hash format) with key ``key``."""

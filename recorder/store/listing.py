@@ -48,9 +48,14 @@ _CLOSED = (
     "JOIN names k ON k.id = e.kind_key JOIN sessions s ON s.id = e.session_key "
     "WHERE e.exchange_key IS NULL AND k.public_id = 'session_close'"
 )
+# An exchange belongs to the session of its first event, found with one probe
+# of the stream index: a key committed by an append that then failed (see
+# recorder.store.keys) has no event, and counts nowhere.
 _COUNTS = (
-    "SELECT s.public_id, count(*) FROM exchanges x "
-    "JOIN sessions s ON s.id = x.session_key GROUP BY s.public_id"
+    "SELECT s.public_id, count(*) FROM exchanges x JOIN sessions s "
+    "ON s.id = (SELECT e.session_key FROM events e "
+    "WHERE e.exchange_key = x.id AND e.exchange_key IS NOT NULL "
+    "ORDER BY e.seq LIMIT 1) GROUP BY s.public_id"
 )
 SESSION_QUERIES = (_OPENS, _CLOSED, _COUNTS)
 """Run in this order, in one transaction; their rows go to :func:`sessions_from`."""

@@ -17,6 +17,12 @@ Guarantees:
   order: a reader that has seen position N never later finds a new row below
   N. That makes "read from position onward" safe for projections, and lets
   one hash chain run over the whole log.
+* **Little under the lock (PostgreSQL).** An append compresses, finds or
+  makes keys (see :mod:`recorder.store.keys`) and builds each row's hash
+  header and COPY tuple (:mod:`recorder.store.pgcopy`) before it takes the
+  lock; under it, the head, the hooks, one hash per row and one ``COPY``.
+  The hash is the one :func:`~recorder.store.hashing.event_digest` gives.
+  While it waits for the lock, :meth:`EventStore.lock_wait_since` says so.
 * **Waiting for the lock, fairly.** PostgreSQL queues lock requests in order.
   SQLite has no queue: its own wait polls only every 100 ms after a while, so
   a writer between another's short transactions could wait for a whole long
@@ -35,7 +41,9 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,9 +71,17 @@ from recorder.store.engine import (
     translate_errors,
 )
 from recorder.store.forkgate import driver_call
-from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest
-from recorder.store.keys import Keys
+from recorder.store.hashing import (
+    GENESIS,
+    HASH_FORMAT,
+    chained_digest,
+    event_digest,
+    header_parts,
+)
+from recorder.store.keys import KEYS_LOCK, Keys
 from recorder.store.listing import SessionInfo, sessions_from
+from recorder.store.pgcopy import client_encoding, copy_rows, row_body
+from recorder.store.pgcopy import row as copy_row
 from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
@@ -81,6 +97,9 @@ __all__ = [
 ]
 
 Committed = Callable[[list[int]], None]
+# What an append computes for an event before the write lock, on PostgreSQL:
+# its hash header around the seq, and its COPY tuple between seq and hash.
+_Staged = tuple[tuple[str, str], bytes]
 Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
 """A hook run inside an append's transaction, under the write lock.
 
@@ -141,6 +160,9 @@ _PAGE = 2000
 # must be able to append with INSERT alone (see recorder.store.roles). It is
 # held until commit, like a table lock, so commits stay in position order.
 APPEND_LOCK = int.from_bytes(b"codetape", "big")
+_LOCK_APPEND = f"SELECT pg_advisory_xact_lock({APPEND_LOCK})"
+_LOCK_KEYS = f"SELECT pg_advisory_xact_lock({KEYS_LOCK})"
+_HEAD = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
 # Rows per multi-row INSERT on SQLite: 250 x 17 columns stays under 32,766,
 # the bound-parameter limit since SQLite 3.32 (50 x 17 under 999 before it).
 # Few statements per batch matter: the driver releases the GIL around each.
@@ -288,8 +310,7 @@ class EventStore:
         self.engine = engine
         self.url = url
         self.backend = engine.dialect.name
-        marker = "?" if self.backend == "sqlite" else "%s"
-        self._values = "(" + ", ".join([marker] * len(_LEAN_COLUMNS)) + ")"
+        self._values = "(" + ", ".join(["?"] * len(_LEAN_COLUMNS)) + ")"
         self._insert_sql = (
             "INSERT INTO events (" + ", ".join(_LEAN_COLUMNS) + ") VALUES " + self._values
         )
@@ -301,6 +322,7 @@ class EventStore:
         self._busy_timeout: float | None = None
         self.guard: Prepare | None = None
         """Run on every non-empty append (see :data:`Prepare`); set by :mod:`recorder.lease`."""
+        self._lock_waits: dict[int, float] = {}
 
     # -- opening -------------------------------------------------------------
 
@@ -394,6 +416,16 @@ class EventStore:
             on_commit(positions)
         return positions
 
+    def lock_wait_since(self, thread_id: int | None) -> float | None:
+        """Since when (``time.monotonic()``) the append running in thread ``thread_id``
+        has been waiting for the log's write lock (PostgreSQL), or None if it is not.
+
+        Lets the group-commit writer tell a commit held up by another
+        transaction's lock (a delay: its producer need not wait for it) from
+        a slow one, without waiting for its ``stall_after``.
+        """
+        return None if thread_id is None else self._lock_waits.get(thread_id)
+
     def _append_waiting(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
     ) -> list[int]:
@@ -426,19 +458,11 @@ class EventStore:
     def _append(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
     ) -> list[int]:
+        if self.backend == "postgresql":
+            return self._append_pg(items, prepare, committed)
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
-            if self.backend == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
-            last = conn.exec_driver_sql(
-                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-            ).first()
-            # The guard checks the batch as the caller gave it; prepare, the
-            # caller's own check, comes last and is appended as it returns.
-            for hook in (self.guard, prepare):
-                if hook is not None and (items or hook is prepare):
-                    items, on_commit = hook(conn, items, 0 if last is None else last[0])
-                    if on_commit is not None:
-                        committed.append(on_commit)
+            last = conn.exec_driver_sql(_HEAD).first()
+            items = self._hooks(conn, items, last, prepare, committed)
             if not items:
                 return []  # leaving the block commits what the hooks wrote
             position, prev = (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
@@ -521,16 +545,189 @@ class EventStore:
             self._insert(conn, rows)
         return list(range(first, position + 1))
 
+    def _hooks(
+        self,
+        conn: sa.Connection,
+        items: list[Event],
+        last: Sequence[Any] | None,
+        prepare: Prepare | None,
+        committed: list[Committed],
+    ) -> list[Event]:
+        """The batch as the guard, then ``prepare``, leave it (under the write lock)."""
+        # The guard checks the batch as the caller gave it; prepare, the
+        # caller's own check, comes last and is appended as it returns.
+        for hook in (self.guard, prepare):
+            if hook is not None and (items or hook is prepare):
+                items, on_commit = hook(conn, items, 0 if last is None else last[0])
+                if on_commit is not None:
+                    committed.append(on_commit)
+        return items
+
+    def _append_pg(
+        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
+    ) -> list[int]:
+        """:meth:`_append` on PostgreSQL: all but the chain is done before the lock.
+
+        Rows are compressed, their keys found (new ones made in a short
+        transaction of their own, see :mod:`recorder.store.keys`), their hash
+        headers and COPY tuples built while other writers hold the lock.
+        Under it: the head, the hooks, the chain (one hash per row) and one
+        COPY. The hooks may change the batch: events they add are built
+        there, under the lock.
+        """
+        given = tuple(items)
+        with translate_errors(self.url), self.engine.connect() as conn:
+            staged = self._stage(conn, items, locked=False)
+            with conn.begin():
+                waits, me = self._lock_waits, threading.get_ident()
+                waits[me] = time.monotonic()
+                try:
+                    conn.exec_driver_sql(_LOCK_APPEND)
+                    # Blocks too while another transaction locks the table itself.
+                    last = conn.exec_driver_sql(_HEAD).first()
+                finally:
+                    del waits[me]
+                items = self._hooks(conn, items, last, prepare, committed)
+                if not items:
+                    return []  # leaving the block commits what the hooks wrote
+                if len(items) != len(given) or not all(map(operator.is_, items, given)):
+                    staged = self._restage(conn, given, staged, items)
+                position, prev = (
+                    (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
+                )
+                first = position + 1
+                next_seq = self._next_seqs(conn, items)
+                rows: list[bytes] = []
+                append_row = rows.append
+                for ev, (parts, body) in zip(items, staged, strict=True):
+                    position += 1
+                    seq = ev.seq
+                    if seq is None:
+                        seq = next_seq[ev.stream_id]
+                        next_seq[ev.stream_id] = seq + 1
+                    elif next_seq:
+                        next_seq[ev.stream_id] = seq + 1
+                    digest = chained_digest(prev, position, seq, parts, ev.payload)
+                    append_row(copy_row(position, seq, body, digest))
+                    prev = digest.hex()
+                copy_rows(conn, rows)
+        return list(range(first, position + 1))
+
+    def _restage(
+        self,
+        conn: sa.Connection,
+        given: tuple[Event, ...],
+        staged: list[_Staged],
+        items: list[Event],
+    ) -> list[_Staged]:
+        """``staged`` for the batch the hooks returned: events they made are staged now."""
+        # The given events are alive (``given``), so no other object has their id.
+        at = {id(ev): i for i, ev in enumerate(given)}
+        fresh = [ev for ev in items if id(ev) not in at]
+        made = iter(self._stage(conn, fresh, locked=True))
+        return [staged[at[id(ev)]] if id(ev) in at else next(made) for ev in items]
+
+    def _stage(self, conn: sa.Connection, items: list[Event], *, locked: bool) -> list[_Staged]:
+        """Each event's hash header parts and COPY row body (see :mod:`.pgcopy`).
+
+        Missing keys are made in their own transaction under the key lock,
+        or, when ``locked`` (inside the append's transaction), in that one.
+        """
+        if not items:
+            return []
+        keys = self._keys
+        sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
+        responses, names = keys.ids["responses"], keys.ids["names"]
+        item_keys = keys.ids["items"]
+        wanted: dict[str, dict[str, str]] = {}
+        compress = self.codec
+        encoding = client_encoding(conn)
+        encoded = []
+        for ev in items:
+            meta = ev.meta
+            # Most events (every SSE frame) have no meta: skip the encoder.
+            meta_json = canonical_json(dict(meta)) if meta else "{}"
+            kind = ev.kind._value_  # what .value returns, minus its descriptor
+            stored_codec, stored, item = encode(ev.payload, compress, ev.sse_event)
+            encoded.append((kind, meta_json, stored_codec, stored, item))
+            sid, xid = ev.session_id, ev.exchange_id
+            if sid not in sessions:
+                wanted.setdefault("sessions", {})[sid] = ""
+            if xid is not None and xid not in exchanges:
+                wanted.setdefault("exchanges", {}).setdefault(xid, sid)
+            for name in (kind, ev.sse_event, ev.sse_type):
+                if name is not None and name not in names:
+                    wanted.setdefault("names", {})[name] = ""
+            if ev.response_id is not None and ev.response_id not in responses:
+                wanted.setdefault("responses", {})[ev.response_id] = ""
+            if item is not None and item not in item_keys:
+                wanted.setdefault("items", {})[item] = ""
+        if HASH_FORMAT not in names:
+            wanted.setdefault("names", {})[HASH_FORMAT] = ""
+        if wanted:
+            if locked:
+                self._make_keys(conn, wanted)
+            else:
+                with conn.begin():
+                    self._make_keys(conn, wanted)
+        hash_format = names[HASH_FORMAT]
+        result: list[_Staged] = []
+        for ev, (kind, meta_json, stored_codec, stored, item) in zip(items, encoded, strict=True):
+            sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
+            sse_event, sse_type = ev.sse_event, ev.sse_type
+            parts = header_parts(
+                sid,
+                xid,
+                kind,
+                ev.recorded_at_ns,
+                ev.offset_ns,
+                sse_event,
+                sse_type,
+                ev.sequence_number,
+                rid,
+                meta_json,
+            )
+            body = row_body(
+                ev.recorded_at_ns,
+                ev.offset_ns,
+                ev.sequence_number,
+                sessions[sid],
+                None if xid is None else exchanges[xid],
+                None if sse_event is None else names[sse_event],
+                None if sse_type is None else names[sse_type],
+                None if rid is None else responses[rid],
+                None if item is None else item_keys[item],
+                names[kind],
+                hash_format,
+                stored_codec,
+                None if meta_json == "{}" else meta_json.encode(encoding),
+                stored,
+            )
+            result.append((parts, body))
+        return result
+
+    def _make_keys(self, conn: sa.Connection, wanted: dict[str, dict[str, str]]) -> None:
+        """Keys for ``wanted`` (table -> value -> a new exchange's session id), key lock taken."""
+        conn.exec_driver_sql(_LOCK_KEYS)
+        keys = self._keys
+        for table in ("sessions", "names", "responses", "items"):
+            if table in wanted:
+                keys.resolve(conn, table, dict.fromkeys(wanted[table], 0))
+        if "exchanges" in wanted:
+            sessions = keys.ids["sessions"]
+            keys.resolve(
+                conn,
+                "exchanges",
+                {xid: sessions[sid] for xid, sid in wanted["exchanges"].items()},
+            )
+
     def _insert(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        if self.backend != "sqlite":
-            # psycopg pipelines executemany; multi-row statements measured slower.
-            conn.exec_driver_sql(self._insert_sql, rows)
-            return
-        # SQLite: multi-row INSERTs rather than executemany. The driver
-        # releases the GIL around every statement step, i.e. per row with
-        # executemany; the writer thread then contends for the GIL with the
-        # client's thread hundreds of times per batch, and each handoff costs
-        # both threads far more than the row. One step per _ROWS_PER_INSERT
+        # SQLite (PostgreSQL COPYs, see _append_pg): multi-row INSERTs rather
+        # than executemany. The driver releases the GIL around every
+        # statement step, i.e. per row with executemany; the writer thread
+        # then contends for the GIL with the client's thread hundreds of
+        # times per batch, and each handoff costs both threads far more than
+        # the row. One step per _ROWS_PER_INSERT
         # rows keeps the handoffs rare (and binds in one C loop). The rest
         # goes in parts of _ROWS_PER_SMALL_INSERT, then one smaller part: few
         # distinct statements, so the driver's statement cache (each prepared

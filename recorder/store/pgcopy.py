@@ -1,0 +1,182 @@
+"""The lean row in PostgreSQL's binary COPY format, built mostly before the write lock.
+
+Guarantees: :func:`row_body` encodes every column of a lean ``events`` row
+except ``position``, ``seq`` and ``hash`` (the ones that depend on the
+log's head, or, for a ``seq`` the store assigns, on the stream's) as the
+fields of one binary COPY tuple, so that under the lock :func:`row` only
+puts those three around it. :data:`COPY_EVENTS` is the statement whose
+column list matches that order, and :func:`copy_rows` sends finished rows
+through it in one statement (one trigger firing, one round trip per block),
+raising driver errors as SQLAlchemy's, like every other statement the store
+runs, so :func:`recorder.store.engine.translate_errors` turns them into the
+store's. A value outside its column's range fails with :class:`StoreError`
+naming the column, as an INSERT would, before anything is sent.
+
+The format (PostgreSQL's "Binary Format" of COPY): a signature, then per row
+the field count (int16) and per field its length (int32, -1 for NULL) and
+its bytes in the type's binary send format (big-endian integers, a bytea's
+bytes, a text's bytes in the client encoding), then -1 as int16.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+import sqlalchemy as sa
+
+from recorder.errors import StoreError
+
+if TYPE_CHECKING:
+    # Only a PostgreSQL store loads the driver (SQLite-only commands start faster).
+    import psycopg
+
+__all__ = ["COPY_EVENTS", "client_encoding", "copy_rows", "row", "row_body"]
+
+# position and seq first (they are put in under the lock), hash last.
+_COLUMNS = (
+    "position",
+    "seq",
+    "recorded_at_ns",
+    "offset_ns",
+    "sequence_number",
+    "session_key",
+    "exchange_key",
+    "sse_event_key",
+    "sse_type_key",
+    "response_key",
+    "item_key",
+    "kind_key",
+    "hash_format_key",
+    "codec",
+    "meta",
+    "payload",
+    "hash",
+)
+COPY_EVENTS = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_HEAD = struct.Struct(">hiqii")  # field count, position (int8), seq (int4)
+_HASH = b"\x00\x00\x00\x20"  # 32 bytes follow
+_INT8 = struct.Struct(">iq")
+_INT4 = struct.Struct(">ii")
+_INT2 = struct.Struct(">ih")
+_LENGTH = struct.Struct(">i")
+# Rows per write to the driver: big enough that few calls cross into libpq,
+# small enough that a huge batch is not copied into one buffer first.
+_BLOCK = 1 << 20
+
+
+def _int8(value: int | None, column: str) -> bytes:
+    if value is None:
+        return _NULL
+    try:
+        return _INT8.pack(8, value)
+    except struct.error:
+        raise StoreError(f"{column} {value} is out of range for a bigint") from None
+
+
+def row_body(
+    recorded_at_ns: int,
+    offset_ns: int | None,
+    sequence_number: int | None,
+    session_key: int,
+    exchange_key: int | None,
+    sse_event_key: int | None,
+    sse_type_key: int | None,
+    response_key: int | None,
+    item_key: int | None,
+    kind_key: int,
+    hash_format_key: int,
+    codec: int | None,
+    meta: bytes | None,
+    payload: bytes,
+) -> bytes:
+    """The row's fields between ``seq`` and ``hash`` (``meta``: encoded text, or None)."""
+    # One expression, no call per field: this runs for every appended event.
+    p8, p4, p2, null = _INT8.pack, _INT4.pack, _INT2.pack, _NULL
+    try:
+        return b"".join(
+            (
+                p8(8, recorded_at_ns),
+                null if offset_ns is None else p8(8, offset_ns),
+                null if sequence_number is None else p8(8, sequence_number),
+                p4(4, session_key),
+                null if exchange_key is None else p4(4, exchange_key),
+                null if sse_event_key is None else p4(4, sse_event_key),
+                null if sse_type_key is None else p4(4, sse_type_key),
+                null if response_key is None else p4(4, response_key),
+                null if item_key is None else p4(4, item_key),
+                p2(2, kind_key),
+                p2(2, hash_format_key),
+                null if codec is None else p2(2, codec),
+                null if meta is None else _LENGTH.pack(len(meta)) + meta,
+                _LENGTH.pack(len(payload)),
+                payload,
+            )
+        )
+    except struct.error:
+        pass
+    # Name the column that does not fit (the keys and codec always do).
+    _int8(recorded_at_ns, "recorded_at_ns")
+    _int8(offset_ns, "offset_ns")
+    _int8(sequence_number, "sequence_number")
+    raise StoreError("a value is out of range for its column")
+
+
+def row(position: int, seq: int, body: bytes, digest: bytes) -> bytes:
+    """One whole tuple: ``position``, ``seq``, the :func:`row_body`, the 32-byte hash."""
+    try:
+        head = _HEAD.pack(len(_COLUMNS), 8, position, 4, seq)
+    except struct.error:
+        raise StoreError(f"seq {seq} is out of range for an integer") from None
+    return head + body + _HASH + digest
+
+
+def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
+def client_encoding(conn: sa.Connection) -> str:
+    """The Python codec of the connection's client encoding: how text fields are sent."""
+    return _driver(conn).info.encoding
+
+
+def copy_rows(conn: sa.Connection, rows: Iterable[bytes]) -> None:
+    """COPY the tuples ``rows`` into ``events`` in the connection's transaction."""
+    import psycopg
+
+    driver = _driver(conn)
+    try:
+        with driver.cursor() as cursor, cursor.copy(COPY_EVENTS) as copy:
+            block = [_SIGNATURE]
+            size = 0
+            for data in rows:
+                block.append(data)
+                size += len(data)
+                if size >= _BLOCK:
+                    copy.write(b"".join(block))
+                    block, size = [], 0
+            block.append(_TRAILER)
+            copy.write(b"".join(block))
+    except psycopg.Error as exc:
+        # As SQLAlchemy would have raised it from conn.execute: the store's
+        # error translation, and the pool's handling of a dead connection,
+        # then apply as to any other statement.
+        gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, None)
+        if gone:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            COPY_EVENTS,
+            None,
+            exc,
+            psycopg.Error,
+            connection_invalidated=gone,
+            dialect=conn.dialect,
+        ) from exc
