@@ -24,6 +24,7 @@ fixtures that need it import it when they run).
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import re
 import shutil
@@ -245,5 +246,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> WheelVenv:
-    """codetape's wheel, built once per test session, installed into a fresh venv."""
-    return install_wheel(tmp_path_factory.mktemp("wheel"))
+    """codetape's wheel, built once per test run, installed into a fresh venv.
+
+    Under pytest-xdist the workers of one run share the parent of their base
+    temporary directories: the first worker to get here builds the wheel there,
+    the others wait for it and use the same venv (the tests only run it).
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    workdir = base / "installed-wheel"
+    with open(base / "installed-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = workdir / "done"
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a build that failed half-way
+            workdir.mkdir()
+            install_wheel(workdir)
+            done.touch()
+    return WheelVenv(workdir / "venv")
