@@ -8,19 +8,27 @@
   ``make_pg_url()`` makes more of them in one test.
 - ``db_url``: parametrized, ids ``sqlite`` and ``postgres``; the postgres case
   carries the ``postgres`` marker (``-m "not postgres"`` deselects it).
+- ``migrated_db_url``: ``db_url``'s database (same URL), already at the head
+  revision: a copy of a database migrated once per test session (a SQLite file
+  copied, or ``CREATE DATABASE ... TEMPLATE``), since running every migration
+  again for each test costs far more. Tests about migrating use ``db_url``.
+- ``store``: an open store on ``migrated_db_url``.
 
 Without PostgreSQL binaries the postgres tests are skipped, unless
 ``CODETAPE_REQUIRE_POSTGRES=1``, which makes them fail instead (CI sets it).
 
-Kept generic on purpose: nothing here imports codetape.
+Kept generic on purpose: nothing here imports codetape at module level (the
+fixtures that need it import it when they run).
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 import uuid
@@ -151,13 +159,71 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[EventStore]:
-    """An upgraded, open store on each backend (through ``db_url``)."""
-    from recorder.store import EventStore, migrate
+@pytest.fixture(scope="session")
+def _migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the head revision, made once per session, to copy."""
+    from recorder.store import migrate
 
-    migrate.upgrade(db_url)
-    with EventStore.open(db_url) as opened:
+    path = tmp_path_factory.mktemp("migrated") / "codetape.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    # Fold the WAL into the main file, so that the file alone is the whole database.
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _migrated_pg_template(pg_server: PgServer | ExternalPgServer) -> Iterator[str]:
+    """The name of a PostgreSQL database at the head revision, made once per session,
+    to create others from (``CREATE DATABASE ... TEMPLATE``); dropped at the end."""
+    from recorder.store import migrate
+
+    admin = _libpq_url(pg_server.admin_url)
+    name = f"t_migrated_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
+        migrate.upgrade(url.render_as_string(hide_password=False))
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def migrated_db_url(db_url: str, request: pytest.FixtureRequest) -> str:
+    """``db_url``, its fresh database replaced by a copy of the session's migrated one."""
+    parsed = make_url(db_url)
+    if parsed.get_backend_name() == "sqlite":
+        assert parsed.database, db_url
+        target = Path(parsed.database)
+        assert not target.exists(), f"{target} is not the fresh database db_url made"
+        shutil.copyfile(request.getfixturevalue("_migrated_sqlite_file"), target)
+        return db_url
+    template = str(request.getfixturevalue("_migrated_pg_template"))
+    admin = _libpq_url(request.getfixturevalue("pg_server").admin_url)
+    name = sql.Identifier(str(parsed.database))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        # Nothing has connected to db_url's database yet: it can be replaced.
+        conn.execute(sql.SQL("DROP DATABASE {}").format(name))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(name, sql.Identifier(template))
+        )
+    return db_url
+
+
+@pytest.fixture
+def store(migrated_db_url: str) -> Iterator[EventStore]:
+    """An upgraded, open store on each backend (through ``db_url``)."""
+    from recorder.store import EventStore
+
+    with EventStore.open(migrated_db_url) as opened:
         yield opened
 
 
@@ -180,5 +246,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> WheelVenv:
-    """codetape's wheel, built once per test session, installed into a fresh venv."""
-    return install_wheel(tmp_path_factory.mktemp("wheel"))
+    """codetape's wheel, built once per test run, installed into a fresh venv.
+
+    Under pytest-xdist the workers of one run share the parent of their base
+    temporary directories: the first worker to get here builds the wheel there,
+    the others wait for it and use the same venv (the tests only run it).
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    workdir = base / "installed-wheel"
+    with open(base / "installed-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = workdir / "done"
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a build that failed half-way
+            workdir.mkdir()
+            install_wheel(workdir)
+            done.touch()
+    return WheelVenv(workdir / "venv")

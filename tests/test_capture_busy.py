@@ -42,21 +42,26 @@ TICK = 0.005
 
 
 @pytest.fixture
-def busy_store(db_url: str) -> Iterator[EventStore]:
+def busy_store(migrated_db_url: str) -> Iterator[EventStore]:
     """A store whose SQLite busy timeout is 1 s (the default is 30 s), so a test can outlast it."""
-    url = db_url + "?timeout=1" if db_url.startswith("sqlite") else db_url
-    migrate.upgrade(url)
+    url = (
+        migrated_db_url + "?timeout=1" if migrated_db_url.startswith("sqlite") else migrated_db_url
+    )
     with EventStore.open(url) as store:
         yield store
 
 
-def hold_seconds(store: EventStore) -> float:
-    """Longer than a writer waits for the lock before it is told the database is locked."""
+def hold_seconds(store: EventStore, margin: float = 5.0) -> float:
+    """Longer than a writer waits for the lock before it is told the database is locked.
+
+    ``margin``: how much longer on SQLite (by default, time enough for the SDK to
+    finish inside it on a loaded runner too).
+    """
     if store.backend != "sqlite":
         return PG_HOLD
     with store.engine.connect() as conn:
         busy_ms = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
-    return float(busy_ms or 0) / 1000 + 5.0  # the SDK must finish inside it, on a loaded runner too
+    return float(busy_ms or 0) / 1000 + margin
 
 
 @contextmanager
@@ -128,7 +133,11 @@ def _record_through_a_held_lock(store: EventStore, writer: WriterMode, how: str)
     :func:`write_lock_held`): the SDK gets every event before the lock is released,
     and the store gets them all, in order, once it is."""
     session = CaptureSession(store, "busy", writer=writer)
-    hold = hold_seconds(store)
+    # Held past the busy timeout, then until the SDK has read the whole stream: a
+    # recorder that held the stream back on the lock would see it released first
+    # (after 120 s), however slow the machine.
+    hold = hold_seconds(store, margin=1.0)
+    streamed = threading.Event()
     locks: list[threading.Event] = []
     lock_cm = None
 
@@ -136,13 +145,14 @@ def _record_through_a_held_lock(store: EventStore, writer: WriterMode, how: str)
         nonlocal lock_cm
         if k == 100:  # the rest of the stream arrives while the log is locked
             assert session.flush(30)
-            lock_cm = write_lock_held(store, hold, how=how)
+            lock_cm = write_lock_held(store, hold, until=streamed, how=how)
             locks.append(lock_cm.__enter__())
 
     upstream = Upstream(load_tape(CI_STREAM), before_frame=at_frame)
     with record(store, session, transport=upstream.transport(), api_key="k", base_url=BASE) as c:
         count = sum(1 for _ in c.responses.create(model="m", input="x", stream=True))
     assert count == 491 and not locks[0].is_set()  # the SDK had it all during the lock
+    streamed.set()
     session.close()  # waits for the lock, then stores the rest
     assert lock_cm is not None
     lock_cm.__exit__(None, None, None)

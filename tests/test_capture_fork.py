@@ -85,6 +85,16 @@ if __name__ == "__main__":
 # Like gunicorn's arbiter: the application is loaded before the workers are
 # forked (--preload); a worker serves requests and leaves through sys.exit.
 _PRELOAD = """
+# The SDK builds its response models on its first call, in the process that
+# makes it: warmed here once, through a client the session does not record, so
+# that three workers do not each build them at the same time.
+warm = openai.OpenAI(
+    api_key="k", base_url="https://api.openai.com/v1", max_retries=0,
+    http_client=openai.DefaultHttpxClient(
+        transport=Upstream(upstream.scripts[:1], any_path=True).transport()
+    ),
+)
+assert sum(1 for _ in warm.responses.create(model="m", input="x", stream=True)) == 491
 workers = []
 for _ in range(3):
     pid = os.fork()

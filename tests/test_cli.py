@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from recorder.cli import main
-from recorder.store import migrate
 from recorder.tape import read_tape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +35,8 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
 
 
 @pytest.fixture
-def db(db_url: str) -> str:
-    migrate.upgrade(db_url)
-    return db_url
+def db(migrated_db_url: str) -> str:
+    return migrated_db_url
 
 
 def test_import_show_export_verify(db: str, tmp_path: Path) -> None:

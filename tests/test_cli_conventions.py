@@ -40,15 +40,18 @@ def same_name_copy(path: Path) -> Path:
 
 
 @pytest.fixture
-def db(db_url: str, tmp_path: Path) -> str:
-    migrate.upgrade(db_url)
+def db(migrated_db_url: str, tmp_path: Path) -> str:
     assert (
         run(
-            "import", str(TAPE), str(same_name_copy(tmp_path / "again.jsonl")), "--db", db_url
+            "import",
+            str(TAPE),
+            str(same_name_copy(tmp_path / "again.jsonl")),
+            "--db",
+            migrated_db_url,
         ).exit_code
         == 0
     )
-    return db_url
+    return migrated_db_url
 
 
 # -- ambiguous names ---------------------------------------------------------------

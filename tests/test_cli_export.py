@@ -15,7 +15,6 @@ from click.testing import CliRunner, Result
 
 from recorder.cli import main
 from recorder.events import Event, EventKind
-from recorder.store import migrate
 from recorder.tape import write_tape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +41,9 @@ def run(*args: str) -> Result:
 
 
 @pytest.fixture
-def db(db_url: str) -> str:
-    migrate.upgrade(db_url)
-    assert run("import", str(TAPE), "--db", db_url).exit_code == 0
-    return db_url
+def db(migrated_db_url: str) -> str:
+    assert run("import", str(TAPE), "--db", migrated_db_url).exit_code == 0
+    return migrated_db_url
 
 
 def one_error_line(result: Result) -> str:

@@ -14,7 +14,6 @@ from click.testing import CliRunner, Result
 
 from recorder.cli import main
 from recorder.events import EventKind
-from recorder.store import migrate
 from recorder.tape import read_tape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +29,8 @@ def run(*args: str) -> Result:
 
 
 @pytest.fixture
-def db(db_url: str) -> str:
-    migrate.upgrade(db_url)
-    return db_url
+def db(migrated_db_url: str) -> str:
+    return migrated_db_url
 
 
 def sessions(db: str) -> list[dict[str, object]]:

@@ -104,9 +104,8 @@ def check(
 
 
 @pytest.fixture
-def db(db_url: str) -> str:
-    migrate.upgrade(db_url)
-    return db_url
+def db(migrated_db_url: str) -> str:
+    return migrated_db_url
 
 
 def test_ctrl_c_before_any_commit_says_nothing_was_imported(

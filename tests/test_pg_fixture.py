@@ -94,6 +94,66 @@ def test_direct_pg_url_users_are_marked(pg_url: str, request: pytest.FixtureRequ
     assert request.node.get_closest_marker("postgres") is not None
 
 
+def _schema(url: str) -> dict[str, list[str]]:
+    """Every table's columns, and every index and trigger name, of the database at ``url``."""
+    for engine in _engine(url):
+        inspector = sa.inspect(engine)
+        schema = {
+            t: [c["name"] for c in inspector.get_columns(t)] for t in inspector.get_table_names()
+        }
+        schema["-indexes"] = sorted(
+            i["name"] or "" for t in inspector.get_table_names() for i in inspector.get_indexes(t)
+        )
+        with engine.connect() as conn:
+            triggers = (
+                "select name from sqlite_master where type = 'trigger'"
+                if engine.dialect.name == "sqlite"
+                else "select tgname from pg_trigger where not tgisinternal"
+            )
+            schema["-triggers"] = sorted(conn.execute(sa.text(triggers)).scalars())
+        return schema
+    raise AssertionError("unreachable")
+
+
+def test_a_migrated_copy_is_what_the_migrations_make(
+    migrated_db_url: str, db_url: str, request: pytest.FixtureRequest
+) -> None:
+    from recorder.store import migrate
+
+    assert migrated_db_url == db_url
+    assert migrate.current_revision(migrated_db_url) == migrate.head_revision()
+    if request.node.callspec.id == "sqlite":
+        fresh = f"sqlite:///{request.getfixturevalue('tmp_path') / 'fresh.db'}"
+    else:
+        fresh = request.getfixturevalue("make_pg_url")()
+    migrate.upgrade(fresh)
+    assert _schema(migrated_db_url) == _schema(fresh)
+
+
+def test_a_migrated_copy_starts_empty_and_writes_only_to_itself(
+    store: object, request: pytest.FixtureRequest
+) -> None:
+    from recorder.events import Event, EventKind, new_id
+    from recorder.store import EventStore
+
+    assert isinstance(store, EventStore)
+    assert store.last_position() == 0
+    store.append([Event(new_id(), EventKind.SESSION_OPEN, 0, meta={"name": "mine"})])
+    assert store.last_position() == 1
+    # The session's migrated original is untouched, for the tests after this one.
+    if request.node.callspec.id == "sqlite":
+        original = f"sqlite:///{request.getfixturevalue('_migrated_sqlite_file')}"
+    else:
+        admin = make_url(request.getfixturevalue("pg_server").admin_url)
+        original = admin.set(
+            drivername="postgresql+psycopg",
+            database=request.getfixturevalue("_migrated_pg_template"),
+        ).render_as_string(hide_password=False)
+    for engine in _engine(original):
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select count(*) from events")).scalar_one() == 0
+
+
 # -- inner pytest sessions: teardown, external servers, skip versus fail -----------------
 
 INNER_TEST = """

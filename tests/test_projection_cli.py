@@ -29,10 +29,9 @@ def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db(db_url: str) -> str:
-    migrate.upgrade(db_url)
-    assert run("import", str(VERCEL_CI), "--db", db_url).exit_code == 0
-    return db_url
+def db(migrated_db_url: str) -> str:
+    assert run("import", str(VERCEL_CI), "--db", migrated_db_url).exit_code == 0
+    return migrated_db_url
 
 
 def test_chunks_json_and_terminal(db: str) -> None:
