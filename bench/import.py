@@ -237,7 +237,8 @@ def time_tape_read(events: list[Event], rounds: int = 5) -> None:
     """Best of ``rounds`` interleaved reads of one tape, models vs the reader before them."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.jsonl"
-        write_tape(events, path)
+        # Format 1: the line reader from before the models reads only that one.
+        write_tape(events, path, version=1)
         size = path.stat().st_size
         import recorder.tape_line  # noqa: F401  (imported once, outside the timings)
 
