@@ -16,14 +16,22 @@ and cache misses of a real run:
 * ``pipe encode``: what the recorder child's sender and reader add per event
   (``event_row`` + ``marshal`` both ways + ``event_from_row``);
 * ``hash``: the SHA-256 chain hash of each row (:func:`event_hash`);
+* ``payload``: cutting the item id out and compressing the frame against
+  the shipped dictionary (:func:`recorder.store.codec.encode`);
 * ``append, batches of N``: :meth:`EventStore.append` into SQLite (hash,
-  16-column row, indexes, WAL commit), one transaction per N events.
+  payload, 17-column lean row, indexes, trigger, WAL commit), one
+  transaction per N events;
+* ``insert + commit of ready lean rows``: the SQLite part of that append
+  alone (rows already built), with and without the trigger that refuses
+  an INSERT over an existing event (the difference is the trigger's price).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import marshal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -41,7 +49,9 @@ from recorder.capture.exchange import ExchangeRecorder
 from recorder.capture.messages import event_from_row, event_row
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
+from recorder.store.codec import DEFAULT_CODEC, encode
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_hash
+from recorder.store.store import _LEAN_COLUMNS
 from recorder.writer import Writer
 
 
@@ -144,6 +154,14 @@ def main() -> None:
 
         assert HASH_FORMAT
         results["chain hash (store)"] = best(args.rounds, hash_all)
+
+        def encode_all() -> None:
+            for e in events:
+                encode(e.payload, DEFAULT_CODEC, e.sse_event)
+
+        results["payload: item id cut + zstd with the dictionary (store)"] = best(
+            args.rounds, encode_all
+        )
         sid = new_id()
         store.append([Event(sid, EventKind.SESSION_OPEN, 0, meta={"name": "parts"})])
         for size in (25, 250, 2000):
@@ -171,6 +189,42 @@ def main() -> None:
             results[f"append, batches of {size} (store: hash, row, indexes, commit)"] = best(
                 max(3, args.rounds // 2), append
             )
+        # The SQLite part of an append alone: the last exchange's lean rows, as
+        # stored, inserted again (new positions, another exchange key) and
+        # committed, in batches of 2,000; then into a log without the trigger
+        # that refuses replacing inserts, to price that trigger.
+        with store.engine.connect() as conn:
+            last_xid = conn.exec_driver_sql("SELECT max(exchange_key) FROM events").scalar()
+            lean = [
+                list(r)
+                for r in conn.exec_driver_sql(
+                    f"SELECT {', '.join(_LEAN_COLUMNS)} FROM events "
+                    f"WHERE exchange_key = {int(last_xid)} ORDER BY seq"
+                )
+            ]
+        bare_url = f"sqlite:///{tmp}/bare.db"
+        migrate.upgrade(bare_url)
+        with contextlib.closing(sqlite3.connect(bare_url.removeprefix("sqlite:///"))) as raw:
+            raw.execute("DROP TRIGGER events_no_replace")
+            raw.commit()
+        bare = EventStore.open(bare_url)
+        for name, target in (("", store), (", without the no-replace trigger", bare)):
+
+            def insert(target: EventStore = target) -> None:
+                position = target.last_position()
+                exchange_key = 10**9 + position  # no exchange has it: no stream clash
+                for start in range(0, len(lean), 2000):
+                    rows = []
+                    for row in lean[start : start + 2000]:
+                        position += 1
+                        rows.append((position, row[1], exchange_key, *row[3:]))
+                    with target._write_connection() as conn, conn.begin():
+                        target._insert(conn, rows)
+
+            results[f"insert + commit of ready lean rows, batches of 2000{name} (SQLite)"] = best(
+                max(3, args.rounds // 2), insert
+            )
+        bare.close()
         session.close()
         store.close()
     sdk = results["the SDK parsing (the yardstick)"]

@@ -13,6 +13,7 @@ imported into a temporary file). Targets: ``--help`` under 0.3 s,
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -56,9 +57,15 @@ def main() -> None:
         }
         for argv in cases.values():  # warm the OS file cache once
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        print(f"median of {args.runs} runs each")
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(
+            f"median of {args.runs} runs each; load average before: {load}"
+            f" on {os.cpu_count()} cores"
+        )
         for name, argv in cases.items():
             print(f"  {name:32} {median_seconds(argv, args.runs):6.3f} s")
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"load average after: {load}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 from recorder.errors import CodetapeError
 
 __all__ = [
@@ -34,6 +32,8 @@ _TYPED: dict[str, str] = {}
 
 def default_sqlite_path() -> Path:
     """The embedded database: ``codetape.db`` in the user's data directory."""
+    import platformdirs  # only here: a command given --db never needs it
+
     return Path(platformdirs.user_data_dir("codetape", appauthor=False)) / "codetape.db"
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 
 from recorder.cli import load_all, main
 from recorder.cli.commands import COMMANDS
+from recorder.store import migrate
 
 HEAVY = ("sqlalchemy", "openai", "pydantic", "psycopg", "httpx2", "rich")
 
@@ -31,10 +33,10 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))), f
 """
 
 
-def imported_by(*args: str) -> tuple[str, list[str]]:
-    """Run ``codetape ARGS`` in a fresh interpreter: (stdout, heavy top-level packages imported)."""
+def imported_by(*args: str, heavy: tuple[str, ...] = HEAVY) -> tuple[str, list[str]]:
+    """Run ``codetape ARGS`` in a fresh interpreter: (stdout, ``heavy`` packages imported)."""
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(list(args)), json.dumps(HEAVY)],
+        [sys.executable, "-c", _PROBE, json.dumps(list(args)), json.dumps(heavy)],
         capture_output=True,
         text=True,
         check=True,
@@ -61,6 +63,17 @@ def test_schemas_print_without_pydantic() -> None:
     output, heavy = imported_by("schema", "cost")
     assert json.loads(output)["title"] == "CostReport"
     assert heavy == []
+
+
+def test_listing_sessions_imports_no_database_library(tmp_path: Path) -> None:
+    # codetape sessions reads a SQLite log through the stdlib driver (see
+    # recorder.store.plain_read); tests/test_plain_read.py checks PostgreSQL.
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    migrate.upgrade(url)
+    # The user's data directory (platformdirs) matters only when no --db is given.
+    output, heavy = imported_by("sessions", "--db", url, heavy=(*HEAVY, "platformdirs"))
+    assert output.startswith("no sessions yet")
+    assert heavy == []  # an empty log needs no table either, so no rich
 
 
 def test_running_a_command_imports_what_it_needs() -> None:

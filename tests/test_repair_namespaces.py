@@ -97,7 +97,8 @@ class Recorder:
 
     def finish(self, timeout: float = 120) -> dict[str, object]:
         """Wait for the end; the session's stats it printed."""
-        line = self.wait_for("stats", timeout)
+        seen = [line for line in self.seen if line.startswith("stats")]
+        line = seen[0] if seen else self.wait_for("stats", timeout)
         assert self.proc.wait(timeout) == 0, self.stderr()
         stats: dict[str, object] = json.loads(line.split(" ", 1)[1])
         return stats
@@ -202,16 +203,24 @@ def test_a_recorder_in_another_pid_namespace_is_never_closed_by_its_neighbours(
     assert process_state(identity) != "alive"
 
     neighbours = 0
-    while not any(line.startswith("done") for line in live.seen):
-        with CaptureSession(store.url, "neighbour"):  # repairs first, as every recorder does
-            neighbours += 1
-        assert not store.find_session(session_id).closed
-        result = CliRunner().invoke(main, ["repair", "--db", store.url])
-        assert result.exit_code == 0, result.output
-        assert not store.find_session(session_id).closed
-        assert f"left {session_id} open: its recorder holds a live lease" in result.output
+    while True:
+        # A loaded machine can run fewer rounds than the recorder prints lines:
+        # read all it printed, so its own close after "done" is not taken for a repair.
         with contextlib.suppress(queue.Empty):
             live.seen.append(live.lines.get(timeout=0.5))
+            while True:
+                live.seen.append(live.lines.get_nowait())
+        if any(line.startswith("done") for line in live.seen):
+            break
+        with CaptureSession(store.url, "neighbour"):  # repairs first, as every recorder does
+            neighbours += 1
+        result = CliRunner().invoke(main, ["repair", "--db", store.url])
+        assert result.exit_code == 0, result.output
+        closes = _session_closes(store, session_id)
+        assert not [c for c in closes if "repaired" in c], closes
+        if closes:
+            break  # closed by its own recorder after its last frame, since the repair ran
+        assert f"left {session_id} open: its recorder holds a live lease" in result.output
     stats = live.finish()
     assert neighbours >= 3
 

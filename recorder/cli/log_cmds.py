@@ -25,8 +25,9 @@ __all__ = ["sessions", "show"]
 @json_option
 def sessions(db: str | None, as_json: bool) -> None:
     """List the sessions in the log, oldest first."""
-    with open_store(db) as store:
-        found = store.sessions()
+    from recorder.store.plain_read import list_sessions
+
+    found = list_sessions(db)
     if as_json:
         emit_json(
             [

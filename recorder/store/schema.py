@@ -39,6 +39,8 @@ from sqlalchemy import (
     Text,
 )
 
+from recorder.store.revision import SCHEMA_REVISION
+
 __all__ = [
     "KEY_TABLES",
     "SCHEMA_REVISION",
@@ -60,8 +62,6 @@ __all__ = [
     "sessions",
 ]
 
-# The Alembic revision this code expects; a test pins it to the script head.
-SCHEMA_REVISION = "0006_partitions"
 
 metadata = MetaData(
     naming_convention={

@@ -35,7 +35,6 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,6 +65,7 @@ from recorder.store.engine import (
 from recorder.store.forkgate import driver_call
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest
 from recorder.store.keys import Keys
+from recorder.store.listing import SessionInfo, sessions_from
 from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
@@ -148,21 +148,6 @@ _ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
 _ROWS_PER_SMALL_INSERT = 25
 # SQLite: one try for the write lock waits this long (see the module docstring).
 _LOCK_POLL = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """A session as the log knows it."""
-
-    id: str
-    name: str
-    labels: dict[str, str]
-    metadata: dict[str, Any]
-    source: dict[str, Any] | None
-    opened_at_ns: int
-    open_position: int
-    closed: bool
-    exchanges: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,52 +653,7 @@ class EventStore:
     def sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
         with translate_errors(self.url), self.engine.connect() as conn:
-            # Opens and closes are session-level events (no exchange): found
-            # through that small partial index, not by a scan of the log.
-            opens = conn.execute(
-                sa.text(
-                    "SELECT e.position, s.public_id, e.recorded_at_ns, coalesce(e.meta, '{}') "
-                    "FROM events e JOIN names k ON k.id = e.kind_key "
-                    "JOIN sessions s ON s.id = e.session_key "
-                    "WHERE e.exchange_key IS NULL AND k.public_id = 'session_open' "
-                    "ORDER BY e.position"
-                )
-            ).all()
-            closed = {
-                r[0]
-                for r in conn.execute(
-                    sa.text(
-                        "SELECT DISTINCT s.public_id FROM events e "
-                        "JOIN names k ON k.id = e.kind_key JOIN sessions s ON s.id = e.session_key "
-                        "WHERE e.exchange_key IS NULL AND k.public_id = 'session_close'"
-                    )
-                )
-            }
-            counts: dict[str, int] = dict(
-                conn.execute(
-                    sa.text(
-                        "SELECT s.public_id, count(*) FROM exchanges x "
-                        "JOIN sessions s ON s.id = x.session_key GROUP BY s.public_id"
-                    )
-                ).all()
-            )
-        result = []
-        for position, sid, at_ns, meta_json in opens:
-            meta_d: dict[str, Any] = json.loads(meta_json)
-            result.append(
-                SessionInfo(
-                    id=sid,
-                    name=str(meta_d.get("name", "")),
-                    labels=dict(meta_d.get("labels") or {}),
-                    metadata=dict(meta_d.get("metadata") or {}),
-                    source=meta_d.get("source"),
-                    opened_at_ns=at_ns,
-                    open_position=position,
-                    closed=sid in closed,
-                    exchanges=int(counts.get(sid, 0)),
-                )
-            )
-        return result
+            return sessions_from(lambda sql: conn.exec_driver_sql(sql).all())
 
     def find_session(self, ref: str) -> SessionInfo:
         """The session with id ``ref``, else the one named ``ref``, else a unique id prefix.
