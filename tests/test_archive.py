@@ -247,7 +247,9 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
     assert document["archive"]["rows"] == second_seg.last
     assert _figures(url) == figures
 
-    # An archived tape imports into a fresh database as its sessions.
+    # An archive file is a tape: it verifies alone, and imports as its sessions.
+    alone = cli("verify", str(out / first_seg.file))
+    assert alone.exit_code == 0 and f"ok: {first_seg.last} rows" in alone.output, alone.output
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     migrate.upgrade(fresh)
     imported = cli("import", str(out / first_seg.file), "--db", fresh)
