@@ -97,7 +97,7 @@ def test_a_commit_waiting_for_another_transactions_lock_does_not_hold_the_produc
         assert writer.stats.stored == 102 and writer.stats.lost == 0
         assert [e.seq for e in store.exchange_events(xid)] == [0, *range(2, 102)]
     finally:
+        holder.close()  # first: a failed run must not leave the writer waiting on its lock
         writer.close()
-        holder.close()
         watcher.close()
         store.close()

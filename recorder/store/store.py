@@ -40,6 +40,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import operator
 import sqlite3
@@ -426,6 +427,16 @@ class EventStore:
         """
         return None if thread_id is None else self._lock_waits.get(thread_id)
 
+    @contextlib.contextmanager
+    def _waiting_for_locks(self) -> Iterator[None]:
+        """Marks this thread as waiting for locks, for :meth:`lock_wait_since`."""
+        waits, me = self._lock_waits, threading.get_ident()
+        waits[me] = time.monotonic()
+        try:
+            yield
+        finally:
+            del waits[me]
+
     def _append_waiting(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
     ) -> list[int]:
@@ -579,14 +590,10 @@ class EventStore:
         with translate_errors(self.url), self.engine.connect() as conn:
             staged = self._stage(conn, items, locked=False)
             with conn.begin():
-                waits, me = self._lock_waits, threading.get_ident()
-                waits[me] = time.monotonic()
-                try:
+                with self._waiting_for_locks():
                     conn.exec_driver_sql(_LOCK_APPEND)
                     # Blocks too while another transaction locks the table itself.
                     last = conn.exec_driver_sql(_HEAD).first()
-                finally:
-                    del waits[me]
                 items = self._hooks(conn, items, last, prepare, committed)
                 if not items:
                     return []  # leaving the block commits what the hooks wrote
@@ -668,7 +675,9 @@ class EventStore:
             if locked:
                 self._make_keys(conn, wanted)
             else:
-                with conn.begin():
+                # The key lock, and the key tables' insert trigger reading the
+                # log's head, wait too while another transaction locks the log.
+                with conn.begin(), self._waiting_for_locks():
                     self._make_keys(conn, wanted)
         hash_format = names[HASH_FORMAT]
         result: list[_Staged] = []
