@@ -47,7 +47,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from recorder.errors import CodetapeError
-from recorder.events import Event, EventKind, StoredEvent, canonical_json
+from recorder.events import Event, EventKind, StoredEvent
 from recorder.store.engine import translate_errors
 from recorder.store.hashing import GENESIS, HASH_FORMAT
 from recorder.store.merkle import Frontier, row_leaf
@@ -314,25 +314,7 @@ def check_file(
                     ArchiveProblem(name, position, f"position {expected} expected here")
                 )
                 break
-            ev = item.event
-            stored = StoredEvent(
-                position=position,
-                session_id=ev.session_id,
-                exchange_id=ev.exchange_id,
-                seq=ev.seq if ev.seq is not None else -1,
-                kind=ev.kind,
-                recorded_at_ns=ev.recorded_at_ns,
-                offset_ns=ev.offset_ns,
-                payload=ev.payload,
-                meta_json=canonical_json(dict(ev.meta)),
-                sse_event=ev.sse_event,
-                sse_type=ev.sse_type,
-                sequence_number=ev.sequence_number,
-                response_id=ev.response_id,
-                hash_format=item.hash_format or "",
-                prev_hash=item.prev_hash or "",
-                hash=item.hash,
-            )
+            stored = item.stored()
             problem = row_problem(stored, prev)
             if problem is not None:
                 problems.append(ArchiveProblem(name, position, problem))

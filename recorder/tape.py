@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recorder.errors import TapeError
-from recorder.events import Event, EventKind, StoredEvent
+from recorder.events import Event, EventKind, StoredEvent, canonical_json
 from recorder.tape_file import atomic_tape, open_tape_lines
 from recorder.tape_lean import (
     LEAN_VERSION,
@@ -215,6 +215,35 @@ class TapeRow:
     prev_hash: str | None
     """As written, or implied by the line before (see the module docstring)."""
     hash_format: str | None
+
+    def stored(self) -> StoredEvent:
+        """The row as the exporting log stored it, for re-deriving its hash.
+
+        Needs the row's position and hash; a missing seq stands as -1, which
+        no stored row has, so the hash check reports the row instead of
+        failing here.
+        """
+        ev = self.event
+        if self.position is None or self.hash is None:
+            raise ValueError(f"{self.where}: a tape row without its position and hash")
+        return StoredEvent(
+            position=self.position,
+            session_id=ev.session_id,
+            exchange_id=ev.exchange_id,
+            seq=ev.seq if ev.seq is not None else -1,
+            kind=ev.kind,
+            recorded_at_ns=ev.recorded_at_ns,
+            offset_ns=ev.offset_ns,
+            payload=ev.payload,
+            meta_json=canonical_json(dict(ev.meta)),
+            sse_event=ev.sse_event,
+            sse_type=ev.sse_type,
+            sequence_number=ev.sequence_number,
+            response_id=ev.response_id,
+            hash_format=self.hash_format or "",
+            prev_hash=self.prev_hash or "",
+            hash=self.hash,
+        )
 
 
 @dataclass(frozen=True, slots=True)

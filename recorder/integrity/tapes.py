@@ -31,13 +31,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from recorder.errors import TapeError
-from recorder.events import StoredEvent, canonical_json
 from recorder.integrity.checkpoint import Checkpoint, CheckpointError, open_note, parse_note
 from recorder.store.merkle import ProofError, prove, root_from_proof, row_leaf
 from recorder.store.seal import ARCHIVE_SESSION
 from recorder.store.store import EventStore
 from recorder.store.verify import row_problem
-from recorder.tape import TapeProof, TapeRow, iter_tape_rows
+from recorder.tape import TapeProof, iter_tape_rows
 
 __all__ = ["TapeCheck", "TapeProblem", "TapeVerification", "proof_line", "verify_tape"]
 
@@ -75,29 +74,6 @@ class TapeVerification:
     @property
     def ok(self) -> bool:
         return not self.problems and all(c.ok for c in self.checks)
-
-
-def _stored(row: TapeRow) -> StoredEvent:
-    ev = row.event
-    assert row.position is not None and row.hash is not None and ev.seq is not None
-    return StoredEvent(
-        position=row.position,
-        session_id=ev.session_id,
-        exchange_id=ev.exchange_id,
-        seq=ev.seq,
-        kind=ev.kind,
-        recorded_at_ns=ev.recorded_at_ns,
-        offset_ns=ev.offset_ns,
-        payload=ev.payload,
-        meta_json=canonical_json(dict(ev.meta)),
-        sse_event=ev.sse_event,
-        sse_type=ev.sse_type,
-        sequence_number=ev.sequence_number,
-        response_id=ev.response_id,
-        hash_format=row.hash_format or "",
-        prev_hash=row.prev_hash or "",
-        hash=row.hash,
-    )
 
 
 def verify_tape(
@@ -140,7 +116,7 @@ def verify_tape(
         if item.position in hashes:
             problem(item.where, item.position, f"position {item.position} appears twice")
             continue
-        row = _stored(item)
+        row = item.stored()
         message = row_problem(row, None)
         stream = row.exchange_id if row.exchange_id is not None else row.session_id
         if stream == ARCHIVE_SESSION and stream not in expected_seq:
