@@ -456,6 +456,16 @@ class Writer:
             self._flush_leftover_damage()
             self._done_ticket = self._ticket
             self._done.wake()
+        self._finished()
+
+    def _finished(self) -> None:
+        """Called by the writer thread as it ends, everything it could store stored."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the writer thread is still at work (after :meth:`close`: it timed out)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def _take_batch(self) -> list[_Entry] | None:
         """Wait for work and linger for the group commit; None when it is time to stop."""

@@ -32,6 +32,7 @@ from recorder.errors import CodetapeError
 from recorder.events import Event
 from recorder.lease import HeldLease, lease_keeper
 from recorder.repair import repair_dead_writers
+from recorder.store.forkgate import driver_call
 from recorder.store.store import EventStore
 from recorder.writer import Writer, WriterStats
 
@@ -120,6 +121,7 @@ class SessionWriter(Writer):
         **options: Any,
     ) -> None:
         super().__init__(store, name=f"codetape-writer-{session_id[:8]}", **options)
+        self._release_when_done = False
         # The lease hook: the lease is taken in the transaction that stores the
         # session_open (or, for a writer replacing a dead one, taken over by its
         # first append), renewed by this process, which writes the session's
@@ -139,9 +141,23 @@ class SessionWriter(Writer):
         return stats
 
     def close(self, timeout: float = 10.0, *, session_closed: bool = False) -> None:
+        self._release_when_done = session_closed
         super().close(timeout)
-        if session_closed and self.lease is not None:
-            self.lease.release()  # its count of fenced events stays readable
+        if not self.running:
+            self._release()
+        # Else the store was still locked when the wait ran out: the thread goes
+        # on and releases the lease when it ends. Released now, the lease would
+        # let a repair close the session while its events are still on the way,
+        # and the two would then clash in the log.
+
+    def _finished(self) -> None:
+        if self._release_when_done:
+            with driver_call():  # a background thread's statement: see recorder.store.forkgate
+                self._release()
+
+    def _release(self) -> None:
+        if self._release_when_done and self.lease is not None:
+            self.lease.release()  # idempotent; its count of fenced events stays readable
 
     def forked(self) -> None:
         if self._pid != os.getpid():
