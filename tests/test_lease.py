@@ -8,6 +8,7 @@ and the continuation are driven in process, on both backends.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -319,7 +320,8 @@ def test_verify_says_whether_each_open_exchange_has_a_live_lease(
     assert entries["1" * 32]["recorder_process"] == "unknown"
     assert entries["1" * 32]["repairable"] is False
     text = CliRunner().invoke(main, ["verify", "--db", store.url])
-    assert "lease expired 0 s ago: `codetape repair` closes it" in text.output
+    # Seconds since the abandon: 0 unless the machine is slow.
+    assert re.search(r"lease expired \d+ s ago: `codetape repair` closes it", text.output)
 
 
 def test_repair_sweeps_lease_rows_of_sessions_that_are_closed(
