@@ -364,3 +364,20 @@ def test_unreachable_databases_fail_with_one_line(tmp_path: object) -> None:
         EventStore.open("sqlite:////nonexistent-dir/x/y.db")
     with pytest.raises(DatabaseUnavailable, match="unsupported"):
         EventStore.open("mysql://x@y/z")
+
+
+def test_a_ctrl_c_that_the_drivers_cleanup_masks_stays_a_ctrl_c() -> None:
+    """Ctrl-C inside a PostgreSQL statement left the connection busy; the cleanup's own
+    error ("can't change 'autocommit' now") was reported as a database error."""
+    from sqlalchemy.exc import DBAPIError
+
+    from recorder.store.engine import translate_errors
+
+    with pytest.raises(KeyboardInterrupt), translate_errors("sqlite:///unused.db"):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            orig = Exception("can't change 'autocommit' now: connection in transaction status")
+            raise DBAPIError("COPY events", None, orig) from None
+    with pytest.raises(StoreError), translate_errors("sqlite:///unused.db"):
+        raise DBAPIError("SELECT 1", None, Exception("some other failure"))

@@ -190,7 +190,25 @@ def translate_errors(url: str) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
+        interrupt = _interrupt_behind(exc)
+        if interrupt is not None:
+            # Ctrl-C inside a statement leaves the connection busy, and the
+            # driver's cleanup then fails on it: the user's interrupt, not a
+            # database error, is what happened.
+            raise interrupt from None
         raise _translate(exc, url) from exc
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt whose handling raised ``exc``, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
 
 
 def _first_line(exc: DBAPIError) -> str:
