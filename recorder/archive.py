@@ -333,6 +333,24 @@ def check_file(
     return problems, found_sha, head, frontier
 
 
+def _check_segment(
+    directory: Path, segment: Segment, frontier: Frontier
+) -> tuple[list[ArchiveProblem], Frontier]:
+    """:func:`check_file` of a sealed segment's file against all its seal says."""
+    problems, _, _, frontier = check_file(
+        directory / segment.file,
+        segment.first,
+        segment.last,
+        segment.prev_hash,
+        segment.head_hash,
+        segment.sha256,
+        frontier,
+    )
+    if not problems and frontier.state() != segment.frontier:
+        problems = [ArchiveProblem(segment.file, None, "its Merkle frontier differs")]
+    return problems, frontier
+
+
 def archive(
     store: EventStore,
     before_ns: int,
@@ -480,17 +498,7 @@ def drop_archived(store: EventStore, directory: Path, *, step: Step | None = Non
                 continue
             before = previous[segment.file]
             frontier = Frontier.restore(before.last, before.frontier) if before else Frontier()
-            problems, _, _, frontier = check_file(
-                directory / segment.file,
-                segment.first,
-                segment.last,
-                segment.prev_hash,
-                segment.head_hash,
-                segment.sha256,
-                frontier,
-            )
-            if not problems and frontier.state() != segment.frontier:
-                problems = [ArchiveProblem(segment.file, None, "its Merkle frontier differs")]
+            problems, frontier = _check_segment(directory, segment, frontier)
             if problems:
                 p = problems[0]
                 at = f" (position {p.position})" if p.position is not None else ""
@@ -549,17 +557,9 @@ def verify_archive(store: EventStore, directory: Path) -> tuple[list[ArchiveProb
                     f"does not follow the previous segment (which ends at {prev_last})",
                 )
             )
-        found, _, _, frontier = check_file(
-            directory / segment.file,
-            segment.first,
-            segment.last,
-            segment.prev_hash,
-            segment.head_hash,
-            segment.sha256,
-            Frontier.restore(frontier.size, frontier.state()),
+        found, frontier = _check_segment(
+            directory, segment, Frontier.restore(frontier.size, frontier.state())
         )
-        if not found and frontier.state() != segment.frontier:
-            found = [ArchiveProblem(segment.file, None, "its Merkle frontier differs")]
         problems += found
         if not found:
             rows += segment.last - segment.first + 1
