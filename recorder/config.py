@@ -16,6 +16,8 @@ from recorder.errors import CodetapeError
 
 __all__ = [
     "ENV_VAR",
+    "SQLITE_BUSY_CODES",
+    "SQLITE_BUSY_TIMEOUT",
     "as_typed",
     "default_sqlite_path",
     "is_default",
@@ -24,6 +26,14 @@ __all__ = [
 ]
 
 ENV_VAR = "CODETAPE_DB"
+
+# Seconds a SQLite connection waits for another writer's lock when the URL
+# gives no ``?timeout=``. Here, not in the store's engine module, so that the
+# plain read path uses the same value without importing SQLAlchemy.
+SQLITE_BUSY_TIMEOUT = 30.0
+# SQLite result codes (the low byte of an extended code): another connection
+# holds the lock (SQLITE_BUSY), or a table lock in shared cache (SQLITE_LOCKED).
+SQLITE_BUSY_CODES = (5, 6)
 
 # Normalised URL -> the spelling it was given in. Filled by normalize_url, so
 # that a message about "postgresql+psycopg://..." can say what the user typed.

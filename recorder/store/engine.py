@@ -26,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from recorder.config import as_typed
+from recorder.config import SQLITE_BUSY_CODES, SQLITE_BUSY_TIMEOUT, as_typed
 from recorder.errors import (
     DatabaseUnavailable,
     ImmutableLogError,
@@ -43,10 +43,6 @@ __all__ = [
     "translate_errors",
 ]
 
-_BUSY_TIMEOUT = 30.0
-# SQLite result codes (the low byte of an extended code): another connection
-# holds the lock (SQLITE_BUSY), or a table lock in shared cache (SQLITE_LOCKED).
-_SQLITE_BUSY_CODES = (5, 6)
 # PostgreSQL: lock_not_available (lock_timeout), serialization_failure,
 # deadlock_detected, query_canceled (statement_timeout): all worth a retry.
 _PG_BUSY_STATES = ("55P03", "40001", "40P01", "57014")
@@ -124,7 +120,7 @@ def _busy_timeout(parsed: sa.URL) -> float:
     """Seconds a SQLite connection waits for another writer's lock (``?timeout=`` in the URL)."""
     value = parsed.query.get("timeout")
     if value is None:
-        return _BUSY_TIMEOUT
+        return SQLITE_BUSY_TIMEOUT
     try:
         seconds = float(value if isinstance(value, str) else value[-1])
     except ValueError:
@@ -237,7 +233,7 @@ def _is_busy(exc: DBAPIError) -> bool:
     orig = exc.orig
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
-        return code & 0xFF in _SQLITE_BUSY_CODES
+        return code & 0xFF in SQLITE_BUSY_CODES
     return getattr(orig, "sqlstate", None) in _PG_BUSY_STATES
 
 

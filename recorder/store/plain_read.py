@@ -30,7 +30,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from recorder.config import resolve_url
+from recorder.config import SQLITE_BUSY_CODES, SQLITE_BUSY_TIMEOUT, resolve_url
 from recorder.errors import StoreBusy
 from recorder.store.listing import SessionInfo, sessions_from
 from recorder.store.revision import SCHEMA_REVISION
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["list_sessions", "plain_sessions"]
 
-# The store's defaults for a URL without a query (see recorder.store.engine).
-_BUSY_TIMEOUT = 30.0
-_SQLITE_BUSY_CODES = (5, 6)
 _SQLITE_PREFIX = "sqlite:///"
 # Only URLs that libpq and SQLAlchemy read alike (each part percent-decoded,
 # one host, a database named, no query): anything else goes to the store.
@@ -79,7 +76,7 @@ def _sqlite_file(url: str) -> tuple[str, float] | None:
     if not url.startswith(_SQLITE_PREFIX):
         return None
     path, _, query = url[len(_SQLITE_PREFIX) :].partition("?")
-    timeout = _BUSY_TIMEOUT
+    timeout = SQLITE_BUSY_TIMEOUT
     if query:
         name, _, value = query.partition("=")
         try:
@@ -114,7 +111,7 @@ def _sqlite_sessions(url: str, path: str, timeout: float) -> list[SessionInfo] |
         return sessions_from(run)
     except sqlite3.Error as exc:
         code = getattr(exc, "sqlite_errorcode", None)
-        if isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES:
+        if isinstance(code, int) and code & 0xFF in SQLITE_BUSY_CODES:
             from recorder.store.engine import describe_url
 
             text = str(exc).strip().splitlines()[0]
