@@ -24,6 +24,10 @@ Guarantees:
 * Upstream failures become 502 (504 for timeouts) with an OpenAI-style JSON
   error; in strict mode a request that cannot be recorded is refused with 503
   before it reaches the upstream.
+* Bounded memory per request: a request body is held whole (it is recorded
+  and forwarded as one), so one larger than ``max_request_bytes`` is answered
+  413 as soon as its ``Content-Length`` or its received bytes say so, and is
+  neither forwarded nor recorded.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from recorder.store.engine import is_process_local
 from recorder.store.store import EventStore
 from recorder.upstream import BadTarget, parse_upstream, upstream_url
 
-__all__ = ["RecordingProxy", "run_proxy"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "RecordingProxy", "run_proxy"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,6 +74,14 @@ _HOP_BY_HOP = frozenset(
 
 _CLIENT_GONE = "the client disconnected"
 
+# Larger than any Responses API request (its own limit, files included, is
+# well below this), small enough that a few concurrent ones fit in memory.
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    """The request body is over the proxy's limit."""
+
 
 def _error_body(status: int, message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
@@ -85,7 +97,11 @@ class RecordingProxy:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         timeout: httpx2.Timeout | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
+        if max_request_bytes < 0:
+            raise ValueError(f"max_request_bytes must be >= 0, got {max_request_bytes}")
+        self.max_request_bytes = max_request_bytes
         self.session = session
         self.upstream = parse_upstream(upstream)
         inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
@@ -99,16 +115,16 @@ class RecordingProxy:
             return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # gone before its body was whole: nothing to forward, no one to answer
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
         try:
-            request = self._upstream_request(scope, bytes(body))
+            body = await self._body(scope, receive)
+        except _TooLarge:
+            text = f"request body over the proxy's limit of {self.max_request_bytes} bytes"
+            await self._reply(send, 413, _error_body(413, text, "proxy_error"))
+            return
+        if body is None:
+            return  # gone before its body was whole: nothing to forward, no one to answer
+        try:
+            request = self._upstream_request(scope, body)
         except BadTarget as exc:
             await self._reply(send, exc.status, _error_body(exc.status, str(exc), "proxy_error"))
             return
@@ -127,6 +143,26 @@ class RecordingProxy:
             await self._reply(send, 502, _error_body(502, text, "proxy_error"))
             return
         await self._relay(response, send, receive)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole request body, or None if the client left before sending it."""
+        limit = self.max_request_bytes
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                # A malformed length is the upstream's to judge; the count below still bounds it.
+                with contextlib.suppress(ValueError):
+                    if int(value) > limit:
+                        raise _TooLarge
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise _TooLarge
+            if not message.get("more_body"):
+                return bytes(body)
 
     def _upstream_request(self, scope: Scope, body: bytes) -> httpx2.Request:
         raw_target = scope.get("raw_path") or scope["path"].encode()
@@ -223,11 +259,13 @@ def run_proxy(
     redactor: Redactor | None = None,
     on_store_error: OnStoreError = "log",
     writer: WriterMode = "auto",
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> None:
     """Serve the proxy with uvicorn until interrupted; the session closes on exit.
 
     ``redactor`` replaces the default one (``redact_headers`` and
-    ``redact_json_paths`` then add nothing).
+    ``redact_json_paths`` then add nothing). Request bodies over
+    ``max_request_bytes`` are answered 413.
     """
     import click
     import uvicorn
@@ -249,7 +287,7 @@ def run_proxy(
         writer=writer,
     )
     try:
-        app = RecordingProxy(capture, upstream)
+        app = RecordingProxy(capture, upstream, max_request_bytes=max_request_bytes)
         click.echo(
             f"recording proxy on http://{host}:{port} -> {upstream} "
             f"(session {session!r}, id {capture.id[:12]})",

@@ -62,6 +62,29 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
     )
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    text = value.strip().lower().replace(" ", "")
+    digits = len(text) - len(text.lstrip("0123456789"))
+    number, unit = text[:digits], text[digits:]
+    if not number or unit not in _SIZE_UNITS:
+        raise click.BadParameter(
+            f"wants a size such as 64MiB, 500kB or 1048576 (bytes), got {value!r}", ctx, param
+        )
+    return int(number) * _SIZE_UNITS[unit]
+
+
 @main.command("proxy")
 @listen_option("127.0.0.1:8787")
 @click.option(
@@ -73,6 +96,16 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
 @click.option("--session", "session_name", default="proxy", show_default=True, help="Session name.")
 @redaction_options
 @click.option("--strict", is_flag=True, help="Refuse to forward what cannot be stored.")
+@click.option(
+    "--max-request-size",
+    "max_request_bytes",
+    default="64MiB",
+    show_default=True,
+    metavar="SIZE",
+    callback=_parse_size,
+    help="Answer 413, forwarding and recording nothing, to a request whose body is larger "
+    "(bodies are held whole in memory; units B, kB, KiB, MB, MiB, GB, GiB).",
+)
 @click.option(
     "--writer",
     type=click.Choice(["auto", "thread", "process"]),
@@ -90,6 +123,7 @@ def proxy_cmd(
     redact_json_paths: tuple[str, ...],
     keep: tuple[str, ...],
     strict: bool,
+    max_request_bytes: int,
     writer: str,
     db: str | None,
 ) -> None:
@@ -111,4 +145,5 @@ def proxy_cmd(
             redactor=redactor_from(redact_headers, redact_json_paths, keep),
             on_store_error="raise" if strict else "log",
             writer=cast("WriterMode", writer),
+            max_request_bytes=max_request_bytes,
         )
