@@ -112,9 +112,14 @@ def test_a_0007_log_upgrades_with_every_row_partition_and_grant_kept(
     fill = _sql(
         url,
         "SELECT c.relname, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE i.indrelid = 'events_p000000000151'::regclass AND i.indisprimary",
+        "WHERE i.indrelid = 'events_p000000000151'::regclass ORDER BY c.relname",
     )
-    assert fill == [("events_p000000000151_pkey", ["fillfactor=100"])]
+    assert fill == [
+        ("events_p000000000151_exchange_key_seq_idx", ["fillfactor=100"]),
+        ("events_p000000000151_pkey", ["fillfactor=100"]),
+        ("events_p000000000151_session_key_position_idx", ["fillfactor=100"]),
+        ("events_p000000000151_session_key_seq_idx", None),
+    ]
     assert (reader, "SELECT") in _sql(
         url,
         "SELECT a.grantee::regrole::text, a.privilege_type FROM pg_class c, "

@@ -143,14 +143,17 @@ def _check_fits(conn: sa.Connection) -> None:
         )
 
 
-def _grants(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
-    """The privileges granted on ``table`` to roles other than its owner."""
+def _grants(conn: sa.Connection, table: str) -> list[str]:
+    """``GRANT`` statements for the privileges others than its owner hold on ``table``."""
     rows = conn.exec_driver_sql(
-        "SELECT a.grantee::regrole::text, a.privilege_type "
-        "FROM pg_class c, aclexplode(c.relacl) a "
-        f"WHERE c.oid = '{table}'::regclass AND a.grantee <> c.relowner AND a.grantee <> 0"
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, "
+        "a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
+        f"WHERE c.oid = '{table}'::regclass AND a.grantee <> c.relowner"
     ).all()
-    return [(str(grantee), str(privilege)) for grantee, privilege in rows]
+    return [
+        f"GRANT {privilege} ON {table} TO {grantee}" + (" WITH GRANT OPTION" if option else "")
+        for grantee, privilege, option in rows
+    ]
 
 
 def _rebuild(conn: sa.Connection, columns: str, packed: Sequence[str]) -> None:
@@ -160,7 +163,7 @@ def _rebuild(conn: sa.Connection, columns: str, packed: Sequence[str]) -> None:
     """
     parts = list_partitions(conn)
     note = conn.exec_driver_sql("SELECT obj_description('events'::regclass, 'pg_class')").scalar()
-    grants = {t: _grants(conn, t) for t in ("events", "event_rows")}
+    grants = _grants(conn, "events") + _grants(conn, "event_rows")
     op.execute("DROP VIEW event_rows")
     for name in _TRIGGER_NAMES:
         op.execute(f"DROP TRIGGER {name} ON events")
@@ -192,9 +195,8 @@ def _rebuild(conn: sa.Connection, columns: str, packed: Sequence[str]) -> None:
     if note is not None:
         quoted = note.replace("'", "''")
         op.execute(f"COMMENT ON TABLE events IS '{quoted}'")
-    for table, granted in grants.items():
-        for grantee, privilege in granted:
-            op.execute(f"GRANT {privilege} ON {table} TO {grantee}")
+    for statement in grants:
+        op.execute(statement)
 
 
 def upgrade() -> None:
