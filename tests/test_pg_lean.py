@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from old_log import old_log
 from synthetic_session import synthetic_session
 
+from recorder.errors import StoreError
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
 from recorder.store.engine import create_engine
@@ -165,7 +166,7 @@ def test_a_value_too_wide_for_0008_stops_the_upgrade_with_nothing_changed(
         "SELECT max(position) + 1, 0, 2147483648, 1, 999, 1, 1, '\\x00', '\\x00' FROM events",
     )
     count = _sql(url, "SELECT count(*) FROM events")[0][0]
-    with pytest.raises(Exception, match="sequence_number 2147483648"):
+    with pytest.raises(StoreError, match="sequence_number 2147483648"):
         migrate.upgrade(url)
     assert migrate.current_revision(url) == "0007_stream_check"
     assert _sql(url, "SELECT count(*) FROM events")[0][0] == count

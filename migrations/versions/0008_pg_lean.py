@@ -48,6 +48,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from recorder.errors import StoreError
 from recorder.store.partitions import create_partition, list_partitions
 
 revision: str = "0008_pg_lean"
@@ -125,19 +126,22 @@ LEFT JOIN names hf ON hf.id = e.hash_format_key"""
 
 
 def _check_fits(conn: sa.Connection) -> None:
-    """Refuse, before anything changes, a log whose values exceed the narrower columns."""
+    """Refuse, before anything changes, a log whose values exceed the narrower columns.
+
+    A :class:`StoreError`, so ``codetape db upgrade`` says it in one line.
+    """
     high, low, names = conn.exec_driver_sql(
         "SELECT max(sequence_number), min(sequence_number), "
         "greatest(max(sse_event_key), max(sse_type_key)) FROM events"
     ).one()
     if (high is not None and high > _INTEGER) or (low is not None and low < -_INTEGER - 1):
         bad = high if high is not None and high > _INTEGER else low
-        raise RuntimeError(
+        raise StoreError(
             f"an event has sequence_number {bad}, beyond the integer column of 0008_pg_lean: "
             "keep this log at 0007_stream_check"
         )
     if names is not None and names > _SMALLINT:
-        raise RuntimeError(
+        raise StoreError(
             f"the log refers to name key {names}, beyond the smallint columns of 0008_pg_lean: "
             "keep this log at 0007_stream_check"
         )
