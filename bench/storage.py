@@ -1,11 +1,11 @@
 """Database bytes per payload byte: the wide 0004 row, the lean row raw and compressed, vcrpy.
 
-Usage: python bench/storage.py [TAPE ...] [--pg-url URL | --no-pg]
+Usage: python bench/storage.py [TAPE ...] [--pg-url URL | --no-pg] [--relations]
 
 For each recording (default: the Code Interpreter streaming fixture), on a
 fresh database upgraded to the layout measured, counts the bytes its import
-adds (every page of every table and index: ``dbstat`` on SQLite,
-``pg_total_relation_size`` summed over the log's tables on PostgreSQL,
+adds (every page of every table and index: ``dbstat`` on SQLite; on
+PostgreSQL every table, partition, index and TOAST table of the schema,
 before and after) and divides by the recording's payload bytes:
 
 * ``0004 wide``: the schema before the lean row (migrated to 0004 only; rows
@@ -23,7 +23,8 @@ same name), i.e. what a new recording like it would cost. ``--copies N``
 imports the recording N times under fresh session and exchange ids (synthetic
 copies, for the marginal cost once the tables' first pages are paid: on
 PostgreSQL each of the log's relations takes at least 8 KiB per table and
-index from its first row).
+index from its first row). ``--relations`` adds, per layout, the bytes the
+empty log already held and what each table and index gained.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +52,42 @@ from recorder.tape import read_tape  # noqa: E402
 DEFAULT_TAPE = (
     ROOT / "fixtures/realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
 )
-_LOG_TABLES = ("events", "sessions", "exchanges", "responses", "items", "names")
 _WIDE = (
     "position, session_id, exchange_id, seq, kind, recorded_at_ns, offset_ns, sse_event, "
     "sse_type, sequence_number, response_id, meta, payload, hash_format, prev_hash, hash"
 )
 
 
-def db_bytes(engine: sa.Engine) -> int:
+# Every relation of the public schema with storage: tables (each partition
+# of ``events`` among them), their indexes, and each table's TOAST table and
+# its index, every fork (the free space map a bulk insert makes included). A
+# partitioned table or index has no storage of its own, so
+# ``pg_total_relation_size('events')`` of the parent counts none of the log.
+_FORKS = "pg_relation_size({0}) + pg_relation_size({0}, 'fsm') + pg_relation_size({0}, 'vm')"
+_PG_RELATIONS = f"""
+SELECT c.relname, {_FORKS.format("c.oid")} FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')
+UNION ALL
+SELECT 'TOAST of ' || c.relname,
+       {_FORKS.format("c.reltoastrelid")} + pg_indexes_size(c.reltoastrelid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.reltoastrelid <> 0
+"""
+
+
+def relation_bytes(engine: sa.Engine) -> dict[str, int]:
+    """Bytes per table and index (SQLite: per ``dbstat`` name), every page counted."""
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            return int(conn.exec_driver_sql("SELECT sum(pgsize) FROM dbstat").scalar() or 0)
-        total = 0
-        for table in _LOG_TABLES:
-            size = conn.exec_driver_sql(
-                f"SELECT pg_total_relation_size(to_regclass('{table}'))"
-            ).scalar()
-            total += int(size or 0)
-        return total
+            query = "SELECT name, sum(pgsize) FROM dbstat GROUP BY name"
+        else:
+            query = _PG_RELATIONS
+        return {str(name): int(size or 0) for name, size in conn.exec_driver_sql(query)}
+
+
+def db_bytes(engine: sa.Engine) -> int:
+    return sum(relation_bytes(engine).values())
 
 
 def insert_wide(engine: sa.Engine, events: list[Event]) -> list[tuple[object, ...]]:
@@ -92,24 +112,51 @@ def insert_wide(engine: sa.Engine, events: list[Event]) -> list[tuple[object, ..
     return rows
 
 
-def measure(url: str, layout: str, events: list[Event]) -> int:
+@dataclass
+class Measured:
+    """What an import added, in all and per relation, and the bytes there before it."""
+
+    added: int
+    empty: int
+    relations: dict[str, tuple[int, int]]  # name -> (bytes before, bytes after)
+
+
+def _measured(before: dict[str, int], after: dict[str, int]) -> Measured:
+    added = sum(after.values()) - sum(before.values())
+    names = sorted(set(before) | set(after))
+    relations = {n: (before.get(n, 0), after.get(n, 0)) for n in names}
+    return Measured(added, sum(before.values()), relations)
+
+
+def measure(url: str, layout: str, events: list[Event]) -> Measured:
     if layout == "0004 wide":
         migrate.upgrade(url, "0004_no_replace")
         engine = sa.create_engine(url)
         try:
-            before = db_bytes(engine)
+            before = relation_bytes(engine)
             insert_wide(engine, events)
-            return db_bytes(engine) - before
+            return _measured(before, relation_bytes(engine))
         finally:
             engine.dispose()
     migrate.upgrade(url)
     with EventStore.open(url) as store:
         if layout == "lean raw":
             store.codec = None
-        before = db_bytes(store.engine)
+        before = relation_bytes(store.engine)
         store.append(events)
         assert store.verify().ok
-        return db_bytes(store.engine) - before
+        return _measured(before, relation_bytes(store.engine))
+
+
+def report(backend: str, label: str, found: Measured, payload: int, relations: bool) -> None:
+    ratio = found.added / payload
+    print(f"  {backend} {label:10} {ratio:5.2f}x  ({found.added:,} bytes)")
+    if not relations:
+        return
+    print(f"    {found.empty:,} bytes before the import (an empty log)")
+    for name, (before, after) in found.relations.items():
+        if after != before:
+            print(f"    {name:48} {before:>10,} -> {after:>10,}  (+{after - before:,})")
 
 
 def cassette_bytes(events: list[Event]) -> int:
@@ -185,6 +232,9 @@ def main() -> None:
     parser.add_argument("--no-pg", action="store_true")
     parser.add_argument("--holdout", action="store_true")
     parser.add_argument("--copies", type=int, default=1)
+    parser.add_argument(
+        "--relations", action="store_true", help="also the bytes each table and index gained"
+    )
     args = parser.parse_args()
     layouts: tuple[str, ...] = ("0004 wide", "lean raw", "lean zstd")
     if args.holdout:
@@ -200,9 +250,9 @@ def main() -> None:
         print(f"  vcrpy cassette    {cassette_bytes(events) / payload:5.2f}x")
         with tempfile.TemporaryDirectory() as tmp:
             for i, layout in enumerate(layouts):
-                added = measure(f"sqlite:///{tmp}/{i}.db", layout, events)
+                found = measure(f"sqlite:///{tmp}/{i}.db", layout, events)
                 label = layout + (", unseen" if args.holdout else "")
-                print(f"  SQLite {label:10} {added / payload:5.2f}x  ({added:,} bytes)")
+                report("SQLite", label, found, payload, args.relations)
         if args.no_pg:
             continue
         names = [f"storage_{i}" for i in range(len(layouts))]
@@ -210,9 +260,9 @@ def main() -> None:
             if urls is None:
                 continue
             for name, layout in zip(names, layouts, strict=True):
-                added = measure(urls[name], layout, events)
+                found = measure(urls[name], layout, events)
                 label = layout + (", unseen" if args.holdout else "")
-                print(f"  PostgreSQL {label:10} {added / payload:5.2f}x  ({added:,} bytes)")
+                report("PostgreSQL", label, found, payload, args.relations)
 
 
 if __name__ == "__main__":

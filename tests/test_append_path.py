@@ -219,7 +219,12 @@ def test_new_keys_are_committed_before_the_write_lock(pg_url: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("seq", 2**31), ("offset_ns", 2**63), ("sequence_number", -(2**63) - 1)],
+    [
+        ("seq", 2**31),
+        ("offset_ns", 2**63),
+        ("sequence_number", -(2**63) - 1),
+        ("sequence_number", 2**31),
+    ],
 )
 def test_a_value_out_of_its_column_range_refuses_the_whole_batch(
     pg_url: str, column: str, value: int

@@ -10,13 +10,14 @@ import dataclasses
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from old_log import old_log
 from sqlalchemy.engine import make_url
 from synthetic_session import SYNTHETIC_NAME, synthetic_session
 
@@ -61,17 +62,23 @@ def partition_setup(url: str, rows: int, ahead: int) -> None:
         engine.dispose()
 
 
-def month(store: EventStore, days: int = 30, per_day: int = 2) -> list[str]:
+def month_events(days: int = 30, per_day: int = 2) -> list[list[Event]]:
     """Two synthetic sessions a day (40 events each), day d at 2026-01-01 + d days."""
+    return [
+        synthetic_session(
+            new_id(), JAN_1 + day * DAY + k * 3_600 * 10**9, calls=2, deltas=5, text_deltas=5
+        )
+        for day in range(days)
+        for k in range(per_day)
+    ]
+
+
+def month(store: EventStore, days: int = 30, per_day: int = 2) -> list[str]:
+    """:func:`month_events` appended to ``store``; their session ids."""
     ids = []
-    for day in range(days):
-        for k in range(per_day):
-            sid = new_id()
-            events = synthetic_session(
-                sid, JAN_1 + day * DAY + k * 3_600 * 10**9, calls=2, deltas=5, text_deltas=5
-            )
-            store.append(events)
-            ids.append(sid)
+    for events in month_events(days, per_day):
+        store.append(events)
+        ids.append(events[0].session_id)
     return ids
 
 
@@ -92,12 +99,15 @@ def month_db(pg_url: str) -> Iterator[str]:
 # -- partitions ----------------------------------------------------------------
 
 
-def test_a_0005_log_becomes_partitioned_with_every_hash_kept(pg_url: str) -> None:
+def test_a_0005_log_becomes_partitioned_with_every_hash_kept(
+    make_pg_url: Callable[[], str],
+) -> None:
+    pg_url = make_pg_url()
     migrate.upgrade(pg_url, "0005_lean_log")
-    # At 0005 the store would not open (an older schema); its appends write 0005's row.
+    # The store writes only the current row: the 0005 log is copied in by name.
+    old_log(make_pg_url(), pg_url, month_events(days=3))
     engine_store = EventStore(create_engine(pg_url), pg_url)
     try:
-        month(engine_store, days=3)
         before = hashes(engine_store)
         assert engine_store.verify().ok
     finally:

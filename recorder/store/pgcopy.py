@@ -102,11 +102,11 @@ def row_body(
             (
                 p8(8, recorded_at_ns),
                 null if offset_ns is None else p8(8, offset_ns),
-                null if sequence_number is None else p8(8, sequence_number),
+                null if sequence_number is None else p4(4, sequence_number),
                 p4(4, session_key),
                 null if exchange_key is None else p4(4, exchange_key),
-                null if sse_event_key is None else p4(4, sse_event_key),
-                null if sse_type_key is None else p4(4, sse_type_key),
+                null if sse_event_key is None else p2(2, sse_event_key),
+                null if sse_type_key is None else p2(2, sse_type_key),
                 null if response_key is None else p4(4, response_key),
                 null if item_key is None else p4(4, item_key),
                 p2(2, kind_key),
@@ -119,10 +119,12 @@ def row_body(
         )
     except struct.error:
         pass
-    # Name the column that does not fit (the keys and codec always do).
+    # Name the column that does not fit (the keys and codec always do: the
+    # SSE name keys, smallints, are ``names`` ids, capped like ``kind_key``).
     _int8(recorded_at_ns, "recorded_at_ns")
     _int8(offset_ns, "offset_ns")
-    _int8(sequence_number, "sequence_number")
+    if sequence_number is not None and not -(2**31) <= sequence_number < 2**31:
+        raise StoreError(f"sequence_number {sequence_number} is out of range for an integer")
     raise StoreError("a value is out of range for its column")
 
 

@@ -10,4 +10,4 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_REVISION"]
 
-SCHEMA_REVISION = "0007_stream_check"
+SCHEMA_REVISION = "0008_pg_lean"

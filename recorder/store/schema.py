@@ -107,21 +107,26 @@ KEY_TABLES = ("sessions", "exchanges", "responses", "items", "names")
 
 # Columns ordered widest first (8-byte, 4-byte, 2-byte, then variable
 # length): PostgreSQL aligns each value to its width, so this order leaves no
-# padding in a row; SQLite does not care.
+# padding in a row; SQLite does not care. Since 0008 ``sequence_number`` is an
+# integer (up to 2,147,483,647 frames per response) and the SSE name keys
+# smallints (``names`` holds at most 32,767 values: ``kind_key`` was one
+# already) on PostgreSQL; SQLite keeps its declared types, its integers take
+# the bytes their values need anyway.
+_names_key = SmallInteger().with_variant(Integer(), "sqlite")
 events = Table(
     "events",
     metadata,
     Column("position", _position_type, primary_key=True, autoincrement=False),
     Column("recorded_at_ns", BigInteger, nullable=False),
     Column("offset_ns", BigInteger, nullable=True),
-    Column("sequence_number", BigInteger, nullable=True),
+    Column("sequence_number", Integer().with_variant(BigInteger(), "sqlite"), nullable=True),
     Column("session_key", Integer, nullable=False),
     Column("exchange_key", Integer, nullable=True),
     Column("seq", Integer, nullable=False),
-    Column("sse_event_key", Integer, nullable=True),
-    Column("sse_type_key", Integer, nullable=True),
     Column("response_key", Integer, nullable=True),
     Column("item_key", Integer, nullable=True),
+    Column("sse_event_key", _names_key, nullable=True),
+    Column("sse_type_key", _names_key, nullable=True),
     Column("kind_key", SmallInteger, nullable=False),
     Column("hash_format_key", SmallInteger, nullable=False),
     Column("codec", SmallInteger, nullable=True),
