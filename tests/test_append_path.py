@@ -152,6 +152,30 @@ def test_the_batch_encoder_stores_exactly_what_encode_stores(
     assert encoder(codec)(payload, sse_event) == encode(payload, codec, sse_event)
 
 
+def test_an_int_field_given_as_a_bool_is_hashed_as_stored(store: EventStore) -> None:
+    # The column keeps 1 for True: the hash must cover what verify reads back.
+    sid, xid = _opened(store)
+    store.append([Event(sid, EventKind.SSE, 1, xid, offset_ns=True, sequence_number=False)])
+    [back] = store.exchange_events(xid)[1:]
+    assert (back.offset_ns, back.sequence_number) == (1, 0)
+    assert store.verify().ok
+
+
+def test_a_field_of_the_wrong_type_is_hashed_by_the_encoder(sqlite_url: str) -> None:
+    # SQLite takes a float in an integer column (PostgreSQL refuses it). Not an
+    # int where one belongs: the row is hashed as event_digest hashes it (the
+    # JSON encoder's text for the value given), as before.
+    store = EventStore.open(sqlite_url, upgrade=True)
+    sid, xid = _opened(store)
+    store.append([Event(sid, EventKind.SSE, 1, xid, recorded_at_ns=5.5)])  # type: ignore[arg-type]
+    [back] = store.exchange_events(xid)[1:]
+    assert back.hash == event_digest(
+        back.prev_hash, back.position, sid, xid, 1, "sse", 5.5,  # type: ignore[arg-type]
+        None, None, None, None, None, "{}", b"",
+    ).hex()  # fmt: skip
+    store.close()
+
+
 def _frames(sid: str, xid: str, count: int, start: int = 0) -> list[Event]:
     return [
         Event(
