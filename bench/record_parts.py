@@ -226,12 +226,12 @@ def main() -> None:
                 position = target.last_position()
                 exchange_key = 10**9 + position  # no exchange has it: no stream clash
                 for start in range(0, len(lean), 2000):
-                    rows = []
+                    values: list[object] = []
                     for row in lean[start : start + 2000]:
                         position += 1
-                        rows.append((position, row[1], exchange_key, *row[3:]))
+                        values += (position, row[1], exchange_key, *row[3:])
                     with target._write_connection() as conn, conn.begin():
-                        target._insert(conn, rows)
+                        target._insert(conn, values)
 
             results[f"insert + commit of ready lean rows, batches of 2000{name} (SQLite)"] = best(
                 max(3, args.rounds // 2), insert

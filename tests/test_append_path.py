@@ -231,6 +231,21 @@ def test_events_come_back_as_appended_with_a_chain_that_verifies(store: EventSto
     assert store.verify().ok
 
 
+def test_batches_of_every_size_store_each_row_once_in_order(store: EventStore) -> None:
+    # SQLite inserts a batch in statements of 250 rows, then of 25, then the
+    # rest: sizes on and around each bound.
+    sid, xid = _opened(store)
+    seq, sent = 1, []
+    for size in (1, 24, 25, 26, 249, 250, 251, 276, 523):
+        batch = _frames(sid, xid, size, start=seq)
+        assert len(store.append(batch)) == size
+        sent += batch
+        seq += size
+    back = store.exchange_events(xid)[1:]
+    assert [(e.seq, e.payload) for e in back] == [(e.seq, e.payload) for e in sent]
+    assert store.verify().ok
+
+
 def test_events_a_hook_adds_are_built_under_the_lock(store: EventStore) -> None:
     sid, xid = _opened(store)
     other = new_id()  # a session no key exists for yet

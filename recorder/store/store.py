@@ -48,7 +48,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -497,13 +496,14 @@ class EventStore:
             next_seq = self._next_seqs(conn, items)
             first = position + 1
             encode_one = encoder(self.codec)
-            rows: list[tuple[Any, ...]] = []
+            # The rows' values one after another, as the multi-row INSERTs bind them.
+            values: list[Any] = []
             # This loop runs once per recorded event, in the writer thread but
             # holding the GIL the client needs. What events of one stream
             # share (ids, kind, names, response) is looked up once per batch:
             # its keys and its hash header texts (see hashing.row_digest).
             # Per event, only its ints, its payload and its hash are new.
-            append_row = rows.append
+            append_row = values.extend
             streams: dict[tuple[str, str | None], tuple[int, int | None, str]] = {}
             kinds: dict[str, tuple[int, str]] = {}
             frames: dict[tuple[str | None, str | None], tuple[int | None, int | None, str]] = {}
@@ -613,7 +613,7 @@ class EventStore:
                     )
                 )
                 prev = digest.hex()
-            self._insert(conn, rows)
+            self._insert(conn, values)
         return list(range(first, position + 1))
 
     def _stream_keys(
@@ -804,32 +804,32 @@ class EventStore:
                 {xid: sessions[sid] for xid, sid in wanted["exchanges"].items()},
             )
 
-    def _insert(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        # SQLite (PostgreSQL COPYs, see _append_pg): multi-row INSERTs rather
-        # than executemany. The driver releases the GIL around every
-        # statement step, i.e. per row with executemany; the writer thread
-        # then contends for the GIL with the client's thread hundreds of
-        # times per batch, and each handoff costs both threads far more than
-        # the row. One step per _ROWS_PER_INSERT
-        # rows keeps the handoffs rare (and binds in one C loop). The rest
-        # goes in parts of _ROWS_PER_SMALL_INSERT, then one smaller part: few
-        # distinct statements, so the driver's statement cache (each prepared
-        # statement sized by its parameters) stays small whatever the batches.
-        # The statements go to the driver's cursor, past SQLAlchemy's
-        # per-statement work (result setup, events: tens of microseconds,
-        # per 25 rows in a small batch); its errors are wrapped as
-        # SQLAlchemy's own, so translate_errors and the busy retry see them.
+    def _insert(self, conn: sa.Connection, values: list[Any]) -> None:
+        """Insert the lean rows whose values, row after row, are ``values`` (SQLite)."""
+        # Multi-row INSERTs rather than executemany (PostgreSQL COPYs, see
+        # _append_pg). The driver releases the GIL around every statement
+        # step, i.e. per row with executemany; the writer thread then contends
+        # for the GIL with the client's thread hundreds of times per batch,
+        # and each handoff costs both threads far more than the row. One step
+        # per _ROWS_PER_INSERT rows keeps the handoffs rare (and binds in one
+        # C loop). The rest goes in parts of _ROWS_PER_SMALL_INSERT, then one
+        # smaller part: few distinct statements, so the driver's statement
+        # cache (each prepared statement sized by its parameters) stays small
+        # whatever the batches. The statements go to the driver's cursor,
+        # past SQLAlchemy's per-statement work (result setup, events: tens of
+        # microseconds, per 25 rows in a small batch); its errors are wrapped
+        # as SQLAlchemy's own, so translate_errors and the busy retry see them.
+        width = len(_LEAN_COLUMNS)
         cursor = conn.connection.cursor()
-        start, count = 0, len(rows)
+        start, count = 0, len(values) // width
         try:
             for size in (_ROWS_PER_INSERT, _ROWS_PER_SMALL_INSERT):
                 while count - start >= size:
-                    part = rows[start : start + size]
-                    cursor.execute(self._multi_insert_sql(size), tuple(chain(*part)))
+                    part = values[start * width : (start + size) * width]
+                    cursor.execute(self._multi_insert_sql(size), part)
                     start += size
             if start < count:
-                part = rows[start:]
-                cursor.execute(self._multi_insert_sql(len(part)), tuple(chain(*part)))
+                cursor.execute(self._multi_insert_sql(count - start), values[start * width :])
         except sqlite3.Error as exc:
             raise sa.exc.DBAPIError.instance(self._insert_sql, None, exc, sqlite3.Error) from exc
         finally:
