@@ -24,7 +24,15 @@ from hypothesis import strategies as st
 from recorder.errors import ImmutableLogError, StoreError
 from recorder.events import Event, EventKind, canonical_json, new_id
 from recorder.store import EventStore
-from recorder.store.hashing import chained_digest, event_digest, header_parts
+from recorder.store.codec import encode, encoder
+from recorder.store.hashing import (
+    chained_digest,
+    event_digest,
+    header_parts,
+    row_digest,
+    text,
+    texts,
+)
 from recorder.store.store import APPEND_LOCK
 
 _text = st.text(max_size=40)
@@ -71,6 +79,101 @@ def test_the_split_header_hashes_exactly_like_event_digest(
     parts = header_parts(*fields, *rest, response_id, meta_json)
     expected = event_digest(prev, position, *fields, seq, *rest, response_id, meta_json, payload)
     assert chained_digest(prev, position, seq, parts, payload) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prev=st.binary(min_size=32, max_size=32).map(bytes.hex),
+    position=st.integers(min_value=1, max_value=2**62),
+    session_id=_text,
+    exchange_id=_maybe_text,
+    seq=st.integers(min_value=0, max_value=2**31 - 1),
+    kind=_text,
+    recorded_at_ns=_ints,
+    offset_ns=st.none() | _ints,
+    sse_event=_maybe_text,
+    sse_type=_maybe_text,
+    sequence_number=st.none() | _ints,
+    response_id=_maybe_text,
+    meta=st.dictionaries(_text, _text | st.integers(), max_size=3),
+    payload=st.binary(max_size=64),
+)
+def test_the_prepared_texts_hash_exactly_like_event_digest(
+    prev: str,
+    position: int,
+    session_id: str,
+    exchange_id: str | None,
+    seq: int,
+    kind: str,
+    recorded_at_ns: int,
+    offset_ns: int | None,
+    sse_event: str | None,
+    sse_type: str | None,
+    sequence_number: int | None,
+    response_id: str | None,
+    meta: dict[str, object],
+    payload: bytes,
+) -> None:
+    meta_json = canonical_json(meta)
+    expected = event_digest(
+        prev, position, session_id, exchange_id, seq, kind, recorded_at_ns, offset_ns,
+        sse_event, sse_type, sequence_number, response_id, meta_json, payload,
+    )  # fmt: skip
+    got = row_digest(
+        prev, position, texts(session_id, exchange_id), seq, text(kind), recorded_at_ns,
+        offset_ns, texts(sse_event, sse_type), sequence_number, texts(response_id, meta_json),
+        payload,
+    )  # fmt: skip
+    assert got == expected
+
+
+_item_ids = st.text("abAZ09_-", max_size=210) | st.text(max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.binary(max_size=80),
+    item=_item_ids,
+    after=st.binary(max_size=300),
+    quoted=st.booleans(),
+    sse_event=st.none() | st.sampled_from(["response.output_text.delta", "x"]),
+    codec=st.none() | st.just(1),
+)
+def test_the_batch_encoder_stores_exactly_what_encode_stores(
+    before: bytes,
+    item: str,
+    after: bytes,
+    quoted: bool,
+    sse_event: str | None,
+    codec: int | None,
+) -> None:
+    head = b"" if sse_event is None else b"event: %s\ndata: " % sse_event.encode()
+    payload = head + before + b'"item_id":"' + item.encode() + (b'"' if quoted else b"") + after
+    assert encoder(codec)(payload, sse_event) == encode(payload, codec, sse_event)
+
+
+def test_an_int_field_given_as_a_bool_is_hashed_as_stored(store: EventStore) -> None:
+    # The column keeps 1 for True: the hash must cover what verify reads back.
+    sid, xid = _opened(store)
+    store.append([Event(sid, EventKind.SSE, 1, xid, offset_ns=True, sequence_number=False)])
+    [back] = store.exchange_events(xid)[1:]
+    assert (back.offset_ns, back.sequence_number) == (1, 0)
+    assert store.verify().ok
+
+
+def test_a_field_of_the_wrong_type_is_hashed_by_the_encoder(sqlite_url: str) -> None:
+    # SQLite takes a float in an integer column (PostgreSQL refuses it). Not an
+    # int where one belongs: the row is hashed as event_digest hashes it (the
+    # JSON encoder's text for the value given), as before.
+    store = EventStore.open(sqlite_url, upgrade=True)
+    sid, xid = _opened(store)
+    store.append([Event(sid, EventKind.SSE, 1, xid, recorded_at_ns=5.5)])  # type: ignore[arg-type]
+    [back] = store.exchange_events(xid)[1:]
+    assert back.hash == event_digest(
+        back.prev_hash, back.position, sid, xid, 1, "sse", 5.5,  # type: ignore[arg-type]
+        None, None, None, None, None, "{}", b"",
+    ).hex()  # fmt: skip
+    store.close()
 
 
 def _frames(sid: str, xid: str, count: int, start: int = 0) -> list[Event]:
@@ -125,6 +228,21 @@ def test_events_come_back_as_appended_with_a_chain_that_verifies(store: EventSto
     assert [(e.sse_event, e.sse_type, e.sequence_number, e.response_id) for e in back] == [
         (e.sse_event, e.sse_type, e.sequence_number, e.response_id) for e in batch
     ]
+    assert store.verify().ok
+
+
+def test_batches_of_every_size_store_each_row_once_in_order(store: EventStore) -> None:
+    # SQLite inserts a batch in statements of 250 rows, then of 25, then the
+    # rest: sizes on and around each bound.
+    sid, xid = _opened(store)
+    seq, sent = 1, []
+    for size in (1, 24, 25, 26, 249, 250, 251, 276, 523):
+        batch = _frames(sid, xid, size, start=seq)
+        assert len(store.append(batch)) == size
+        sent += batch
+        seq += size
+    back = store.exchange_events(xid)[1:]
+    assert [(e.seq, e.payload) for e in back] == [(e.seq, e.payload) for e in sent]
     assert store.verify().ok
 
 

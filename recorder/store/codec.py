@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from importlib import resources
 
 import zstandard
@@ -41,6 +42,7 @@ __all__ = [
     "UnknownCodec",
     "decode",
     "encode",
+    "encoder",
     "known_codecs",
 ]
 
@@ -129,7 +131,8 @@ def _prefix(sse_event: str) -> bytes:
 
 
 _ITEM = b'"item_id":"'
-_ID = re.compile(rb"[A-Za-z0-9_\-]{1,200}")
+# The id and its closing quote: the id is all the text up to the next quote.
+_ID = re.compile(rb'[A-Za-z0-9_\-]{1,200}"')
 
 
 def _cut_item(payload: bytes) -> tuple[str | None, bytes]:
@@ -137,10 +140,10 @@ def _cut_item(payload: bytes) -> tuple[str | None, bytes]:
     if at < 0:
         return None, payload
     start = at + len(_ITEM)
-    end = payload.find(b'"', start)
-    found = _ID.fullmatch(payload, start, end) if end > start else None
+    found = _ID.match(payload, start)
     if found is None:
         return None, payload
+    end = found.end() - 1
     return payload[start:end].decode("ascii"), payload[:start] + payload[end:]
 
 
@@ -162,6 +165,35 @@ def encode(
         if rest.startswith(prefix):
             return ELIDED, rest[len(prefix) :], item
     return None, rest, item
+
+
+def encoder(
+    codec: int | None = DEFAULT_CODEC,
+) -> Callable[[bytes, str | None], tuple[int | None, bytes, str | None]]:
+    """:func:`encode` with ``codec`` bound, for many payloads on this thread.
+
+    The same result for every payload; it looks the dictionary and this
+    thread's compressor up once, not per payload (an append encodes every
+    row of its batch). Use it on the thread that made it only.
+    """
+    compress = None if codec is None else _get(codec)._pair()[0].compress
+    cut, min_size, prefix = _cut_item, MIN_SIZE, _prefix
+
+    def encode_one(
+        payload: bytes, sse_event: str | None = None
+    ) -> tuple[int | None, bytes, str | None]:
+        item, rest = cut(payload)
+        if compress is not None and len(rest) >= min_size:
+            compressed = compress(rest)
+            if len(compressed) + 2 < len(rest):
+                return codec, compressed, item
+        if sse_event is not None:
+            head = prefix(sse_event)
+            if rest.startswith(head):
+                return ELIDED, rest[len(head) :], item
+        return None, rest, item
+
+    return encode_one
 
 
 def decode(

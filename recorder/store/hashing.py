@@ -25,6 +25,9 @@ __all__ = [
     "event_digest",
     "event_hash",
     "header_parts",
+    "row_digest",
+    "text",
+    "texts",
 ]
 
 HASH_FORMAT = "sha256-v1"
@@ -179,6 +182,55 @@ def chained_digest(
     ``position`` and ``seq`` are ints, whose JSON text is their decimal.
     """
     header = f'{_OPEN}"{prev_hash}",{position:d},{parts[0]},{seq:d},{parts[1]}]'
+    digest = _sha256(header.encode("ascii"))
+    digest.update(b"\n")
+    digest.update(payload)
+    return digest.digest()
+
+
+def text(value: str | None) -> str:
+    """The JSON text of one header field (a str or None; anything else: TypeError)."""
+    return _NULL if value is None else _esc(value)
+
+
+def texts(first: str | None, second: str | None) -> str:
+    """The JSON texts of two header fields, comma-joined: one part of :func:`row_digest`.
+
+    Each is a str or None (a str subclass is text too); anything else raises
+    TypeError, so that a caller can fall back to :func:`event_digest`.
+    """
+    return f"{_NULL if first is None else _esc(first)},{_NULL if second is None else _esc(second)}"
+
+
+def row_digest(
+    prev_hash: str,
+    position: int,
+    ids: str,
+    seq: int,
+    kind: str,
+    recorded_at_ns: int,
+    offset_ns: int | None,
+    names: str,
+    sequence_number: int | None,
+    tail: str,
+    payload: bytes,
+) -> bytes:
+    """:func:`event_digest`, its text fields given as JSON text (see :func:`texts`).
+
+    ``ids`` is ``texts(session_id, exchange_id)``, ``kind`` ``text(kind)``,
+    ``names`` ``texts(sse_event, sse_type)``, ``tail``
+    ``texts(response_id, meta_json)``. An append computes each of these once
+    per batch for all the events that share them (the frames of one stream
+    do), and per event only formats its ints and hashes. An int is hashed as
+    the column stores it (a bool as 1 or 0, as with :func:`header_parts`);
+    anything but an int or None where one belongs raises ValueError or
+    TypeError (then use :func:`event_digest`, whose encoder decides).
+    """
+    header = (
+        f'{_OPEN}"{prev_hash}",{position:d},{ids},{seq:d},{kind},{recorded_at_ns:d},'
+        f"{_NULL if offset_ns is None else f'{offset_ns:d}'},{names},"
+        f"{_NULL if sequence_number is None else f'{sequence_number:d}'},{tail}]"
+    )
     digest = _sha256(header.encode("ascii"))
     digest.update(b"\n")
     digest.update(payload)

@@ -48,7 +48,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,7 +62,7 @@ from recorder.errors import (
     UnknownSession,
 )
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
-from recorder.store.codec import DEFAULT_CODEC, decode, encode
+from recorder.store.codec import DEFAULT_CODEC, decode, encode, encoder
 from recorder.store.engine import (
     create_engine,
     describe_url,
@@ -78,6 +77,9 @@ from recorder.store.hashing import (
     chained_digest,
     event_digest,
     header_parts,
+    row_digest,
+    text,
+    texts,
 )
 from recorder.store.keys import KEYS_LOCK, Keys
 from recorder.store.listing import SessionInfo, sessions_from
@@ -297,6 +299,14 @@ def _events(
     return result
 
 
+def _text_or(make: Callable[..., str], *values: Any) -> str:
+    """``make(*values)``, or "" when a value is not a str or None (see hashing.texts)."""
+    try:
+        return make(*values)
+    except TypeError:
+        return ""
+
+
 def _describe_session(s: SessionInfo) -> str:
     opened = dt.datetime.fromtimestamp(s.opened_at_ns // 1_000_000_000, dt.UTC)
     return f"{s.name!r}, opened {opened:%Y-%m-%d %H:%M:%S} UTC, {s.exchanges} exchange(s)" + (
@@ -384,13 +394,13 @@ class EventStore:
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._write_engine is not None:
+        if self._write_engine is not None and self._write_engine is not self.engine:
             self._write_engine.dispose()
 
     def forked(self) -> None:
         """In a forked child: drop the parent's pooled connections (unclosed) to open our own."""
         self.engine.dispose(close=False)
-        if self._write_engine is not None:
+        if self._write_engine is not None and self._write_engine is not self.engine:
             self._write_engine.dispose(close=False)
 
     def __enter__(self) -> EventStore:
@@ -480,19 +490,24 @@ class EventStore:
             keys = self._keys
             keys.begin()
             key = keys.key
-            sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
             responses, names = keys.ids["responses"], keys.ids["names"]
             item_keys = keys.ids["items"]
             hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
             next_seq = self._next_seqs(conn, items)
             first = position + 1
-            compress = self.codec
-            rows: list[tuple[Any, ...]] = []
+            encode_one = encoder(self.codec)
+            # The rows' values one after another, as the multi-row INSERTs bind them.
+            values: list[Any] = []
             # This loop runs once per recorded event, in the writer thread but
-            # holding the GIL the client needs: it calls event_digest directly,
-            # finds keys in the cache (the table only on a miss) and builds
-            # each row once.
-            append_row = rows.append
+            # holding the GIL the client needs. What events of one stream
+            # share (ids, kind, names, response) is looked up once per batch:
+            # its keys and its hash header texts (see hashing.row_digest).
+            # Per event, only its ints, its payload and its hash are new.
+            append_row = values.extend
+            streams: dict[tuple[str, str | None], tuple[int, int | None, str]] = {}
+            kinds: dict[str, tuple[int, str]] = {}
+            frames: dict[tuple[str | None, str | None], tuple[int | None, int | None, str]] = {}
+            tails: dict[tuple[str | None, str], tuple[int | None, str, str | None]] = {}
             for ev in items:
                 position += 1
                 seq = ev.seq
@@ -507,45 +522,90 @@ class EventStore:
                 kind = ev.kind._value_  # what .value returns, minus its descriptor
                 sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
                 sse_event, sse_type, payload = ev.sse_event, ev.sse_type, ev.payload
-                digest = event_digest(
-                    prev,
-                    position,
-                    sid,
-                    xid,
-                    seq,
-                    kind,
-                    ev.recorded_at_ns,
-                    ev.offset_ns,
-                    sse_event,
-                    sse_type,
-                    ev.sequence_number,
-                    rid,
-                    meta_json,
-                    payload,
-                )
-                session_key = sessions.get(sid) or key(conn, "sessions", sid)
-                stored_codec, stored, item = encode(payload, compress, sse_event)
-                append_row(
-                    (
-                        position,
-                        session_key,
-                        None
-                        if xid is None
-                        else exchanges.get(xid) or key(conn, "exchanges", xid, session_key),
-                        seq,
+                recorded_at_ns, offset_ns = ev.recorded_at_ns, ev.offset_ns
+                sequence_number = ev.sequence_number
+                try:
+                    stream = streams[sid, xid]
+                except KeyError:
+                    stream = streams[sid, xid] = self._stream_keys(conn, sid, xid)
+                try:
+                    kind_key, kind_text = kinds[kind]
+                except KeyError:
+                    kind_key, kind_text = kinds[kind] = (
                         names.get(kind) or key(conn, "names", kind),
-                        ev.recorded_at_ns,
-                        ev.offset_ns,
+                        _text_or(text, kind),
+                    )
+                try:
+                    frame = frames[sse_event, sse_type]
+                except KeyError:
+                    frame = frames[sse_event, sse_type] = (
                         None
                         if sse_event is None
                         else names.get(sse_event) or key(conn, "names", sse_event),
                         None
                         if sse_type is None
                         else names.get(sse_type) or key(conn, "names", sse_type),
-                        ev.sequence_number,
+                        _text_or(texts, sse_event, sse_type),
+                    )
+                try:
+                    tail = tails[rid, meta_json]
+                except KeyError:
+                    tail = tails[rid, meta_json] = (
                         None if rid is None else responses.get(rid) or key(conn, "responses", rid),
-                        None if item is None else item_keys.get(item) or key(conn, "items", item),
+                        _text_or(texts, rid, meta_json),
                         None if meta_json == "{}" else meta_json,
+                    )
+                try:
+                    # A text that could not be made ("") is not JSON: the fallback hashes it.
+                    if not (stream[2] and kind_text and frame[2] and tail[1]):
+                        raise TypeError
+                    digest = row_digest(
+                        prev,
+                        position,
+                        stream[2],
+                        seq,
+                        kind_text,
+                        recorded_at_ns,
+                        offset_ns,
+                        frame[2],
+                        sequence_number,
+                        tail[1],
+                        payload,
+                    )
+                except (TypeError, ValueError):
+                    # Not an int where one belongs: the encoder's own rule decides.
+                    digest = event_digest(
+                        prev,
+                        position,
+                        sid,
+                        xid,
+                        seq,
+                        kind,
+                        recorded_at_ns,
+                        offset_ns,
+                        sse_event,
+                        sse_type,
+                        sequence_number,
+                        rid,
+                        meta_json,
+                        payload,
+                    )
+                stored_codec, stored, item = encode_one(payload, sse_event)
+                append_row(
+                    (
+                        position,
+                        stream[0],
+                        stream[1],
+                        seq,
+                        kind_key,
+                        recorded_at_ns,
+                        offset_ns,
+                        frame[0],
+                        frame[1],
+                        sequence_number,
+                        tail[0],
+                        None if item is None else item_keys.get(item) or key(conn, "items", item),
+                        tail[2],
                         stored_codec,
                         stored,
                         hash_format,
@@ -553,8 +613,22 @@ class EventStore:
                     )
                 )
                 prev = digest.hex()
-            self._insert(conn, rows)
+            self._insert(conn, values)
         return list(range(first, position + 1))
+
+    def _stream_keys(
+        self, conn: sa.Connection, sid: str, xid: str | None
+    ) -> tuple[int, int | None, str]:
+        """Session and exchange keys of a stream, and their hash header text (SQLite)."""
+        keys = self._keys
+        key = keys.key
+        session_key = keys.ids["sessions"].get(sid) or key(conn, "sessions", sid)
+        exchange_key = (
+            None
+            if xid is None
+            else keys.ids["exchanges"].get(xid) or key(conn, "exchanges", xid, session_key)
+        )
+        return session_key, exchange_key, _text_or(texts, sid, xid)
 
     def _hooks(
         self,
@@ -730,26 +804,36 @@ class EventStore:
                 {xid: sessions[sid] for xid, sid in wanted["exchanges"].items()},
             )
 
-    def _insert(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        # SQLite (PostgreSQL COPYs, see _append_pg): multi-row INSERTs rather
-        # than executemany. The driver releases the GIL around every
-        # statement step, i.e. per row with executemany; the writer thread
-        # then contends for the GIL with the client's thread hundreds of
-        # times per batch, and each handoff costs both threads far more than
-        # the row. One step per _ROWS_PER_INSERT
-        # rows keeps the handoffs rare (and binds in one C loop). The rest
-        # goes in parts of _ROWS_PER_SMALL_INSERT, then one smaller part: few
-        # distinct statements, so the driver's statement cache (each prepared
-        # statement sized by its parameters) stays small whatever the batches.
-        start, count = 0, len(rows)
-        for size in (_ROWS_PER_INSERT, _ROWS_PER_SMALL_INSERT):
-            while count - start >= size:
-                part = rows[start : start + size]
-                conn.exec_driver_sql(self._multi_insert_sql(size), tuple(chain(*part)))
-                start += size
-        if start < count:
-            part = rows[start:]
-            conn.exec_driver_sql(self._multi_insert_sql(len(part)), tuple(chain(*part)))
+    def _insert(self, conn: sa.Connection, values: list[Any]) -> None:
+        """Insert the lean rows whose values, row after row, are ``values`` (SQLite)."""
+        # Multi-row INSERTs rather than executemany (PostgreSQL COPYs, see
+        # _append_pg). The driver releases the GIL around every statement
+        # step, i.e. per row with executemany; the writer thread then contends
+        # for the GIL with the client's thread hundreds of times per batch,
+        # and each handoff costs both threads far more than the row. One step
+        # per _ROWS_PER_INSERT rows keeps the handoffs rare (and binds in one
+        # C loop). The rest goes in parts of _ROWS_PER_SMALL_INSERT, then one
+        # smaller part: few distinct statements, so the driver's statement
+        # cache (each prepared statement sized by its parameters) stays small
+        # whatever the batches. The statements go to the driver's cursor,
+        # past SQLAlchemy's per-statement work (result setup, events: tens of
+        # microseconds, per 25 rows in a small batch); its errors are wrapped
+        # as SQLAlchemy's own, so translate_errors and the busy retry see them.
+        width = len(_LEAN_COLUMNS)
+        cursor = conn.connection.cursor()
+        start, count = 0, len(values) // width
+        try:
+            for size in (_ROWS_PER_INSERT, _ROWS_PER_SMALL_INSERT):
+                while count - start >= size:
+                    part = values[start * width : (start + size) * width]
+                    cursor.execute(self._multi_insert_sql(size), part)
+                    start += size
+            if start < count:
+                cursor.execute(self._multi_insert_sql(count - start), values[start * width :])
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(self._insert_sql, None, exc, sqlite3.Error) from exc
+        finally:
+            cursor.close()
 
     def _multi_insert_sql(self, count: int) -> str:
         sql = self._multi_sql.get(count)
@@ -762,10 +846,12 @@ class EventStore:
         """The engine appends use: :attr:`engine`, except on a SQLite file, where
         appends have connections of their own whose lock waits are short (see
         the module docstring)."""
-        if self.backend != "sqlite" or is_process_local(self.url):
-            return self.engine
         if self._write_engine is None:
-            self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
+            # Decided once: parsing the URL on every append costs more than its statements.
+            if self.backend != "sqlite" or is_process_local(self.url):
+                self._write_engine = self.engine
+            else:
+                self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
         return self._write_engine
 
     def _write_connection(self) -> sa.Connection:
