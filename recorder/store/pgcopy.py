@@ -60,9 +60,10 @@ _INT8 = struct.Struct(">iq")
 _INT4 = struct.Struct(">ii")
 _INT2 = struct.Struct(">ih")
 _LENGTH = struct.Struct(">i")
-# Rows per write to the driver: big enough that few calls cross into libpq,
-# small enough that a huge batch is not copied into one buffer first.
-_BLOCK = 1 << 20
+# Bytes per write to the driver: big enough that few calls cross into libpq,
+# small enough that the server stores the first rows of a batch while the
+# caller still makes the rest (and a huge batch is not one buffer first).
+_BLOCK = 1 << 16
 
 
 def _int8(value: int | None, column: str) -> bytes:
@@ -137,7 +138,10 @@ def client_encoding(conn: sa.Connection) -> str:
 
 
 def copy_rows(conn: sa.Connection, rows: Iterable[bytes]) -> None:
-    """COPY the tuples ``rows`` into ``events`` in the connection's transaction."""
+    """COPY the tuples ``rows`` into ``events`` in the connection's transaction.
+
+    ``rows`` may be made as they are sent: the data goes out in blocks.
+    """
     with (
         sqlalchemy_errors(conn, COPY_EVENTS),
         driver(conn).cursor() as cursor,

@@ -173,6 +173,23 @@ _ROWS_PER_SMALL_INSERT = 25
 _LOCK_POLL = 0.02
 
 
+def _chained(
+    items: list[Event], staged: list[_Staged], position: int, prev: str, next_seq: dict[str, int]
+) -> Iterator[bytes]:
+    """The COPY tuples of ``items`` after the row at ``position`` with hash ``prev``."""
+    for ev, (parts, body) in zip(items, staged, strict=True):
+        position += 1
+        seq = ev.seq
+        if seq is None:
+            seq = next_seq[ev.stream_id]
+            next_seq[ev.stream_id] = seq + 1
+        elif next_seq:
+            next_seq[ev.stream_id] = seq + 1
+        digest = chained_digest(prev, position, seq, parts, ev.payload)
+        yield copy_row(position, seq, body, digest)
+        prev = digest.hex()
+
+
 class _StaleConnection(Exception):
     """An append's first round trip found its pooled connection dead: go again."""
 
@@ -590,7 +607,8 @@ class EventStore:
         COPY. The hooks may change the batch: events they add are built
         there, under the lock. Round trips: ``BEGIN``, the lock and the
         head in one (:func:`~recorder.store.pgwire.begin_locked`), the COPY
-        in two, the ``COMMIT``; a transaction for new keys takes three more.
+        in two, the ``COMMIT``; a transaction for new keys takes at least
+        three more (``BEGIN`` and the key lock, the look-ups, the ``COMMIT``).
         """
         try:
             return self._append_pg_once(items, prepare, committed, retry=True)
@@ -633,23 +651,11 @@ class EventStore:
                 if len(items) != len(given) or not all(map(operator.is_, items, given)):
                     staged = self._restage(conn, given, staged, items)
                 position, prev = (last[0], last[1].hex()) if last is not None else (0, GENESIS)
-                first = position + 1
                 next_seq = self._next_seqs(conn, items)
-                rows: list[bytes] = []
-                append_row = rows.append
-                for ev, (parts, body) in zip(items, staged, strict=True):
-                    position += 1
-                    seq = ev.seq
-                    if seq is None:
-                        seq = next_seq[ev.stream_id]
-                        next_seq[ev.stream_id] = seq + 1
-                    elif next_seq:
-                        next_seq[ev.stream_id] = seq + 1
-                    digest = chained_digest(prev, position, seq, parts, ev.payload)
-                    append_row(copy_row(position, seq, body, digest))
-                    prev = digest.hex()
-                copy_rows(conn, rows)
-        return list(range(first, position + 1))
+                # Rows are chained as the COPY sends them: the server stores
+                # the first while the rest are hashed.
+                copy_rows(conn, _chained(items, staged, position, prev, next_seq))
+        return list(range(position + 1, position + 1 + len(items)))
 
     def _restage(
         self,
