@@ -11,6 +11,7 @@ dropped while idle costs the append nothing.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +198,14 @@ def test_a_pooled_connection_the_server_dropped_costs_the_append_nothing(
     # The append's first round trip meets the dead connection, and goes again.
     assert store.append(_frames(sid, xid, 2, 2)) == [4, 5]
     assert store.verify().ok
+
+
+def test_a_store_dropped_unclosed_closes_its_append_connections(store: EventStore) -> None:
+    """A store made over another's engine, never closed: its own append engine is."""
+    other = EventStore(store.engine, store.url)
+    _opened(other)
+    engine = other.write_engine
+    assert engine.pool.checkedin() == 1
+    del other
+    gc.collect()
+    assert engine.pool.checkedin() == 0  # disposed: closed, not left to the collector

@@ -46,6 +46,7 @@ import operator
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -809,6 +810,9 @@ class EventStore:
             self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
         else:
             self._write_engine = create_engine(self.url, pg_appends=True)
+        # A store dropped unclosed (one made over another's engine) still
+        # closes the connections of the engine it made.
+        weakref.finalize(self, self._write_engine.dispose)
         return self._write_engine
 
     def _write_connection(self) -> sa.Connection:
