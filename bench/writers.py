@@ -21,9 +21,10 @@ together. Three systems take turns on the same throwaway cluster, in one run:
 Printed per batch size and writer count: events/s for each system, codetape's
 ratio to raw COPY and to eventsourcing, and how codetape's rate grows from one
 writer. CPU is counted for every process involved: the writers' own (their
-rusage) and the server's (every ``postgres`` process's run time from
-``/proc``, before and after, exited backends included through the
-postmaster's children times), as microseconds per event. ``--busy`` runs it
+rusage) and the server's (the run time of this server's postmaster and
+of its processes from ``/proc``, before and after, exited backends included
+through the postmaster's children times; not counted for a server on
+another machine), as microseconds per event. ``--busy`` runs it
 all again with a CPU hog on every core (their CPU is not counted).
 """
 
@@ -60,8 +61,28 @@ def _frames() -> list[bytes]:
     return frames
 
 
-def _postgres_cpu_seconds() -> float:
-    """Run time of every process named postgres on this machine (this bench's server only)."""
+def _postmaster(url: str) -> int | None:
+    """The pid of the server behind ``url``, if it runs on this machine (else None)."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        with open(f"/proc/{row[0]}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+    # A pid of that number here that is not a PostgreSQL backend: another machine's.
+    return int(status["PPid"]) if status["Name"].strip() == "postgres" else None
+
+
+def _postgres_cpu_seconds(postmaster: int) -> float:
+    """Run time of the server ``postmaster`` and its processes, exited ones included.
+
+    Only this server's: other PostgreSQL servers on the machine (other jobs'
+    tests) start and stop meanwhile, and counting them made the figure noise.
+    """
     total = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -71,11 +92,12 @@ def _postgres_cpu_seconds() -> float:
                 stat = f.read()
         except OSError:
             continue
-        name = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
-        if name != b"postgres":
-            continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        # utime, stime, cutime, cstime: fields 14-17 of the full line.
+        # state, ppid, ...: ppid is field 4 of the full line.
+        if int(pid) != postmaster and int(fields[1]) != postmaster:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of the full line (the
+        # postmaster's children times hold the backends that have exited).
         total += sum(int(x) for x in fields[11:15])
     return total / _CLK
 
@@ -219,7 +241,9 @@ class Run:
     server_us: float
 
 
-def run(system: str, url: str, procs: int, batch: int, seconds: float) -> Run:
+def run(
+    system: str, url: str, procs: int, batch: int, seconds: float, postmaster: int | None
+) -> Run:
     ctx = mp.get_context("spawn")
     start = ctx.Barrier(procs + 1)
     results = ctx.Queue()
@@ -230,9 +254,9 @@ def run(system: str, url: str, procs: int, batch: int, seconds: float) -> Run:
     for w in workers:
         w.start()
     start.wait()
-    server0 = _postgres_cpu_seconds()
+    server0 = _postgres_cpu_seconds(postmaster) if postmaster else 0.0
     outcomes = [results.get(timeout=seconds + 120) for _ in workers]
-    server1 = _postgres_cpu_seconds()
+    server1 = _postgres_cpu_seconds(postmaster) if postmaster else float("nan")
     for w in workers:
         w.join()
         if w.exitcode != 0:
@@ -281,6 +305,9 @@ def main() -> None:
             "copy": dbs["writers_copy"],
         }
         prepare(urls)
+        postmaster = _postmaster(urls["copy"])
+        if postmaster is None:
+            print("the server is not on this machine: its CPU is not counted")
         header = (
             f"{'batch':>5} {'writers':>7} | {'codetape':>9} {'eventsrc':>9} {'COPY':>9} | "
             f"{'vs COPY':>7} {'vs es':>6} {'vs 1 w':>6} | us/event codetape client+server"
@@ -292,7 +319,9 @@ def main() -> None:
                     print(header)
                     one: float | None = None
                     for n in procs:
-                        runs = {s: run(s, urls[s], n, batch, args.seconds) for s in SYSTEMS}
+                        runs = {
+                            s: run(s, urls[s], n, batch, args.seconds, postmaster) for s in SYSTEMS
+                        }
                         ct = runs["codetape"]
                         one = ct.rate if one is None else one
                         print(

@@ -364,6 +364,22 @@ def test_a_value_out_of_its_column_range_refuses_the_whole_batch(
         assert store.verify().ok
 
 
+@pytest.mark.postgres
+def test_a_bad_row_after_rows_already_sent_refuses_the_whole_batch(pg_url: str) -> None:
+    """Rows go to the server in blocks as they are chained: a failure after the
+    first block was sent still leaves nothing, and the connection usable."""
+    with EventStore.open(pg_url, upgrade=True) as store:
+        sid, xid = _opened(store)
+        # Incompressible payloads: well over one block of COPY data before the bad row.
+        good = [Event(sid, EventKind.SSE, 1 + i, xid, payload=os.urandom(2048)) for i in range(100)]
+        bad = Event(sid, EventKind.SSE, 2**31, xid, payload=b"x")
+        with pytest.raises(StoreError, match=r"seq .*out of range"):
+            store.append([*good, bad])
+        assert store.last_position() == 2
+        assert store.append(good[:3]) == [3, 4, 5]
+        assert store.verify().ok
+
+
 def _raw_insert(conn: sa.Connection, rows: list[tuple[int, int | None, int]]) -> None:
     """Rows (position, exchange_key, seq) of session key 1, kind key 1, straight into events."""
     for position, exchange_key, seq in rows:

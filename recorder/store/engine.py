@@ -59,7 +59,13 @@ def describe_url(url: str) -> str:
         return typed
 
 
-def create_engine(url: str, *, create: bool = False, busy_timeout: float | None = None) -> Engine:
+def create_engine(
+    url: str,
+    *,
+    create: bool = False,
+    busy_timeout: float | None = None,
+    pg_appends: bool = False,
+) -> Engine:
     """An engine for ``url`` with the backend's pragmas and transaction rules.
 
     A SQLite file (and its directory) is created only with ``create=True``;
@@ -67,6 +73,12 @@ def create_engine(url: str, *, create: bool = False, busy_timeout: float | None 
     a mistyped path never leaves an empty database behind. ``busy_timeout``
     (SQLite) overrides the URL's: how long one statement waits for another
     connection's lock before it fails with :class:`StoreBusy`.
+
+    ``pg_appends`` (PostgreSQL): the engine of the store's appends, whose
+    driver connections are in autocommit mode (an append sends its own
+    ``BEGIN``, in the same round trip as its first statements) and are not
+    pinged at checkout (an append finds a dead one with its first round trip
+    and tries again; see :mod:`recorder.store.pgwire`).
     """
     try:
         parsed = sa.make_url(url)
@@ -78,6 +90,8 @@ def create_engine(url: str, *, create: bool = False, busy_timeout: float | None 
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        if pg_appends:
+            return sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
         return sa.create_engine(parsed, pool_pre_ping=True)
     raise DatabaseUnavailable(
         f"unsupported database {backend!r} in {describe_url(url)}: use sqlite:/// or postgresql://"

@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
 from recorder.errors import StoreError
-
-if TYPE_CHECKING:
-    # Only a PostgreSQL store loads the driver (SQLite-only commands start faster).
-    import psycopg
+from recorder.store.pgwire import driver, sqlalchemy_errors
 
 __all__ = ["COPY_EVENTS", "client_encoding", "copy_rows", "row", "row_body"]
 
@@ -64,9 +60,10 @@ _INT8 = struct.Struct(">iq")
 _INT4 = struct.Struct(">ii")
 _INT2 = struct.Struct(">ih")
 _LENGTH = struct.Struct(">i")
-# Rows per write to the driver: big enough that few calls cross into libpq,
-# small enough that a huge batch is not copied into one buffer first.
-_BLOCK = 1 << 20
+# Bytes per write to the driver: big enough that few calls cross into libpq,
+# small enough that the server stores the first rows of a batch while the
+# caller still makes the rest (and a huge batch is not one buffer first).
+_BLOCK = 1 << 16
 
 
 def _int8(value: int | None, column: str) -> bytes:
@@ -137,48 +134,28 @@ def row(position: int, seq: int, body: bytes, digest: bytes) -> bytes:
     return head + body + _HASH + digest
 
 
-def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
-    import psycopg
-
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    return driver
-
-
 def client_encoding(conn: sa.Connection) -> str:
     """The Python codec of the connection's client encoding: how text fields are sent."""
-    return _driver(conn).info.encoding
+    return driver(conn).info.encoding
 
 
 def copy_rows(conn: sa.Connection, rows: Iterable[bytes]) -> None:
-    """COPY the tuples ``rows`` into ``events`` in the connection's transaction."""
-    import psycopg
+    """COPY the tuples ``rows`` into ``events`` in the connection's transaction.
 
-    driver = _driver(conn)
-    try:
-        with driver.cursor() as cursor, cursor.copy(COPY_EVENTS) as copy:
-            block = [_SIGNATURE]
-            size = 0
-            for data in rows:
-                block.append(data)
-                size += len(data)
-                if size >= _BLOCK:
-                    copy.write(b"".join(block))
-                    block, size = [], 0
-            block.append(_TRAILER)
-            copy.write(b"".join(block))
-    except psycopg.Error as exc:
-        # As SQLAlchemy would have raised it from conn.execute: the store's
-        # error translation, and the pool's handling of a dead connection,
-        # then apply as to any other statement.
-        gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, None)
-        if gone:
-            conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(
-            COPY_EVENTS,
-            None,
-            exc,
-            psycopg.Error,
-            connection_invalidated=gone,
-            dialect=conn.dialect,
-        ) from exc
+    ``rows`` may be made as they are sent: the data goes out in blocks.
+    """
+    with (
+        sqlalchemy_errors(conn, COPY_EVENTS),
+        driver(conn).cursor() as cursor,
+        cursor.copy(COPY_EVENTS) as copy,
+    ):
+        block = [_SIGNATURE]
+        size = 0
+        for data in rows:
+            block.append(data)
+            size += len(data)
+            if size >= _BLOCK:
+                copy.write(b"".join(block))
+                block, size = [], 0
+        block.append(_TRAILER)
+        copy.write(b"".join(block))

@@ -46,6 +46,7 @@ import operator
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,7 @@ from recorder.store.keys import KEYS_LOCK, Keys
 from recorder.store.listing import SessionInfo, sessions_from
 from recorder.store.pgcopy import client_encoding, copy_rows, row_body
 from recorder.store.pgcopy import row as copy_row
+from recorder.store.pgwire import HEAD, begin_locked
 from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
@@ -163,9 +165,8 @@ _PAGE = 2000
 # must be able to append with INSERT alone (see recorder.store.roles). It is
 # held until commit, like a table lock, so commits stay in position order.
 APPEND_LOCK = int.from_bytes(b"codetape", "big")
-_LOCK_APPEND = f"SELECT pg_advisory_xact_lock({APPEND_LOCK})"
 _LOCK_KEYS = f"SELECT pg_advisory_xact_lock({KEYS_LOCK})"
-_HEAD = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+_HEAD = HEAD  # the SQLite append reads it too
 # Rows per multi-row INSERT on SQLite: 250 x 17 columns stays under 32,766,
 # the bound-parameter limit since SQLite 3.32 (50 x 17 under 999 before it).
 # Few statements per batch matter: the driver releases the GIL around each.
@@ -173,6 +174,27 @@ _ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
 _ROWS_PER_SMALL_INSERT = 25
 # SQLite: one try for the write lock waits this long (see the module docstring).
 _LOCK_POLL = 0.02
+
+
+def _chained(
+    items: list[Event], staged: list[_Staged], position: int, prev: str, next_seq: dict[str, int]
+) -> Iterator[bytes]:
+    """The COPY tuples of ``items`` after the row at ``position`` with hash ``prev``."""
+    for ev, (parts, body) in zip(items, staged, strict=True):
+        position += 1
+        seq = ev.seq
+        if seq is None:
+            seq = next_seq[ev.stream_id]
+            next_seq[ev.stream_id] = seq + 1
+        elif next_seq:
+            next_seq[ev.stream_id] = seq + 1
+        digest = chained_digest(prev, position, seq, parts, ev.payload)
+        yield copy_row(position, seq, body, digest)
+        prev = digest.hex()
+
+
+class _StaleConnection(Exception):
+    """An append's first round trip found its pooled connection dead: go again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,41 +680,57 @@ class EventStore:
         headers and COPY tuples built while other writers hold the lock.
         Under it: the head, the hooks, the chain (one hash per row) and one
         COPY. The hooks may change the batch: events they add are built
-        there, under the lock.
+        there, under the lock. Round trips: ``BEGIN``, the lock and the
+        head in one (:func:`~recorder.store.pgwire.begin_locked`), the COPY
+        in two, the ``COMMIT``; a transaction for new keys takes at least
+        three more (``BEGIN`` and the key lock, the look-ups, the ``COMMIT``).
         """
+        try:
+            return self._append_pg_once(items, prepare, committed, retry=True)
+        except _StaleConnection:
+            # The append engine does not ping connections at checkout: its
+            # first round trip found the pooled connection dead (a server
+            # restart, a terminated backend) before anything of the append
+            # was committed. The pool's other connections are as old: go
+            # again on a new one, as a ping at checkout would have.
+            self._keys.forget()
+            self.write_engine.dispose()
+            return self._append_pg_once(items, prepare, committed, retry=False)
+
+    def _append_pg_once(
+        self,
+        items: list[Event],
+        prepare: Prepare | None,
+        committed: list[Committed],
+        *,
+        retry: bool,
+    ) -> list[int]:
         given = tuple(items)
-        with translate_errors(self.url), self.engine.connect() as conn:
-            staged = self._stage(conn, items, locked=False)
-            with conn.begin():
+        with translate_errors(self.url), self.write_engine.connect() as conn:
+            try:
+                staged = self._stage(conn, items, locked=False)
+                transaction = conn.begin()
                 with self._waiting_for_locks():
-                    conn.exec_driver_sql(_LOCK_APPEND)
                     # Blocks too while another transaction locks the table itself.
-                    last = conn.exec_driver_sql(_HEAD).first()
+                    last = begin_locked(conn, APPEND_LOCK, head=True)
+            except sa.exc.DBAPIError as exc:
+                if retry and exc.connection_invalidated:
+                    raise _StaleConnection from exc
+                raise
+            # Leaving the block commits through SQLAlchemy, whose commit
+            # event (a Ctrl-C waits for the commit, see recorder.cli) fires.
+            with transaction:
                 items = self._hooks(conn, items, last, prepare, committed)
                 if not items:
                     return []  # leaving the block commits what the hooks wrote
                 if len(items) != len(given) or not all(map(operator.is_, items, given)):
                     staged = self._restage(conn, given, staged, items)
-                position, prev = (
-                    (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
-                )
-                first = position + 1
+                position, prev = (last[0], last[1].hex()) if last is not None else (0, GENESIS)
                 next_seq = self._next_seqs(conn, items)
-                rows: list[bytes] = []
-                append_row = rows.append
-                for ev, (parts, body) in zip(items, staged, strict=True):
-                    position += 1
-                    seq = ev.seq
-                    if seq is None:
-                        seq = next_seq[ev.stream_id]
-                        next_seq[ev.stream_id] = seq + 1
-                    elif next_seq:
-                        next_seq[ev.stream_id] = seq + 1
-                    digest = chained_digest(prev, position, seq, parts, ev.payload)
-                    append_row(copy_row(position, seq, body, digest))
-                    prev = digest.hex()
-                copy_rows(conn, rows)
-        return list(range(first, position + 1))
+                # Rows are chained as the COPY sends them: the server stores
+                # the first while the rest are hashed.
+                copy_rows(conn, _chained(items, staged, position, prev, next_seq))
+        return list(range(position + 1, position + 1 + len(items)))
 
     def _restage(
         self,
@@ -747,11 +785,13 @@ class EventStore:
             wanted.setdefault("names", {})[HASH_FORMAT] = ""
         if wanted:
             if locked:
+                conn.exec_driver_sql(_LOCK_KEYS)
                 self._make_keys(conn, wanted)
             else:
                 # The key lock, and the key tables' insert trigger reading the
                 # log's head, wait too while another transaction locks the log.
                 with conn.begin(), self._waiting_for_locks():
+                    begin_locked(conn, KEYS_LOCK, head=False)
                     self._make_keys(conn, wanted)
         hash_format = names[HASH_FORMAT]
         result: list[_Staged] = []
@@ -790,8 +830,7 @@ class EventStore:
         return result
 
     def _make_keys(self, conn: sa.Connection, wanted: dict[str, dict[str, str]]) -> None:
-        """Keys for ``wanted`` (table -> value -> a new exchange's session id), key lock taken."""
-        conn.exec_driver_sql(_LOCK_KEYS)
+        """Keys for ``wanted`` (table -> value -> a new exchange's session id), key lock held."""
         keys = self._keys
         for table in ("sessions", "names", "responses", "items"):
             if table in wanted:
@@ -843,15 +882,23 @@ class EventStore:
 
     @property
     def write_engine(self) -> Engine:
-        """The engine appends use: :attr:`engine`, except on a SQLite file, where
-        appends have connections of their own whose lock waits are short (see
-        the module docstring)."""
-        if self._write_engine is None:
-            # Decided once: parsing the URL on every append costs more than its statements.
-            if self.backend != "sqlite" or is_process_local(self.url):
-                self._write_engine = self.engine
-            else:
-                self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
+        """The engine appends use, with connections of their own: on a SQLite
+        file, lock waits are short (see the module docstring); on PostgreSQL,
+        an append sends its own ``BEGIN`` (see :mod:`recorder.store.pgwire`).
+        In-memory SQLite has one database per connection: :attr:`engine`."""
+        if self._write_engine is not None:
+            return self._write_engine
+        # Decided once: parsing the URL on every append costs more than its statements.
+        if is_process_local(self.url):
+            self._write_engine = self.engine
+            return self.engine
+        if self.backend == "sqlite":
+            self._write_engine = create_engine(self.url, busy_timeout=_LOCK_POLL)
+        else:
+            self._write_engine = create_engine(self.url, pg_appends=True)
+        # A store dropped unclosed (one made over another's engine) still
+        # closes the connections of the engine it made.
+        weakref.finalize(self, self._write_engine.dispose)
         return self._write_engine
 
     def _write_connection(self) -> sa.Connection:
