@@ -152,19 +152,10 @@ def encode(
 ) -> tuple[int | None, bytes, str | None]:
     """The payload as stored: ``(codec, stored, item_id)`` (see the module docstring).
 
-    ``sse_event`` is the row's parsed ``event:`` name, if any.
+    ``sse_event`` is the row's parsed ``event:`` name, if any. For many
+    payloads, :func:`encoder` does the lookups once.
     """
-    item, rest = _cut_item(payload)
-    if codec is not None and len(rest) >= MIN_SIZE:
-        compressed = _get(codec).compress(rest)
-        # Compressed only if that saves more than the codec column costs.
-        if len(compressed) + 2 < len(rest):
-            return codec, compressed, item
-    if sse_event is not None:
-        prefix = _prefix(sse_event)
-        if rest.startswith(prefix):
-            return ELIDED, rest[len(prefix) :], item
-    return None, rest, item
+    return encoder(codec)(payload, sse_event)
 
 
 def encoder(
@@ -185,6 +176,7 @@ def encoder(
         item, rest = cut(payload)
         if compress is not None and len(rest) >= min_size:
             compressed = compress(rest)
+            # Compressed only if that saves more than the codec column costs.
             if len(compressed) + 2 < len(rest):
                 return codec, compressed, item
         if sse_event is not None:

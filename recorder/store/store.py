@@ -63,7 +63,7 @@ from recorder.errors import (
     UnknownSession,
 )
 from recorder.events import Event, EventKind, StoredEvent, canonical_json
-from recorder.store.codec import DEFAULT_CODEC, decode, encode, encoder
+from recorder.store.codec import DEFAULT_CODEC, decode, encoder
 from recorder.store.engine import (
     create_engine,
     describe_url,
@@ -759,7 +759,7 @@ class EventStore:
         responses, names = keys.ids["responses"], keys.ids["names"]
         item_keys = keys.ids["items"]
         wanted: dict[str, dict[str, str]] = {}
-        compress = self.codec
+        encode_one = encoder(self.codec)
         encoding = client_encoding(conn)
         encoded = []
         for ev in items:
@@ -767,7 +767,7 @@ class EventStore:
             # Most events (every SSE frame) have no meta: skip the encoder.
             meta_json = canonical_json(dict(meta)) if meta else "{}"
             kind = ev.kind._value_  # what .value returns, minus its descriptor
-            stored_codec, stored, item = encode(ev.payload, compress, ev.sse_event)
+            stored_codec, stored, item = encode_one(ev.payload, ev.sse_event)
             encoded.append((kind, meta_json, stored_codec, stored, item))
             sid, xid = ev.session_id, ev.exchange_id
             if sid not in sessions:
