@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cpu import postmaster_pid, server_cpu  # noqa: E402
 from load import busy_cores  # noqa: E402
 from pg import pg_databases  # noqa: E402
 
 SYSTEMS = ("codetape", "eventsourcing", "copy")
-_CLK = os.sysconf("SC_CLK_TCK")
 
 
 def _frames() -> list[bytes]:
@@ -63,43 +63,10 @@ def _frames() -> list[bytes]:
 
 def _postmaster(url: str) -> int | None:
     """The pid of the server behind ``url``, if it runs on this machine (else None)."""
-    import psycopg
-
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
     try:
-        with open(f"/proc/{row[0]}/status") as f:
-            status = dict(line.split(":", 1) for line in f if ":" in line)
-    except OSError:
+        return postmaster_pid(url)
+    except OSError:  # its backend is not a process here: another machine's server
         return None
-    # A pid of that number here that is not a PostgreSQL backend: another machine's.
-    return int(status["PPid"]) if status["Name"].strip() == "postgres" else None
-
-
-def _postgres_cpu_seconds(postmaster: int) -> float:
-    """Run time of the server ``postmaster`` and its processes, exited ones included.
-
-    Only this server's: other PostgreSQL servers on the machine (other jobs'
-    tests) start and stop meanwhile, and counting them made the figure noise.
-    """
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        # state, ppid, ...: ppid is field 4 of the full line.
-        if int(pid) != postmaster and int(fields[1]) != postmaster:
-            continue
-        # utime, stime, cutime, cstime: fields 14-17 of the full line (the
-        # postmaster's children times hold the backends that have exited).
-        total += sum(int(x) for x in fields[11:15])
-    return total / _CLK
 
 
 def _codetape_writer(url: str, batch: int, frames: list[bytes]):  # type: ignore[no-untyped-def]
@@ -254,9 +221,9 @@ def run(
     for w in workers:
         w.start()
     start.wait()
-    server0 = _postgres_cpu_seconds(postmaster) if postmaster else 0.0
+    server0 = server_cpu(postmaster) if postmaster else 0.0
     outcomes = [results.get(timeout=seconds + 120) for _ in workers]
-    server1 = _postgres_cpu_seconds(postmaster) if postmaster else float("nan")
+    server1 = server_cpu(postmaster) if postmaster else float("nan")
     for w in workers:
         w.join()
         if w.exitcode != 0:
