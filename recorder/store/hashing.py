@@ -66,6 +66,15 @@ def _header_encoder() -> Callable[[list[Any]], str]:
 _encode_header = _header_encoder()
 
 
+def _seal(header: str, payload: bytes) -> bytes:
+    """The ``sha256-v1`` digest of a row from its header's JSON text and its payload."""
+    # The payload goes last, after a separator no JSON text contains unescaped.
+    digest = _sha256(header.encode("ascii"))
+    digest.update(b"\n")
+    digest.update(payload)
+    return digest.digest()
+
+
 def event_digest(
     prev_hash: str,
     position: int,
@@ -88,8 +97,7 @@ def event_digest(
     (ids, kind and names as text, meta as ``{}`` when empty, the payload
     uncompressed), whatever the row stores in their place.
     """
-    # A JSON array is an unambiguous encoding of the scalar fields; the payload
-    # goes last, after a separator no JSON text contains unescaped.
+    # A JSON array is an unambiguous encoding of the scalar fields.
     header = _encode_header(
         [
             HASH_FORMAT,
@@ -108,10 +116,7 @@ def event_digest(
             meta_json,
         ]
     )
-    digest = _sha256(header.encode("ascii"))
-    digest.update(b"\n")
-    digest.update(payload)
-    return digest.digest()
+    return _seal(header, payload)
 
 
 _OPEN = _encode_header([HASH_FORMAT])[:-1] + ","
@@ -148,12 +153,11 @@ def header_parts(
         # decimal) and None, without its per-call list machinery. An int is
         # hashed as the column stores it (a bool as 1 or 0, which is what
         # verify reads back).
-        return f"{_esc(session_id)},{_NULL if exchange_id is None else _esc(exchange_id)}", (
-            f"{_esc(kind)},{recorded_at_ns:d},{_NULL if offset_ns is None else f'{offset_ns:d}'},"
-            f"{_NULL if sse_event is None else _esc(sse_event)},"
-            f"{_NULL if sse_type is None else _esc(sse_type)},"
+        return texts(session_id, exchange_id), (
+            f"{text(kind)},{recorded_at_ns:d},{_NULL if offset_ns is None else f'{offset_ns:d}'},"
+            f"{texts(sse_event, sse_type)},"
             f"{_NULL if sequence_number is None else f'{sequence_number:d}'},"
-            f"{_NULL if response_id is None else _esc(response_id)},{_esc(meta_json)}"
+            f"{texts(response_id, meta_json)}"
         )
     except (TypeError, ValueError):
         pass  # not a str or int where one belongs: the encoder's own rule decides
@@ -182,10 +186,7 @@ def chained_digest(
     ``position`` and ``seq`` are ints, whose JSON text is their decimal.
     """
     header = f'{_OPEN}"{prev_hash}",{position:d},{parts[0]},{seq:d},{parts[1]}]'
-    digest = _sha256(header.encode("ascii"))
-    digest.update(b"\n")
-    digest.update(payload)
-    return digest.digest()
+    return _seal(header, payload)
 
 
 def text(value: str | None) -> str:
@@ -231,10 +232,7 @@ def row_digest(
         f"{_NULL if offset_ns is None else f'{offset_ns:d}'},{names},"
         f"{_NULL if sequence_number is None else f'{sequence_number:d}'},{tail}]"
     )
-    digest = _sha256(header.encode("ascii"))
-    digest.update(b"\n")
-    digest.update(payload)
-    return digest.digest()
+    return _seal(header, payload)
 
 
 def event_hash(
