@@ -176,18 +176,28 @@ _ROWS_PER_SMALL_INSERT = 25
 _LOCK_POLL = 0.02
 
 
+def _seq_of(ev: Event, next_seq: dict[str, int]) -> int:
+    """The seq ``ev`` is appended with: its own, else its stream's next in ``next_seq``.
+
+    ``next_seq`` (see :meth:`EventStore._next_seqs`; empty when every event
+    of the batch brings its seq) moves past the seq given.
+    """
+    seq = ev.seq
+    if seq is None:
+        seq = next_seq[ev.stream_id]
+        next_seq[ev.stream_id] = seq + 1
+    elif next_seq:
+        next_seq[ev.stream_id] = seq + 1
+    return seq
+
+
 def _chained(
     items: list[Event], staged: list[_Staged], position: int, prev: str, next_seq: dict[str, int]
 ) -> Iterator[bytes]:
     """The COPY tuples of ``items`` after the row at ``position`` with hash ``prev``."""
     for ev, (parts, body) in zip(items, staged, strict=True):
         position += 1
-        seq = ev.seq
-        if seq is None:
-            seq = next_seq[ev.stream_id]
-            next_seq[ev.stream_id] = seq + 1
-        elif next_seq:
-            next_seq[ev.stream_id] = seq + 1
+        seq = _seq_of(ev, next_seq)
         digest = chained_digest(prev, position, seq, parts, ev.payload)
         yield copy_row(position, seq, body, digest)
         prev = digest.hex()
@@ -532,12 +542,7 @@ class EventStore:
             tails: dict[tuple[str | None, str], tuple[int | None, str, str | None]] = {}
             for ev in items:
                 position += 1
-                seq = ev.seq
-                if seq is None:
-                    seq = next_seq[ev.stream_id]
-                    next_seq[ev.stream_id] = seq + 1
-                elif next_seq:
-                    next_seq[ev.stream_id] = seq + 1
+                seq = _seq_of(ev, next_seq)
                 meta = ev.meta
                 # Most events (every SSE frame) have no meta: skip the encoder.
                 meta_json = canonical_json(dict(meta)) if meta else "{}"
