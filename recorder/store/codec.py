@@ -52,7 +52,10 @@ ELIDED = 0
 """Not compressed, but stored without the frame's ``event:`` line (see the module docstring)."""
 MIN_SIZE = 48
 """Payloads shorter than this stay raw: a frame header and the row's codec cost more."""
-_LEVEL = 3  # ~5 µs per typical frame; higher levels gain little on single frames
+# Level 1: on the fixtures' 2,021 frames (median 259 bytes) it took 1.46 us a
+# frame against 2.56 at level 3, for 2% more stored bytes; every appended
+# event pays it. The level is not stored: rows of any level decode alike.
+_LEVEL = 1
 _FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
 
 

@@ -21,10 +21,8 @@ from typing import Any
 __all__ = [
     "GENESIS",
     "HASH_FORMAT",
-    "chained_digest",
     "event_digest",
     "event_hash",
-    "header_parts",
     "row_digest",
     "text",
     "texts",
@@ -127,68 +125,6 @@ _esc: Callable[[str], str] = (
 )
 
 
-def header_parts(
-    session_id: str,
-    exchange_id: str | None,
-    kind: str,
-    recorded_at_ns: int,
-    offset_ns: int | None,
-    sse_event: str | None,
-    sse_type: str | None,
-    sequence_number: int | None,
-    response_id: str | None,
-    meta_json: str,
-) -> tuple[str, str]:
-    """The text of an event's ``sha256-v1`` header on either side of its seq.
-
-    Everything but the predecessor's hash, the position and the seq: an
-    append computes this before it takes the log's write lock, and under it
-    only :func:`chained_digest`. The header is the JSON text of one array, and
-    a JSON array is its elements' texts joined by commas, so each part is the
-    text of its sub-array without brackets: the header, hence the hash, is the
-    one :func:`event_digest` gives.
-    """
-    try:
-        # The encoder's own text for str (its escape function), int (its
-        # decimal) and None, without its per-call list machinery. An int is
-        # hashed as the column stores it (a bool as 1 or 0, which is what
-        # verify reads back).
-        return texts(session_id, exchange_id), (
-            f"{text(kind)},{recorded_at_ns:d},{_NULL if offset_ns is None else f'{offset_ns:d}'},"
-            f"{texts(sse_event, sse_type)},"
-            f"{_NULL if sequence_number is None else f'{sequence_number:d}'},"
-            f"{texts(response_id, meta_json)}"
-        )
-    except (TypeError, ValueError):
-        pass  # not a str or int where one belongs: the encoder's own rule decides
-    before = _encode_header([session_id, exchange_id])
-    after = _encode_header(
-        [
-            kind,
-            recorded_at_ns,
-            offset_ns,
-            sse_event,
-            sse_type,
-            sequence_number,
-            response_id,
-            meta_json,
-        ]
-    )
-    return before[1:-1], after[1:-1]
-
-
-def chained_digest(
-    prev_hash: str, position: int, seq: int, parts: tuple[str, str], payload: bytes
-) -> bytes:
-    """:func:`event_digest` of the event whose :func:`header_parts` are ``parts``.
-
-    ``prev_hash`` is 64 hex digits (JSON text needs no escape for them), and
-    ``position`` and ``seq`` are ints, whose JSON text is their decimal.
-    """
-    header = f'{_OPEN}"{prev_hash}",{position:d},{parts[0]},{seq:d},{parts[1]}]'
-    return _seal(header, payload)
-
-
 def text(value: str | None) -> str:
     """The JSON text of one header field (a str or None; anything else: TypeError)."""
     return _NULL if value is None else _esc(value)
@@ -223,7 +159,7 @@ def row_digest(
     ``texts(response_id, meta_json)``. An append computes each of these once
     per batch for all the events that share them (the frames of one stream
     do), and per event only formats its ints and hashes. An int is hashed as
-    the column stores it (a bool as 1 or 0, as with :func:`header_parts`);
+    the column stores it (a bool as 1 or 0, which is what verify reads back);
     anything but an int or None where one belongs raises ValueError or
     TypeError (then use :func:`event_digest`, whose encoder decides).
     """

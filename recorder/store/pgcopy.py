@@ -1,16 +1,20 @@
 """The lean row in PostgreSQL's binary COPY format, built mostly before the write lock.
 
-Guarantees: :func:`row_body` encodes every column of a lean ``events`` row
-except ``position``, ``seq`` and ``hash`` (the ones that depend on the
-log's head, or, for a ``seq`` the store assigns, on the stream's) as the
-fields of one binary COPY tuple, so that under the lock :func:`row` only
-puts those three around it. :data:`COPY_EVENTS` is the statement whose
-column list matches that order, and :func:`copy_rows` sends finished rows
-through it in one statement (one trigger firing, one round trip per block),
-raising driver errors as SQLAlchemy's, like every other statement the store
-runs, so :func:`recorder.store.engine.translate_errors` turns them into the
-store's. A value outside its column's range fails with :class:`StoreError`
-naming the column, as an INSERT would, before anything is sent.
+Guarantees: a row's fields are built in three parts. :func:`shape_fields`
+encodes the columns the events of one stream share (their session,
+exchange, names, response, kind and hash format keys), once per stream
+and batch; :func:`row_body` the event's own columns (its times and
+numbers, item key, codec, meta and payload) followed by those shared
+fields; under the lock :func:`row` puts ``position`` and ``seq`` (the
+columns that depend on the log's head, or, for a ``seq`` the store
+assigns, on the stream's) before it and the hash after it.
+:data:`COPY_EVENTS` is the statement whose column list matches that order,
+and :func:`copy_rows` sends finished rows through it in one statement (one
+trigger firing, one round trip per block), raising driver errors as
+SQLAlchemy's, like every other statement the store runs, so
+:func:`recorder.store.engine.translate_errors` turns them into the store's.
+A value outside its column's range fails with :class:`StoreError` naming
+the column, as an INSERT would, before anything is sent.
 
 The format (PostgreSQL's "Binary Format" of COPY): a signature, then per row
 the field count (int16) and per field its length (int32, -1 for NULL) and
@@ -28,26 +32,27 @@ import sqlalchemy as sa
 from recorder.errors import StoreError
 from recorder.store.pgwire import driver, sqlalchemy_errors
 
-__all__ = ["COPY_EVENTS", "client_encoding", "copy_rows", "row", "row_body"]
+__all__ = ["COPY_EVENTS", "client_encoding", "copy_rows", "row", "row_body", "shape_fields"]
 
-# position and seq first (they are put in under the lock), hash last.
+# position and seq first (they are put in under the lock), then the event's
+# own fields, then those its stream shares (encoded once per batch), hash last.
 _COLUMNS = (
     "position",
     "seq",
     "recorded_at_ns",
     "offset_ns",
     "sequence_number",
+    "item_key",
+    "codec",
+    "meta",
+    "payload",
     "session_key",
     "exchange_key",
     "sse_event_key",
     "sse_type_key",
     "response_key",
-    "item_key",
     "kind_key",
     "hash_format_key",
-    "codec",
-    "meta",
-    "payload",
     "hash",
 )
 COPY_EVENTS = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -60,6 +65,8 @@ _INT8 = struct.Struct(">iq")
 _INT4 = struct.Struct(">ii")
 _INT2 = struct.Struct(">ih")
 _LENGTH = struct.Struct(">i")
+# recorded_at_ns, offset_ns, sequence_number: every SSE frame has all three.
+_TIMES = struct.Struct(">iqiqii")
 # Bytes per write to the driver: big enough that few calls cross into libpq,
 # small enough that the server stores the first rows of a batch while the
 # caller still makes the rest (and a huge batch is not one buffer first).
@@ -75,49 +82,72 @@ def _int8(value: int | None, column: str) -> bytes:
         raise StoreError(f"{column} {value} is out of range for a bigint") from None
 
 
-def row_body(
-    recorded_at_ns: int,
-    offset_ns: int | None,
-    sequence_number: int | None,
+def shape_fields(
     session_key: int,
     exchange_key: int | None,
     sse_event_key: int | None,
     sse_type_key: int | None,
     response_key: int | None,
-    item_key: int | None,
     kind_key: int,
     hash_format_key: int,
+) -> bytes:
+    """The fields of the columns a stream's events share (keys: always in range)."""
+    p4, p2, null = _INT4.pack, _INT2.pack, _NULL
+    return b"".join(
+        (
+            p4(4, session_key),
+            null if exchange_key is None else p4(4, exchange_key),
+            null if sse_event_key is None else p2(2, sse_event_key),
+            null if sse_type_key is None else p2(2, sse_type_key),
+            null if response_key is None else p4(4, response_key),
+            p2(2, kind_key),
+            p2(2, hash_format_key),
+        )
+    )
+
+
+def row_body(
+    recorded_at_ns: int,
+    offset_ns: int | None,
+    sequence_number: int | None,
+    item_key: int | None,
     codec: int | None,
     meta: bytes | None,
     payload: bytes,
+    shared: bytes,
 ) -> bytes:
-    """The row's fields between ``seq`` and ``hash`` (``meta``: encoded text, or None)."""
+    """The row's fields between ``seq`` and ``hash``: the event's own, then ``shared``.
+
+    ``meta`` is encoded text, or None; ``shared`` the :func:`shape_fields`
+    of the event's stream.
+    """
     # One expression, no call per field: this runs for every appended event.
-    p8, p4, p2, null = _INT8.pack, _INT4.pack, _INT2.pack, _NULL
     try:
+        if offset_ns is not None and sequence_number is not None:
+            times = _TIMES.pack(8, recorded_at_ns, 8, offset_ns, 4, sequence_number)
+        else:
+            times = b"".join(
+                (
+                    _INT8.pack(8, recorded_at_ns),
+                    _NULL if offset_ns is None else _INT8.pack(8, offset_ns),
+                    _NULL if sequence_number is None else _INT4.pack(4, sequence_number),
+                )
+            )
         return b"".join(
             (
-                p8(8, recorded_at_ns),
-                null if offset_ns is None else p8(8, offset_ns),
-                null if sequence_number is None else p4(4, sequence_number),
-                p4(4, session_key),
-                null if exchange_key is None else p4(4, exchange_key),
-                null if sse_event_key is None else p2(2, sse_event_key),
-                null if sse_type_key is None else p2(2, sse_type_key),
-                null if response_key is None else p4(4, response_key),
-                null if item_key is None else p4(4, item_key),
-                p2(2, kind_key),
-                p2(2, hash_format_key),
-                null if codec is None else p2(2, codec),
-                null if meta is None else _LENGTH.pack(len(meta)) + meta,
+                times,
+                _NULL if item_key is None else _INT4.pack(4, item_key),
+                _NULL if codec is None else _INT2.pack(2, codec),
+                _NULL if meta is None else _LENGTH.pack(len(meta)) + meta,
                 _LENGTH.pack(len(payload)),
                 payload,
+                shared,
             )
         )
     except struct.error:
         pass
-    # Name the column that does not fit (the keys and codec always do: the
-    # SSE name keys, smallints, are ``names`` ids, capped like ``kind_key``).
+    # Name the column that does not fit (the keys and codec always do: item
+    # keys are ids, codecs shipped dictionary ids).
     _int8(recorded_at_ns, "recorded_at_ns")
     _int8(offset_ns, "offset_ns")
     if sequence_number is not None and not -(2**31) <= sequence_number < 2**31:

@@ -18,9 +18,10 @@ Guarantees:
   N. That makes "read from position onward" safe for projections, and lets
   one hash chain run over the whole log.
 * **Little under the lock (PostgreSQL).** An append compresses, finds or
-  makes keys (see :mod:`recorder.store.keys`) and builds each row's hash
-  header and COPY tuple (:mod:`recorder.store.pgcopy`) before it takes the
-  lock; under it, the head, the hooks, one hash per row and one ``COPY``.
+  makes keys (see :mod:`recorder.store.keys`), makes each stream's hash
+  header texts once and builds each row's COPY tuple
+  (:mod:`recorder.store.pgcopy`) before it takes the lock; under it, the
+  head, the hooks, one hash per row and one ``COPY``.
   The hash is the one :func:`~recorder.store.hashing.event_digest` gives.
   While it waits for the lock, :meth:`EventStore.lock_wait_since` says so.
 * **Waiting for the lock, fairly.** PostgreSQL queues lock requests in order.
@@ -75,16 +76,14 @@ from recorder.store.forkgate import driver_call
 from recorder.store.hashing import (
     GENESIS,
     HASH_FORMAT,
-    chained_digest,
     event_digest,
-    header_parts,
     row_digest,
     text,
     texts,
 )
 from recorder.store.keys import KEYS_LOCK, Keys
 from recorder.store.listing import SessionInfo, sessions_from
-from recorder.store.pgcopy import client_encoding, copy_rows, row_body
+from recorder.store.pgcopy import client_encoding, copy_rows, row_body, shape_fields
 from recorder.store.pgcopy import row as copy_row
 from recorder.store.pgwire import HEAD, begin_locked
 from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
@@ -102,9 +101,13 @@ __all__ = [
 ]
 
 Committed = Callable[[list[int]], None]
+# What the events of one stream share in their hash header, as JSON texts
+# (see hashing.row_digest; "" where a value has no such text): ids, kind,
+# names and tail, then the kind and meta JSON event_digest needs without them.
+_Shape = tuple[str, str, str, str, str, str]
 # What an append computes for an event before the write lock, on PostgreSQL:
-# its hash header around the seq, and its COPY tuple between seq and hash.
-_Staged = tuple[tuple[str, str], bytes]
+# its stream's header texts, and its COPY tuple between seq and hash.
+_Staged = tuple[_Shape, bytes]
 Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
 """A hook run inside an append's transaction, under the write lock.
 
@@ -195,12 +198,51 @@ def _chained(
     items: list[Event], staged: list[_Staged], position: int, prev: str, next_seq: dict[str, int]
 ) -> Iterator[bytes]:
     """The COPY tuples of ``items`` after the row at ``position`` with hash ``prev``."""
-    for ev, (parts, body) in zip(items, staged, strict=True):
+    for ev, (shape, body) in zip(items, staged, strict=True):
         position += 1
         seq = _seq_of(ev, next_seq)
-        digest = chained_digest(prev, position, seq, parts, ev.payload)
+        digest = _shaped_digest(prev, position, seq, ev, shape)
         yield copy_row(position, seq, body, digest)
         prev = digest.hex()
+
+
+def _shaped_digest(prev: str, position: int, seq: int, ev: Event, shape: _Shape) -> bytes:
+    """``ev``'s hash after ``prev``, its stream's header texts made once (``shape``)."""
+    ids, kind_text, names, tail, kind, meta_json = shape
+    payload = ev.payload
+    if ids and kind_text and names and tail:
+        try:
+            return row_digest(
+                prev,
+                position,
+                ids,
+                seq,
+                kind_text,
+                ev.recorded_at_ns,
+                ev.offset_ns,
+                names,
+                ev.sequence_number,
+                tail,
+                payload,
+            )
+        except (TypeError, ValueError):
+            pass  # not an int where one belongs: the encoder's own rule decides
+    return event_digest(
+        prev,
+        position,
+        ev.session_id,
+        ev.exchange_id,
+        seq,
+        kind,
+        ev.recorded_at_ns,
+        ev.offset_ns,
+        ev.sse_event,
+        ev.sse_type,
+        ev.sequence_number,
+        ev.response_id,
+        meta_json,
+        payload,
+    )
 
 
 class _StaleConnection(Exception):
@@ -752,10 +794,12 @@ class EventStore:
         return [staged[at[id(ev)]] if id(ev) in at else next(made) for ev in items]
 
     def _stage(self, conn: sa.Connection, items: list[Event], *, locked: bool) -> list[_Staged]:
-        """Each event's hash header parts and COPY row body (see :mod:`.pgcopy`).
+        """Each event's stream header texts and COPY row body (see :mod:`.pgcopy`).
 
         Missing keys are made in their own transaction under the key lock,
         or, when ``locked`` (inside the append's transaction), in that one.
+        What the events of one stream share (keys, header texts, the COPY
+        fields of its keys) is made once per batch, as on SQLite.
         """
         if not items:
             return []
@@ -767,6 +811,7 @@ class EventStore:
         encode_one = encoder(self.codec)
         encoding = client_encoding(conn)
         encoded = []
+        checked: set[tuple[str, str | None, str, str | None, str | None, str | None]] = set()
         for ev in items:
             meta = ev.meta
             # Most events (every SSE frame) have no meta: skip the encoder.
@@ -774,18 +819,23 @@ class EventStore:
             kind = ev.kind._value_  # what .value returns, minus its descriptor
             stored_codec, stored, item = encode_one(ev.payload, ev.sse_event)
             encoded.append((kind, meta_json, stored_codec, stored, item))
-            sid, xid = ev.session_id, ev.exchange_id
+            if item is not None and item not in item_keys:
+                wanted.setdefault("items", {})[item] = ""
+            sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
+            sse_event, sse_type = ev.sse_event, ev.sse_type
+            stream = (sid, xid, kind, sse_event, sse_type, rid)
+            if stream in checked:
+                continue
+            checked.add(stream)
             if sid not in sessions:
                 wanted.setdefault("sessions", {})[sid] = ""
             if xid is not None and xid not in exchanges:
                 wanted.setdefault("exchanges", {}).setdefault(xid, sid)
-            for name in (kind, ev.sse_event, ev.sse_type):
+            for name in (kind, sse_event, sse_type):
                 if name is not None and name not in names:
                     wanted.setdefault("names", {})[name] = ""
-            if ev.response_id is not None and ev.response_id not in responses:
-                wanted.setdefault("responses", {})[ev.response_id] = ""
-            if item is not None and item not in item_keys:
-                wanted.setdefault("items", {})[item] = ""
+            if rid is not None and rid not in responses:
+                wanted.setdefault("responses", {})[rid] = ""
         if HASH_FORMAT not in names:
             wanted.setdefault("names", {})[HASH_FORMAT] = ""
         if wanted:
@@ -799,39 +849,45 @@ class EventStore:
                     begin_locked(conn, KEYS_LOCK, head=False)
                     self._make_keys(conn, wanted)
         hash_format = names[HASH_FORMAT]
+        shapes: dict[tuple[Any, ...], tuple[_Shape, bytes]] = {}
         result: list[_Staged] = []
+        add = result.append
         for ev, (kind, meta_json, stored_codec, stored, item) in zip(items, encoded, strict=True):
             sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
             sse_event, sse_type = ev.sse_event, ev.sse_type
-            parts = header_parts(
-                sid,
-                xid,
-                kind,
-                ev.recorded_at_ns,
-                ev.offset_ns,
-                sse_event,
-                sse_type,
-                ev.sequence_number,
-                rid,
-                meta_json,
-            )
+            found = (sid, xid, kind, sse_event, sse_type, rid, meta_json)
+            try:
+                shape, shared = shapes[found]
+            except KeyError:
+                shape = (
+                    _text_or(texts, sid, xid),
+                    _text_or(text, kind),
+                    _text_or(texts, sse_event, sse_type),
+                    _text_or(texts, rid, meta_json),
+                    kind,
+                    meta_json,
+                )
+                shared = shape_fields(
+                    sessions[sid],
+                    None if xid is None else exchanges[xid],
+                    None if sse_event is None else names[sse_event],
+                    None if sse_type is None else names[sse_type],
+                    None if rid is None else responses[rid],
+                    names[kind],
+                    hash_format,
+                )
+                shapes[found] = shape, shared
             body = row_body(
                 ev.recorded_at_ns,
                 ev.offset_ns,
                 ev.sequence_number,
-                sessions[sid],
-                None if xid is None else exchanges[xid],
-                None if sse_event is None else names[sse_event],
-                None if sse_type is None else names[sse_type],
-                None if rid is None else responses[rid],
                 None if item is None else item_keys[item],
-                names[kind],
-                hash_format,
                 stored_codec,
                 None if meta_json == "{}" else meta_json.encode(encoding),
                 stored,
+                shared,
             )
-            result.append((parts, body))
+            add((shape, body))
         return result
 
     def _make_keys(self, conn: sa.Connection, wanted: dict[str, dict[str, str]]) -> None:
