@@ -1,12 +1,13 @@
 """A PostgreSQL append's round trips: few, on a connection of its own, safe as before.
 
-An append sends ``BEGIN``, the log's lock and the head read as one message,
-then its ``COPY`` and ``COMMIT`` (see :mod:`recorder.store.pgwire`). These
-tests count the round trips on the wire (libpq's trace of the append's
-connection), and prove what the folding must not lose: the head is read
-after the lock is granted even where the server's default isolation level
-would have fixed the snapshot before, and a pooled connection the server
-dropped while idle costs the append nothing.
+An append sends ``BEGIN``, the log's lock and the head read (from the last row
+the store wrote on) as one message, then its ``COPY`` and ``COMMIT`` (see
+:mod:`recorder.store.pgwire`). These tests count the round trips on the wire
+(libpq's trace of the append's connection), and prove what the folding must
+not lose: the head is read after the lock is granted even where the server's
+default isolation level would have fixed the snapshot before, a head no
+longer where the store saw it is still found, and a pooled connection the
+server dropped while idle costs the append nothing.
 """
 
 from __future__ import annotations
@@ -101,6 +102,43 @@ def test_an_append_with_known_keys_takes_four_round_trips(
     assert "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock" in queries[0]
     assert "ORDER BY position DESC" in queries[0]
     assert store.verify().ok
+
+
+def test_the_head_is_looked_for_from_the_last_row_the_store_wrote(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Partitions before that row are pruned; another writer's later rows are still found."""
+    with EventStore.open(pg_url, upgrade=True) as one, EventStore.open(pg_url) as other:
+        sid, xid = _opened(one)
+        assert one.append(_frames(sid, xid, 2, 3)) == [4, 5, 6]
+        _opened(other)  # positions 7-9, written by the other store
+        trace = _Trace(one, tmp_path / "trace.txt")
+        try:
+            assert one.append(_frames(sid, xid, 5, 2)) == [10, 11]
+        finally:
+            lines = trace.stop()
+        first = next(line for line in lines if "\tQuery\t" in line)
+        assert "WHERE position >= 6 ORDER BY position DESC" in first
+        assert _round_trips(lines) == 4, "\n".join(lines)
+        assert one.verify().ok
+
+
+def test_a_head_no_longer_where_the_store_saw_it_is_found_in_the_whole_log(
+    store: EventStore, tmp_path: Path
+) -> None:
+    # As after the database was restored from a backup older than this
+    # store's last append: nothing at or after the position it remembers.
+    sid, xid = _opened(store)
+    store.append(_frames(sid, xid, 2, 1))  # every key of the batch below is known now
+    store._seen_position = 1_000
+    trace = _Trace(store, tmp_path / "trace.txt")
+    try:
+        assert store.append(_frames(sid, xid, 3, 2)) == [5, 6]
+    finally:
+        lines = trace.stop()
+    assert _round_trips(lines) == 5, "\n".join(lines)  # the whole-log read is one more
+    assert store.verify().ok
+    assert store.append(_frames(sid, xid, 5, 1)) == [7]
 
 
 def test_a_new_key_costs_five_round_trips_more(store: EventStore, tmp_path: Path) -> None:

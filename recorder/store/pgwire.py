@@ -41,6 +41,12 @@ if TYPE_CHECKING:
 __all__ = ["HEAD", "begin_locked", "driver", "sqlalchemy_errors"]
 
 HEAD = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+# The head at or after a position known to hold a row: positions only grow,
+# so the head is there, and the partitions wholly before it are pruned at
+# planning instead of each being probed (their number grows with the log).
+_HEAD_SINCE = (
+    "SELECT position, hash FROM events WHERE position >= {since} ORDER BY position DESC LIMIT 1"
+)
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({lock})"
 
 
@@ -76,12 +82,18 @@ def sqlalchemy_errors(conn: sa.Connection, statement: str) -> Iterator[None]:
         ) from exc
 
 
-def begin_locked(conn: sa.Connection, lock: int, *, head: bool) -> tuple[int, bytes] | None:
+def begin_locked(
+    conn: sa.Connection, lock: int, *, head: bool, since: int = 0
+) -> tuple[int, bytes] | None:
     """Open a transaction holding advisory lock ``lock``; the log's head if ``head``.
 
-    The head is ``(position, hash)`` of the last row, or None for an empty log.
+    The head is ``(position, hash)`` of the last row, or None for an empty
+    log. ``since``: a position the caller saw holding a row (its last
+    append's, say), or 0; the head is looked for from there on, and in the
+    whole log only if no row is there any more (its partition was dropped).
     """
-    statement = _BEGIN.format(lock=int(lock)) + (f"; {HEAD}" if head else "")
+    query = _HEAD_SINCE.format(since=int(since)) if since > 0 else HEAD
+    statement = _BEGIN.format(lock=int(lock)) + (f"; {query}" if head else "")
     pg = driver(conn)
     # Not in autocommit mode, the driver would send a BEGIN of its own first.
     assert pg.autocommit, "begin_locked needs the append engine's connections"
@@ -93,4 +105,7 @@ def begin_locked(conn: sa.Connection, lock: int, *, head: bool) -> tuple[int, by
         cursor.nextset()
         cursor.nextset()
         row = cursor.fetchone()
+        if row is None and since > 0:
+            cursor.execute(HEAD)
+            row = cursor.fetchone()
     return None if row is None else (int(row[0]), bytes(row[1]))

@@ -400,6 +400,9 @@ class EventStore:
             "INSERT INTO events (" + ", ".join(_LEAN_COLUMNS) + ") VALUES " + self._values
         )
         self._keys = Keys()
+        # A position this store saw holding a row (PostgreSQL appends look for
+        # the head from there, see pgwire.begin_locked); 0: none yet.
+        self._seen_position = 0
         self.codec: int | None = DEFAULT_CODEC
         """The dictionary new payloads are compressed against; None stores them raw."""
         self._multi_sql: dict[int, str] = {}
@@ -759,7 +762,7 @@ class EventStore:
                 transaction = conn.begin()
                 with self._waiting_for_locks():
                     # Blocks too while another transaction locks the table itself.
-                    last = begin_locked(conn, APPEND_LOCK, head=True)
+                    last = begin_locked(conn, APPEND_LOCK, head=True, since=self._seen_position)
             except sa.exc.DBAPIError as exc:
                 if retry and exc.connection_invalidated:
                     raise _StaleConnection from exc
@@ -777,6 +780,7 @@ class EventStore:
                 # Rows are chained as the COPY sends them: the server stores
                 # the first while the rest are hashed.
                 copy_rows(conn, _chained(items, staged, position, prev, next_seq))
+        self._seen_position = position + len(items)
         return list(range(position + 1, position + 1 + len(items)))
 
     def _restage(
