@@ -22,7 +22,7 @@ import psycopg
 
 _CLK = os.sysconf("SC_CLK_TCK")
 
-__all__ = ["postmaster_pid", "process_cpu", "server_cpu"]
+__all__ = ["postmaster_pid", "process_cpu", "server_cpu", "tree_cpu"]
 
 
 def _stat(pid: int) -> list[bytes]:
@@ -74,3 +74,23 @@ def process_cpu(pid: int) -> float:
             with contextlib.suppress(OSError, ValueError, IndexError):  # the thread ended
                 total += int((task / "schedstat").read_text().split()[0])
     return total / 1e9
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of process ``root`` and every live descendant, plus the children
+    each of them has reaped (a browser's renderers, say)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    total = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += sum(int(x) for x in _stat(pid)[11:15])
+    return total / _CLK
