@@ -22,13 +22,8 @@ from recorder.projections.containers import ContainerInfo, ContainersProjection,
 from recorder.projections.costs import GROUPINGS, CostReport, CostsProjection, cost_report
 from recorder.projections.fees import FeeTable, load_fee_table
 from recorder.projections.overlay import Read, View, reading
-from recorder.projections.runner import (
-    Projection,
-    UnknownProjection,
-    catch_up,
-    checkpoints,
-    rebuild,
-)
+from recorder.projections.projection import Projection, UnknownProjection
+from recorder.projections.runner import catch_up, checkpoints, rebuild
 from recorder.projections.stages import Stage, StagesProjection, stages_rows
 from recorder.store.store import EventStore
 

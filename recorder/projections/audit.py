@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from recorder.projections.calls import CallsProjection
-from recorder.projections.runner import RowBuffer, shared_json
+from recorder.projections.json_text import shared_json
+from recorder.projections.row_buffer import RowBuffer
 from recorder.store.schema import pj_audit
 
 __all__ = ["AuditEntry", "AuditProjection", "audit_rows"]

@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from recorder.events import EventKind
-from recorder.projections.runner import DeltaHandler, Parsed, Projection, Row
+from recorder.projections.log_event import DeltaHandler, Parsed, Row
+from recorder.projections.projection import Projection
 from recorder.projections.wire import (
     CI_ITEM,
     RESPONSE_EVENTS,

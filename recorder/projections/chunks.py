@@ -54,16 +54,10 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from recorder.events import EventKind
-from recorder.projections.runner import (
-    DeltaHandler,
-    LogEvent,
-    Parsed,
-    Projection,
-    Row,
-    RowBuffer,
-    dump_json,
-    shared_json,
-)
+from recorder.projections.json_text import dump_json, shared_json
+from recorder.projections.log_event import DeltaHandler, LogEvent, Parsed, Row
+from recorder.projections.projection import Projection
+from recorder.projections.row_buffer import RowBuffer
 from recorder.projections.wire import (
     CI_ITEM,
     TERMINAL_RESPONSE_EVENTS,

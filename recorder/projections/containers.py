@@ -25,7 +25,9 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from recorder.events import EventKind
-from recorder.projections.runner import Parsed, Projection, Row, RowBuffer
+from recorder.projections.log_event import Parsed, Row
+from recorder.projections.projection import Projection
+from recorder.projections.row_buffer import RowBuffer
 from recorder.projections.wire import (
     CI_ITEM,
     classify_url,

@@ -38,7 +38,9 @@ import sqlalchemy as sa
 from recorder.events import EventKind
 from recorder.projections.containers import DEFAULT_IDLE_MINUTES, DEFAULT_MEMORY, container_rows
 from recorder.projections.fees import Fee, FeeTable
-from recorder.projections.runner import Parsed, Projection, RowBuffer
+from recorder.projections.log_event import Parsed
+from recorder.projections.projection import Projection
+from recorder.projections.row_buffer import RowBuffer
 from recorder.projections.wire import (
     CI_ITEM,
     TERMINAL_RESPONSE_EVENTS,

@@ -37,15 +37,11 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from recorder.projections.runner import (
-    _SHARED,
-    BATCH,
-    Projection,
-    _dispatch,
-    _no_gc,
-    read_rows,
-    resolve,
-)
+from recorder.projections.gc_pause import no_gc
+from recorder.projections.json_text import forget_shared
+from recorder.projections.log_read import read_rows
+from recorder.projections.projection import Projection, resolve
+from recorder.projections.runner import BATCH, dispatch
 from recorder.store.engine import translate_errors
 from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
@@ -179,7 +175,7 @@ def _fold(
     """Apply the log's tail to the copies, batch by batch, as a catch-up would."""
     at = {p.name: starts[p.name][0] for p in projs}
     states = {p.name: json.loads(starts[p.name][1]) for p in projs}
-    with _no_gc():
+    with no_gc():
         while True:
             pending = [p for p in projs if at[p.name] < head]
             if not pending:
@@ -193,12 +189,12 @@ def _fold(
                 projections: list[Projection] = [p(conn, states[p.name]) for p in group]
                 for proj in projections:
                     proj.prefetch(events)
-                _dispatch(projections, events)
+                dispatch(projections, events)
                 for proj in projections:
                     proj.finish()
                     states[proj.name] = _copied(proj.state)
             finally:
-                _SHARED.clear()
+                forget_shared()
             last = int(events[-1][0])
             for proj_cls in group:
                 at[proj_cls.name] = last

@@ -1,4 +1,4 @@
-"""Checkpointed projections: derived, rebuildable read models over the event log.
+"""The projection runner: checkpointed catch-up and rebuild of projections over the event log.
 
 Guarantees:
 
@@ -18,9 +18,12 @@ Guarantees:
 * **Self-healing.** A projection whose stored ``version`` differs from the
   code's is reset and rebuilt on the next catch-up.
 
-A projection is a class: a fresh instance handles one batch (``start`` with
-the stored state, ``apply`` per event, ``finish`` writes rows and returns the
-state to store).
+A projection is a class (:mod:`recorder.projections.projection`): a fresh
+instance handles one batch (``start`` with the stored state, ``apply`` per
+event, ``finish`` writes rows and returns the state to store). The log's rows
+come from :mod:`~recorder.projections.log_read`, are seen as
+:mod:`~recorder.projections.log_event` events, and are written through
+:mod:`~recorder.projections.row_buffer`.
 
 Throughput: a batch is read once for every projection at the same checkpoint,
 as plain rows; each SSE event goes only to the projections whose
@@ -33,46 +36,42 @@ projection (:meth:`Projection.delta_routes`).
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import functools
-import gc
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection
 
-from recorder.errors import CodetapeError
-from recorder.events import EventKind, now_ns
-from recorder.sse import parse_frame
-from recorder.store.codec import decode
+from recorder.events import now_ns
+from recorder.projections.gc_pause import no_gc
+from recorder.projections.json_text import forget_shared
+from recorder.projections.log_event import DeltaHandler, LogEvent, Parsed, Row, delta_fields
+from recorder.projections.log_read import can_read_ahead, read_ahead, read_events
+from recorder.projections.projection import Projection, UnknownProjection, resolve
 from recorder.store.engine import translate_errors
 from recorder.store.schema import pj_checkpoints
 from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
 
+# Besides the runner's own names, the names callers have always imported from
+# here (their homes are the modules named in the docstring).
 __all__ = [
     "BATCH",
     "REBUILD_BATCH",
-    "DeltaHandler",
     "LogEvent",
-    "Parsed",
+    "Progress",
     "Projection",
-    "Row",
-    "RowBuffer",
     "UnknownProjection",
     "catch_up",
     "checkpoints",
-    "delta_fields",
-    "dump_json",
+    "dispatch",
     "read_events",
-    "read_rows",
     "rebuild",
-    "shared_json",
+    "resolve",
     "write_connection",
 ]
 
@@ -86,470 +85,6 @@ and fewer lookups of stored rows, for a few MB more memory."""
 
 Progress = Callable[[int, int], None]
 """Called with (events consumed so far, events to consume in total)."""
-
-
-class UnknownProjection(CodetapeError):
-    """A projection name that does not exist."""
-
-
-_KINDS = {k.value: k for k in EventKind}
-
-
-class LogEvent:
-    """One event row as projections read it, its payload's JSON parsed once, on demand.
-
-    Only the columns projections use (no hashes: ``verify`` owns those).
-    ``meta`` and ``data`` are parsed once and shared by every projection the
-    event goes to: they must not be mutated.
-    """
-
-    __slots__ = (
-        "_data",
-        "_meta",
-        "exchange_id",
-        "kind",
-        "meta_json",
-        "offset_ns",
-        "payload",
-        "position",
-        "recorded_at_ns",
-        "session_id",
-        "sse_type",
-    )
-
-    position: int
-    session_id: str
-    exchange_id: str | None
-    recorded_at_ns: int
-    offset_ns: int | None
-    sse_type: str | None
-    meta_json: str | None
-    """None for SSE events, whose meta is always empty (not read, see ``_READ_COLUMNS``)."""
-
-    def __init__(self, row: Sequence[Any]) -> None:
-        (
-            self.position,
-            self.session_id,
-            self.exchange_id,
-            kind,
-            self.recorded_at_ns,
-            self.offset_ns,
-            self.sse_type,
-            self.meta_json,
-            payload,
-        ) = row
-        self.kind: EventKind = _KINDS[kind]
-        self.payload: bytes = payload if isinstance(payload, bytes) else bytes(payload)
-        self._data: Any = _UNSET
-        self._meta: dict[str, Any] | None = None
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        # Parsed once: every projection reads the meta of every non-SSE event.
-        meta = self._meta
-        if meta is None:
-            meta = self._meta = json.loads(self.meta_json) if self.meta_json is not None else {}
-        return meta
-
-    @property
-    def data(self) -> Any:
-        """The JSON in the payload (SSE ``data``, a JSON body), else ``None``."""
-        if self._data is _UNSET:
-            value: Any = None
-            if self.kind is EventKind.SSE:
-                value = _sse_json(self.payload)
-            elif self.kind in (EventKind.BODY, EventKind.REQUEST):
-                head = self.payload[:1]
-                if head in (b"{", b"[", b" ", b"\n"):
-                    try:
-                        value = json.loads(self.payload)
-                    except (ValueError, RecursionError):
-                        value = None
-                    if _MAY_HOLD_SURROGATES(self.payload):
-                        value = valid_unicode(value)
-            self._data = value
-        return self._data
-
-    def delta_fields(self) -> tuple[str | None, str | None]:
-        """(``item_id``, ``delta``) of a delta event: :func:`delta_fields`, else from ``data``."""
-        if self._data is _UNSET:
-            fields = delta_fields(self.payload)
-            if fields is not None:
-                return fields
-        data = self.data
-        if not isinstance(data, dict):
-            return None, None
-        item_id, delta = data.get("item_id"), data.get("delta")
-        return (
-            item_id if isinstance(item_id, str) else None,
-            delta if isinstance(delta, str) else None,
-        )
-
-
-def delta_fields(raw: bytes) -> tuple[str | None, str | None] | None:
-    """(``item_id``, ``delta``) cut out of a delta frame's JSON text, or None to parse it.
-
-    Deltas are most of the log and these two strings are all projections
-    read from them, so they are cut out of the JSON text directly (by a
-    regex when the value holds no escape, else with the C string decoder
-    json uses); a frame of any other shape gives None, and the caller parses
-    it (:meth:`LogEvent.delta_fields`), so the result is always what the
-    full parse would give.
-    """
-    if not raw.startswith(b"event: ") or b"\r" in raw:
-        return None
-    # The usual shape first: each key once, a plain string right after it
-    # (no space, no escape), matched by one regex each.
-    if raw.count(b'"delta":') == 1 and raw.count(b'"item_id":') == 1:
-        found_delta = _PLAIN_DELTA.search(raw)
-        if found_delta is not None:
-            found_item = _PLAIN_ITEM_ID.search(raw)
-            if found_item is not None:
-                return (
-                    found_item.group(1).decode("utf-8", "replace"),
-                    found_delta.group(1).decode("utf-8", "replace"),
-                )
-    delta = _bytes_field(raw, b'"delta":')
-    item_id = _bytes_field(raw, b'"item_id":')
-    if delta is not None and item_id is not None:
-        return item_id, delta
-    return None
-
-
-_scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
-_ESCAPED = re.compile(rb"[\x00-\x1f\\]")
-# A key that occurs once, then a string without escapes or control characters:
-# its bytes are the value (what _bytes_field would return, decoded alike).
-_PLAIN_DELTA = re.compile(rb'"delta":"([^"\\\x00-\x1f]*)"')
-_PLAIN_ITEM_ID = re.compile(rb'"item_id":"([^"\\\x00-\x1f]*)"')
-
-
-def _bytes_field(raw: bytes, key: bytes) -> str | None:
-    """:func:`_string_field` on the frame's bytes, decoding only the value.
-
-    Most values hold no escape and no control character: then the value is
-    the bytes up to the next quote, and decoding just them gives what
-    decoding the whole frame and scanning would (``key`` and quotes are ASCII,
-    which UTF-8 never uses inside a multi-byte character, nor does the
-    ``replace`` handler swallow). Anything else takes the general path.
-    """
-    at = raw.find(key)
-    if at < 0 or raw.find(key, at + 1) >= 0:
-        return None
-    end = at + len(key)
-    while raw[end : end + 1] == b" ":
-        end += 1
-    if raw[end : end + 1] != b'"':
-        return None
-    close = raw.find(b'"', end + 1)
-    if close >= 0:
-        value = raw[end + 1 : close]
-        if _ESCAPED.search(value) is None:
-            return value.decode("utf-8", "replace")
-    return _string_field(raw.decode("utf-8", "replace"), key.decode())
-
-
-def _string_field(text: str, key: str) -> str | None:
-    """The string value of the only ``key`` in a flat JSON object's text, else None.
-
-    An unescaped ``"key":`` can only be a key: inside a JSON string its quotes
-    would be escaped. A key seen twice, or a value that is not a string, gives
-    None (the caller then parses the whole frame).
-    """
-    at = text.find(key)
-    if at < 0 or text.find(key, at + 1) >= 0:
-        return None
-    end = at + len(key)
-    while text[end : end + 1] == " ":
-        end += 1
-    if text[end : end + 1] != '"':
-        return None
-    try:
-        value, _ = _scanstring(text, end + 1)
-    except ValueError:
-        return None
-    return _SURROGATE.sub("\ufffd", value)
-
-
-def dump_json(value: Any) -> str:
-    """Compact JSON, non-ASCII kept: the one encoding projections store JSON values in."""
-    return _dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-_dumps = json.dumps
-_SHARED: dict[int, tuple[Any, str]] = {}
-
-
-def shared_json(value: list[Any]) -> str:
-    """:func:`dump_json` of a large parsed value that several projections store.
-
-    Code interpreter outputs are the bulk of the bytes the chunks and audit
-    projections write, and both store the same parsed list (the runner hands
-    every projection the same :class:`LogEvent`): the text is made once per
-    batch. Keyed by identity, and the entry holds the value, so an id cannot
-    be reused while it is remembered; parsed values are never mutated.
-    Forgotten at the end of every batch (:func:`_apply_batch`).
-    """
-    key = id(value)
-    found = _SHARED.get(key)
-    if found is not None and found[0] is value:
-        return found[1]
-    text = dump_json(value)
-    _SHARED[key] = (value, text)
-    return text
-
-
-Parsed = LogEvent
-"""What :meth:`Projection.apply` receives."""
-
-_UNSET: Any = object()
-
-
-# meta is "{}" on SSE rows (most of the log): not worth fetching there, and
-# NULL (None) costs the driver less than any string.
-_READ_COLUMNS = (
-    "position, session_id, exchange_id, kind, recorded_at_ns, offset_ns, sse_type, "
-    "CASE WHEN kind = 'sse' THEN NULL ELSE meta END, codec, stored_payload, sse_event, item_id"
-)
-
-
-Row = Sequence[Any]
-"""One event row as read: ``_READ_COLUMNS`` in order, the payload decoded (what
-:class:`LogEvent` takes)."""
-
-DeltaHandler = Callable[[Row, str | None, str | None], None]
-"""Called with a delta event's row and its (``item_id``, ``delta``)."""
-
-
-def read_events(store: EventStore, after: int, until: int, limit: int) -> list[Row]:
-    """Event rows with ``after < position <= until``, at most ``limit``, in position order.
-
-    The same keyset read as :meth:`EventStore.iter_events` (appends commit in
-    position order, so nothing can appear later below ``until``), through the
-    driver's cursor and fewer columns, because rebuilds read every row. Rows
-    stay tuples: a :class:`LogEvent` is only made for a row some projection
-    reads (see :func:`_apply_batch`).
-    """
-    with translate_errors(store.url), store.engine.connect() as conn:
-        return read_rows(conn, store.backend, after, until, limit)
-
-
-def read_rows(conn: Connection, backend: str, after: int, until: int, limit: int) -> list[Row]:
-    """:func:`read_events` on a connection the caller holds (inside its transaction)."""
-    marker = "?" if backend == "sqlite" else "%s"
-    sql = (
-        f"SELECT {_READ_COLUMNS} FROM event_rows WHERE position > {marker} "
-        f"AND position <= {marker} "
-        f"ORDER BY position LIMIT {marker}"
-    )
-    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if backend == "postgresql":
-            # Binary results: bytea arrives as raw bytes, not hex text the
-            # server must encode and the client decode (payloads are most bytes).
-            cursor.execute(sql, (after, until, limit), binary=True)
-        else:
-            cursor.execute(sql, (after, until, limit))
-        with _no_gc():
-            stored: list[Row] = cursor.fetchall()
-            # The payload as recorded: decompressed here, so projections
-            # never see how a row stores it.
-            rows: list[Row] = [(*r[:8], decode(r[8], r[9], r[10], r[11])) for r in stored]
-        return rows
-    finally:
-        cursor.close()
-
-
-def _sse_json(raw: bytes) -> Any:
-    """A frame's ``data`` as JSON; same result as ``parse_frame(raw).json()``.
-
-    Except for lone surrogates, which become U+FFFD (see :func:`valid_unicode`).
-    """
-    # Fast path for the shape OpenAI sends, exactly "event: X\ndata: {...}\n\n":
-    # one data line, no CR, no comment, nothing after it.
-    if raw.startswith(b"event: ") and raw.endswith(b"}\n\n") and b"\r" not in raw:
-        at = raw.find(b"\ndata: ")
-        if at > 0 and raw.count(b"\n", at + 1) == 2:
-            try:
-                value = json.loads(raw[at + 7 : -2].decode("utf-8", "replace"))
-            except (ValueError, RecursionError):
-                return None
-            return valid_unicode(value) if _MAY_HOLD_SURROGATES(raw) else value
-    # Only a stream's first frame can hold a BOM; ignoring one elsewhere is harmless.
-    value = parse_frame(raw).json()
-    # A copy: the frame caches its parse.
-    return valid_unicode(value) if _MAY_HOLD_SURROGATES(raw) else value
-
-
-# Only a \uDXXX escape can put a surrogate into parsed JSON (raw bytes are
-# decoded with "replace"); json.loads joins a valid pair into one character,
-# so any surrogate left is alone and cannot be stored as UTF-8 text.
-_MAY_HOLD_SURROGATES = re.compile(rb"\\u[dD]").search
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def valid_unicode(value: Any) -> Any:
-    """``value`` (parsed JSON) with every lone surrogate replaced by U+FFFD.
-
-    JSON may escape one (``"\\ud800"``); no database stores it as text. The
-    projections show U+FFFD; the log keeps the exact bytes.
-    """
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {valid_unicode(k): valid_unicode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [valid_unicode(v) for v in value]
-    return value
-
-
-class RowBuffer:
-    """Rows one batch writes to one table: plain inserts, and upserts by primary key.
-
-    Writes go through the driver's ``executemany`` with tuples in column order
-    (on PostgreSQL, ``COPY``): a rebuild inserts about one row per event, so
-    per-row overhead matters.
-    """
-
-    def __init__(self, table: Table, backend: str) -> None:
-        self.table = table
-        self.backend = backend
-        self.columns = [c.name for c in table.columns]
-        self.keys = [c.name for c in table.primary_key.columns]
-        marker = self._marker = "?" if backend == "sqlite" else "%s"
-        self._insert_sql = (
-            f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
-            f"VALUES ({', '.join([marker] * len(self.columns))})"
-        )
-        self._delete_sql = f"DELETE FROM {table.name} WHERE " + " AND ".join(
-            f"{k} = {marker}" for k in self.keys
-        )
-        self._copy_sql = f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN"
-        self._select_head = f"SELECT {', '.join(self.columns)} FROM {table.name}"
-        self._select_sql = f"{self._select_head} WHERE " + " AND ".join(
-            f"{k} = {marker}" for k in self.keys
-        )
-        self._cursor: Any = None
-        self.rows: list[tuple[Any, ...]] = []
-        self.upserts: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-    def stored(self, conn: Connection, key: tuple[Any, ...]) -> dict[str, Any] | None:
-        """The stored row with primary key ``key`` (as written by earlier batches), if any.
-
-        Through one driver cursor, not a Core ``select``: projections look
-        rows up per event, where SQLAlchemy's statement overhead would dominate.
-        """
-        if self._cursor is None:
-            self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor = self._cursor
-        cursor.execute(self._select_sql, key)
-        # fetchall, not fetchone: a SQLite statement left unfinished keeps its read open.
-        found = cursor.fetchall()
-        return dict(zip(self.columns, found[0], strict=True)) if found else None
-
-    def stored_where(
-        self, conn: Connection, column: str, values: Sequence[Any]
-    ) -> list[dict[str, Any]]:
-        """Every stored row whose ``column`` is one of ``values``, in one query per 500."""
-        if self._cursor is None:
-            self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor = self._cursor
-        found: list[dict[str, Any]] = []
-        for at in range(0, len(values), 500):
-            chunk = list(values[at : at + 500])
-            markers = ", ".join([self._marker] * len(chunk))
-            cursor.execute(f"{self._select_head} WHERE {column} IN ({markers})", chunk)
-            found.extend(dict(zip(self.columns, row, strict=True)) for row in cursor.fetchall())
-        return found
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        """A new row (its key was never written before), in column order."""
-        self.rows.append(row)
-
-    def put(self, row: dict[str, Any]) -> None:
-        """A row that replaces any row with the same primary key."""
-        self.upserts[tuple(row[k] for k in self.keys)] = row
-
-    def flush(self, conn: Connection) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
-        if self.upserts:
-            conn.exec_driver_sql(self._delete_sql, list(self.upserts))
-            cols = self.columns
-            self.rows.extend(tuple(r[c] for c in cols) for r in self.upserts.values())
-        if self.rows and self.backend == "postgresql":
-            # COPY streams the rows in one statement: several times faster than
-            # executemany's INSERT per row, and the same rows (same adapters).
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                with cursor.copy(self._copy_sql) as copy:
-                    for row in self.rows:
-                        copy.write_row(row)
-            finally:
-                cursor.close()
-        elif self.rows:
-            conn.exec_driver_sql(self._insert_sql, self.rows)
-        self.rows = []
-        self.upserts = {}
-
-
-class Projection(abc.ABC):
-    """One read model: its name, code version, tables and event handler."""
-
-    name: ClassVar[str]
-    version: ClassVar[int]
-    tables: ClassVar[tuple[Table, ...]]
-    """Tables this projection owns: emptied on rebuild."""
-    shared: ClassVar[str | None] = None
-    """Projections with the same ``shared`` key compute the same state from the
-    same events; when they start a batch with identical state, the work is done
-    once (:meth:`adopt`)."""
-    sse_types: ClassVar[frozenset[str] | None] = None
-    """The SSE event types :meth:`apply` reads (``None``: all); other SSE events
-    are not passed to it. Non-SSE events always are."""
-
-    def __init__(self, conn: Connection, state: dict[str, Any]) -> None:
-        self.conn = conn
-        self.state = state
-
-    @abc.abstractmethod
-    def apply(self, pe: Parsed) -> None:
-        """Consume one event (in global position order)."""
-
-    def routes(self) -> dict[str, Callable[[Parsed], None]]:
-        """The handler of each SSE event type in :attr:`sse_types` (``apply`` by default).
-
-        The runner calls a route's handler instead of :meth:`apply` for SSE
-        events of that type, so a projection can skip re-dispatching its most
-        frequent events; the handler must do exactly what ``apply`` would.
-        """
-        return dict.fromkeys(self.sse_types or (), self.apply)
-
-    def delta_routes(self) -> dict[str, DeltaHandler]:
-        """Handlers of delta event types that read nothing but ``item_id`` and ``delta``.
-
-        The runner calls such a handler instead of any route or :meth:`apply`
-        for that type, with the row and the event's
-        :meth:`LogEvent.delta_fields`, worked out once for every projection
-        and without making a :class:`LogEvent`: deltas are most of the log.
-        The handler must do exactly what ``apply`` would.
-        """
-        return {}
-
-    def prefetch(self, events: Sequence[Row]) -> None:  # noqa: B027 - optional hook
-        """Before :meth:`apply` sees ``events``: a chance to read stored rows in bulk.
-
-        Only a cache: what it loads must be what per-event lookups would read.
-        """
-
-    def adopt(self, other: Projection) -> None:
-        """Take the applied state of ``other`` (same ``shared`` key, same start state)."""
-        raise NotImplementedError
-
-    @abc.abstractmethod
-    def finish(self) -> None:
-        """Write this batch's rows on ``self.conn``; ``self.state`` is stored after."""
 
 
 def write_connection(store: EventStore) -> Connection:
@@ -605,27 +140,6 @@ def _has_lz4(url: str, conn: Connection) -> bool:
         ).first()
         _LZ4[url] = found is not None
     return _LZ4[url]
-
-
-def _registry() -> dict[str, type[Projection]]:
-    from recorder.projections import ALL
-
-    return {p.name: p for p in ALL}
-
-
-def resolve(names: Iterable[str] | None) -> list[type[Projection]]:
-    """Projection classes by name (all of them for ``None``)."""
-    registry = _registry()
-    if names is None:
-        return list(registry.values())
-    result = []
-    for name in names:
-        if name not in registry:
-            raise UnknownProjection(
-                f"no projection named {name!r}: choose from {', '.join(registry)}"
-            )
-        result.append(registry[name])
-    return result
 
 
 def checkpoints(store: EventStore) -> dict[str, tuple[int, int]]:
@@ -727,16 +241,16 @@ def _run(
             refuse_replay_from(conn, start, [p.name for p in projs])
     total = max(head - start, 0)
     # The next batch is read on another thread while this one is applied and
-    # written (see _can_read_ahead). Events never change, so a read ahead is
+    # written (see log_read.can_read_ahead). Events never change, so a read ahead is
     # what the next iteration would read itself, and it is used only if the
     # checkpoint it started from is the one that iteration gets.
     ahead: tuple[int, Future[list[Row]]] | None = None
-    pool = ThreadPoolExecutor(1) if total > batch and _can_read_ahead(store) else None
+    pool = ThreadPoolExecutor(1) if total > batch and can_read_ahead(store) else None
     consumed = 0
     # The collector stays off for the whole run, not batch by batch: turned
     # back on between batches, it walks each batch's rows (alive until the
     # next batch replaces them) once per generation, and finds no garbage.
-    with _no_gc():
+    with no_gc():
         try:
             while True:
                 stored = checkpoints(store)
@@ -756,7 +270,7 @@ def _run(
                 started: list[Future[list[Row]]] = []
                 read_next: Callable[[], None] | None = None
                 if pool is not None and len(events) == batch and last < head:
-                    read = functools.partial(_read_ahead, pool, store, last, head, batch)
+                    read = functools.partial(read_ahead, pool, store, last, head, batch)
                     if store.backend == "postgresql":
                         started.append(read())
                     else:
@@ -779,35 +293,8 @@ def _run(
     return consumed
 
 
-def _read_ahead(
-    pool: ThreadPoolExecutor, store: EventStore, after: int, until: int, limit: int
-) -> Future[list[Row]]:
-    return pool.submit(read_events, store, after, until, limit)
-
-
 def _start_into(started: list[Future[list[Row]]], read: Callable[[], Future[list[Row]]]) -> None:
     started.append(read())
-
-
-def _can_read_ahead(store: EventStore) -> bool:
-    """Read ahead where a reader on its own connection never blocks the writer.
-
-    PostgreSQL: its server works while Python does. SQLite only in WAL mode
-    (every file database codetape opens; never an in-memory one, whose
-    connections do not share one database the same way): the read starts when
-    the batch before is being written, and runs mostly while this thread is
-    inside the driver inserting and committing, with the GIL released
-    (measured over 1M events: 10.6-10.9 s instead of 12.0-12.3 s per rebuild).
-    While it reads, a commit's checkpoint cannot restart the WAL, so the WAL
-    file grows during a rebuild (to 240 MB over 1M events; SQLite removes it
-    when the last connection closes).
-    """
-    if store.backend == "postgresql":
-        return True
-    with translate_errors(store.url), store.engine.connect() as conn:
-        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-        conn.rollback()
-    return str(mode).lower() == "wal"
 
 
 def _apply_batch(
@@ -823,28 +310,13 @@ def _apply_batch(
     before the projections' rows are written.
     """
     try:
-        with _no_gc():
+        with no_gc():
             return _apply_batch_locked(store, group, low, events, before_writing)
     finally:
-        _SHARED.clear()
+        forget_shared()
 
 
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic collector off: a batch allocates many small, acyclic objects
-    (rows, events, row tuples), and the collector's repeated passes over them
-    cost more than the batch's own work. Only whoever turned it off turns it
-    back on, so nesting (or the read-ahead thread) leaves it as it was."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _dispatch(projections: Sequence[Projection], events: Sequence[Row]) -> None:
+def dispatch(projections: Sequence[Projection], events: Sequence[Row]) -> None:
     """One pass over the batch, each event to the projections that read it, in order.
 
     SSE events are routed by type through a dict (most are deltas few
@@ -950,7 +422,7 @@ def _apply_batch_locked(
         leaders = [p for p in projections if all(p is not f for f, _ in followers)]
         for proj in leaders:
             proj.prefetch(events)
-        _dispatch(leaders, events)
+        dispatch(leaders, events)
         for proj, leader in followers:
             proj.adopt(leader)
         conn.rollback()
@@ -979,3 +451,7 @@ def _apply_batch_locked(
                 )
             )
     return True
+
+
+# The name tests and older callers use for the read-ahead check.
+_can_read_ahead = can_read_ahead

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from recorder.projections.calls import CallsProjection
-from recorder.projections.runner import RowBuffer
+from recorder.projections.row_buffer import RowBuffer
 from recorder.store.schema import pj_ci_stages
 
 __all__ = ["Stage", "StagesProjection", "stages_rows"]
