@@ -52,10 +52,13 @@ ELIDED = 0
 """Not compressed, but stored without the frame's ``event:`` line (see the module docstring)."""
 MIN_SIZE = 48
 """Payloads shorter than this stay raw: a frame header and the row's codec cost more."""
-# Level 1: on the fixtures' 2,021 frames (median 259 bytes) it took 1.46 us a
-# frame against 2.56 at level 3, for 2% more stored bytes; every appended
-# event pays it. The level is not stored: rows of any level decode alike.
-_LEVEL = 1
+# Level 3, not 1: level 1 took 1.46 us a frame against 2.56 (the fixtures'
+# 2,021 frames, median 259 bytes) for 2% more bytes on recordings the
+# dictionary was trained with, but 8% more on a recording it never saw
+# (bench/storage.py --holdout: 0.63x against 0.58x, level 2 no better), and
+# users' recordings are the unseen kind. The level is not stored: rows of any
+# level decode alike.
+_LEVEL = 3
 _FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
 
 
