@@ -31,7 +31,7 @@ Guarantees:
   connection with a 20 ms busy timeout, retried) until the database's busy
   timeout has passed, then fails with :class:`~recorder.errors.StoreBusy`.
 * **Streaming reads.** Readers page through by position (keyset pagination), so
-  no read loads the whole table.
+  no read loads the whole table (see :mod:`recorder.store.event_read`).
 * **Checks under the lock.** An append may be given a ``prepare`` hook, and a
   store a ``guard``: both run inside the append's transaction once the write
   lock is held, so what they read and decide (a lease still held, a session
@@ -42,35 +42,36 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import operator
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import (
-    AmbiguousSession,
-    NotUpgraded,
-    StoreBusy,
-    StoreError,
-    UnknownSession,
-)
-from recorder.events import Event, EventKind, StoredEvent, canonical_json
-from recorder.store.codec import DEFAULT_CODEC, decode, encoder
+from recorder.errors import NotUpgraded, StoreBusy
+from recorder.events import Event, StoredEvent, canonical_json
+from recorder.store.codec import DEFAULT_CODEC, encoder
 from recorder.store.engine import (
     create_engine,
     describe_url,
     is_process_local,
     sqlite_busy_timeout,
     translate_errors,
+)
+from recorder.store.event_read import (
+    PAGE,
+    ExchangeInfo,
+    exchange_events,
+    exchanges_of,
+    find_session,
+    hashes,
+    paged,
 )
 from recorder.store.forkgate import driver_call
 from recorder.store.hashing import (
@@ -86,7 +87,7 @@ from recorder.store.listing import SessionInfo, sessions_from
 from recorder.store.pgcopy import client_encoding, copy_rows, row_body, shape_fields
 from recorder.store.pgcopy import row as copy_row
 from recorder.store.pgwire import HEAD, begin_locked
-from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
+from recorder.store.schema import SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
 __all__ = [
@@ -118,29 +119,6 @@ has committed (or None). It may read and write other tables on the
 connection, never ``events`` itself (it returns events to append instead).
 """
 
-# What readers get: the lean row as stored, filtered on its own keys so that
-# its indexes serve the read. Keys become public values through the cache of
-# the key tables (see _public), hashes arrive as bytes and the predecessor's
-# is the previous row's (see _events): no join per row.
-_SELECT = (
-    "SELECT e.position, e.session_key, e.exchange_key, e.seq, e.kind_key, e.recorded_at_ns, "
-    "e.offset_ns, e.sse_event_key, e.sse_type_key, e.sequence_number, e.response_key, "
-    "e.item_key, e.meta, e.codec, e.payload, e.hash_format_key, e.hash FROM events e"
-)
-# Row columns that hold a key, and the table it is a key of.
-_KEY_COLUMNS = (
-    (1, "sessions"),
-    (2, "exchanges"),
-    (4, "names"),
-    (7, "names"),
-    (8, "names"),
-    (10, "responses"),
-    (11, "items"),
-    (15, "names"),
-)
-_HASHES_AT = sa.text("SELECT position, hash FROM events WHERE position IN :p").bindparams(
-    sa.bindparam("p", expanding=True)
-)
 # What an append writes: the lean row.
 _LEAN_COLUMNS = (
     "position",
@@ -161,7 +139,6 @@ _LEAN_COLUMNS = (
     "hash_format_key",
     "hash",
 )
-_PAGE = 2000
 # The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
 # An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
 # DELETE or TRUNCATE a table lock it in EXCLUSIVE mode, and a recording role
@@ -249,143 +226,12 @@ class _StaleConnection(Exception):
     """An append's first round trip found its pooled connection dead: go again."""
 
 
-@dataclass(frozen=True, slots=True)
-class ExchangeInfo:
-    """One exchange: its request line, response status and ending."""
-
-    id: str
-    session_id: str
-    method: str
-    url: str
-    status: int | None
-    outcome: str | None
-    reason: str | None
-    events: int
-    sse_events: int
-    first_position: int
-
-
-def _row_to_event(
-    row: Sequence[Any], prev_hash: str, damage: dict[int, str] | None = None
-) -> StoredEvent:
-    try:
-        payload = decode(row[13], row[14], row[7], row[11])
-    except StoreError as exc:
-        if damage is None:
-            # Say which row: a payload that does not decode is damage at a position.
-            raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
-        # A verifying reader notes it and goes on: the row's stored hash still
-        # links the chain, so the rest of the log is checked as usual.
-        damage[row[0]] = f"the payload does not decode: {exc}"
-        payload = b""
-    return StoredEvent(
-        position=row[0],
-        session_id=row[1],
-        exchange_id=row[2],
-        seq=row[3],
-        kind=EventKind(row[4]),
-        recorded_at_ns=row[5],
-        offset_ns=row[6],
-        sse_event=row[7],
-        sse_type=row[8],
-        sequence_number=row[9],
-        response_id=row[10],
-        meta_json=row[12] or "{}",
-        payload=payload,
-        hash_format=row[15] or "",
-        prev_hash=prev_hash,
-        hash=bytes(row[16]).hex(),
-    )
-
-
-def _public(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """``rows`` with each key replaced by its public value (keys never change: cached)."""
-    caches = _caches(conn)
-    missing: dict[str, set[int]] = {}
-    for row in rows:
-        for column, table in _KEY_COLUMNS:
-            key = row[column]
-            if key is not None and key not in caches[table]:
-                missing.setdefault(table, set()).add(key)
-    for table, keys in missing.items():
-        wanted = sorted(keys)
-        query = sa.text(f"SELECT id, public_id FROM {table} WHERE id IN :k").bindparams(
-            sa.bindparam("k", expanding=True)
-        )
-        for start in range(0, len(wanted), 500):
-            caches[table].update(conn.execute(query, {"k": wanted[start : start + 500]}).all())
-    result = []
-    for row in rows:
-        out = list(row)
-        for column, table in _KEY_COLUMNS:
-            key = out[column]
-            if key is not None:
-                # A key with no row (the table was tampered with) reads as NULL.
-                out[column] = caches[table].get(key)
-        result.append(out)
-    return result
-
-
-def _caches(conn: sa.Connection) -> dict[str, dict[int, str]]:
-    """Key -> public value of each key table, kept on the driver connection (one database)."""
-    found: dict[str, dict[int, str]] | None = conn.info.get("codetape_keys")
-    if found is None:
-        found = conn.info["codetape_keys"] = {t: {} for t in KEY_TABLES}
-    return found
-
-
-def _events(
-    conn: sa.Connection,
-    rows: Sequence[Sequence[Any]],
-    last: int = -1,
-    last_hash: str = "",
-    damage: dict[int, str] | None = None,
-) -> list[StoredEvent]:
-    """``rows`` as events, each with its predecessor's hash: that of the row before
-    it in ``rows`` when that is the previous position (``last``, ``last_hash``: the
-    row before the first), else read from the table ("" when that row is missing)."""
-    rows = _public(conn, rows)
-    gaps = []
-    previous = last
-    for row in rows:
-        if row[0] != previous + 1 and row[0] > 1:
-            gaps.append(row[0] - 1)
-        previous = row[0]
-    found: dict[int, str] = {}
-    for start in range(0, len(gaps), 500):
-        found.update(
-            (int(position), bytes(digest).hex())
-            for position, digest in conn.execute(_HASHES_AT, {"p": gaps[start : start + 500]})
-        )
-    result = []
-    previous, prev = last, last_hash
-    for row in rows:
-        position = row[0]
-        if position == 1:
-            link = GENESIS
-        elif position == previous + 1:
-            link = prev
-        else:
-            link = found.get(position - 1, "")
-        event = _row_to_event(row, link, damage)
-        result.append(event)
-        previous, prev = position, event.hash
-    return result
-
-
 def _text_or(make: Callable[..., str], *values: Any) -> str:
     """``make(*values)``, or "" when a value is not a str or None (see hashing.texts)."""
     try:
         return make(*values)
     except TypeError:
         return ""
-
-
-def _describe_session(s: SessionInfo) -> str:
-    opened = dt.datetime.fromtimestamp(s.opened_at_ns // 1_000_000_000, dt.UTC)
-    return f"{s.name!r}, opened {opened:%Y-%m-%d %H:%M:%S} UTC, {s.exchanges} exchange(s)" + (
-        "" if s.closed else ", still open"
-    )
 
 
 class EventStore:
@@ -998,34 +844,12 @@ class EventStore:
             value = conn.exec_driver_sql("SELECT max(position) FROM events").scalar()
         return int(value or 0)
 
-    def _paged(
-        self,
-        where: str,
-        params: dict[str, Any],
-        page: int = _PAGE,
-        damage: dict[int, str] | None = None,
-    ) -> Iterator[StoredEvent]:
-        after = params.pop("after", 0)
-        query = sa.text(
-            f"{_SELECT} WHERE e.position > :after{where} ORDER BY e.position LIMIT :limit"
-        )
-        last, last_hash = -1, ""
-        while True:
-            with translate_errors(self.url), self.engine.connect() as conn:
-                rows = conn.execute(query, {**params, "after": after, "limit": page}).all()
-                events = _events(conn, rows, last, last_hash, damage)
-            yield from events
-            if len(rows) < page:
-                return
-            last, last_hash = events[-1].position, events[-1].hash
-            after = last
-
     def iter_events(
         self,
         after: int = 0,
         *,
         until: int | None = None,
-        page: int = _PAGE,
+        page: int = PAGE,
         damage: dict[int, str] | None = None,
     ) -> Iterator[StoredEvent]:
         """Every event with ``after < position <= until``, in position order.
@@ -1035,24 +859,21 @@ class EventStore:
         wrong are put there and the event comes with an empty payload.
         """
         if until is None:
-            return self._paged("", {"after": after}, page, damage)
+            return paged(self.engine, self.url, "", {"after": after}, page, damage)
         where = " AND e.position <= :until"
-        return self._paged(where, {"after": after, "until": until}, page, damage)
+        return paged(self.engine, self.url, where, {"after": after, "until": until}, page, damage)
 
     def session_events(self, session_id: str) -> Iterator[StoredEvent]:
         """All events of a session (its own and its exchanges'), in position order."""
-        return self._paged(
+        return paged(
+            self.engine,
+            self.url,
             " AND e.session_key = (SELECT id FROM sessions WHERE public_id = :sid)",
             {"sid": session_id},
         )
 
     def exchange_events(self, exchange_id: str) -> list[StoredEvent]:
-        query = sa.text(
-            f"{_SELECT} WHERE e.exchange_key IS NOT NULL "
-            "AND e.exchange_key = (SELECT id FROM exchanges WHERE public_id = :x) ORDER BY e.seq"
-        )
-        with translate_errors(self.url), self.engine.connect() as conn:
-            return _events(conn, conn.execute(query, {"x": exchange_id}).all())
+        return exchange_events(self.engine, self.url, exchange_id)
 
     def sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
@@ -1065,31 +886,7 @@ class EventStore:
         Raises :class:`AmbiguousSession` (listing the candidates) when several
         sessions carry the name, or the prefix, rather than guessing.
         """
-        sessions = self.sessions()
-        for s in sessions:
-            if s.id == ref:
-                return s
-        named = [s for s in sessions if s.name == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            raise AmbiguousSession(
-                f"{len(named)} sessions are named {ref!r}: give one's id instead",
-                [(s.id, _describe_session(s)) for s in named],
-            )
-        if len(ref) >= 6:
-            prefixed = [s for s in sessions if s.id.startswith(ref)]
-            if len(prefixed) == 1:
-                return prefixed[0]
-            if len(prefixed) > 1:
-                raise AmbiguousSession(
-                    f"{len(prefixed)} session ids start with {ref!r}: give more of the id",
-                    [(s.id, _describe_session(s)) for s in prefixed],
-                )
-        raise UnknownSession(
-            f"no session named or with id {ref!r} in {describe_url(self.url)}"
-            " (see `codetape sessions`)"
-        )
+        return find_session(self.sessions(), ref, self.url)
 
     def has_session(self, session_id: str) -> bool:
         with translate_errors(self.url), self.engine.connect() as conn:
@@ -1104,49 +901,7 @@ class EventStore:
 
     def exchanges(self, session_id: str) -> list[ExchangeInfo]:
         """The session's exchanges in the order their requests were logged."""
-        info: dict[str, dict[str, Any]] = {}
-        for ev in self.session_events(session_id):
-            if ev.exchange_id is None:
-                continue
-            entry = info.setdefault(
-                ev.exchange_id,
-                {
-                    "method": "",
-                    "url": "",
-                    "status": None,
-                    "outcome": None,
-                    "reason": None,
-                    "events": 0,
-                    "sse": 0,
-                    "first": ev.position,
-                },
-            )
-            entry["events"] += 1
-            if ev.kind is EventKind.REQUEST:
-                meta = ev.meta
-                entry["method"], entry["url"] = meta.get("method", ""), meta.get("url", "")
-            elif ev.kind is EventKind.RESPONSE_HEAD:
-                entry["status"] = ev.meta.get("status")
-            elif ev.kind is EventKind.SSE:
-                entry["sse"] += 1
-            elif ev.kind is EventKind.EXCHANGE_END:
-                meta = ev.meta
-                entry["outcome"], entry["reason"] = meta.get("outcome"), meta.get("reason")
-        return [
-            ExchangeInfo(
-                id=xid,
-                session_id=session_id,
-                method=e["method"],
-                url=e["url"],
-                status=e["status"],
-                outcome=e["outcome"],
-                reason=e["reason"],
-                events=e["events"],
-                sse_events=e["sse"],
-                first_position=e["first"],
-            )
-            for xid, e in info.items()
-        ]
+        return exchanges_of(session_id, self.session_events(session_id))
 
     # -- verification --------------------------------------------------------
 
@@ -1173,16 +928,4 @@ class EventStore:
 
     def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:
         """(position, hash) of each row up to ``until``, in order: the Merkle tree's leaves."""
-        query = sa.text(
-            "SELECT position, hash FROM events WHERE position > :after AND position <= :until "
-            "ORDER BY position LIMIT :limit"
-        )
-        after = 0
-        while after < until:
-            with translate_errors(self.url), self.engine.connect() as conn:
-                rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
-            for position, digest in rows:
-                yield int(position), bytes(digest).hex()
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
+        return hashes(self.engine, self.url, until, page)
