@@ -231,7 +231,7 @@ def main() -> None:
                         position += 1
                         values += (position, row[1], exchange_key, *row[3:])
                     with target._write_connection() as conn, conn.begin():
-                        target._insert(conn, values)
+                        target._sqlite._insert(conn, values)
 
             results[f"insert + commit of ready lean rows, batches of 2000{name} (SQLite)"] = best(
                 max(3, args.rounds // 2), insert

@@ -130,7 +130,7 @@ def test_a_head_no_longer_where_the_store_saw_it_is_found_in_the_whole_log(
     # store's last append: nothing at or after the position it remembers.
     sid, xid = _opened(store)
     store.append(_frames(sid, xid, 2, 1))  # every key of the batch below is known now
-    store._seen_position = 1_000
+    store._pg.seen_position = 1_000
     trace = _Trace(store, tmp_path / "trace.txt")
     try:
         assert store.append(_frames(sid, xid, 3, 2)) == [5, 6]

@@ -56,7 +56,7 @@ _SIZE_NOTE = "codetape: positions per partition: "
 _SIZE = re.compile(re.escape(_SIZE_NOTE) + r"(\d+)")
 _PARTITION_NAME = re.compile(r"events_p\d{12}")
 _BOUNDS = re.compile(r"FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
-# The log's append lock (recorder.store.store.APPEND_LOCK), spelled here so
+# The log's append lock (recorder.store.append_pg.APPEND_LOCK), spelled here so
 # that the migration can take it without importing the store.
 _APPEND_LOCK = int.from_bytes(b"codetape", "big")
 

@@ -10,6 +10,9 @@ Guarantees:
   of :mod:`recorder.store.schema` (keys, binary hash, payload compressed by
   :mod:`recorder.store.codec`); every read gives back the event exactly as
   appended, with its hex hash and its predecessor's, whatever the storage.
+  The appends themselves are :mod:`recorder.store.append_sqlite` and
+  :mod:`recorder.store.append_pg`, what they share
+  :mod:`recorder.store.append_common`; reads are :mod:`recorder.store.event_read`.
 * **Atomic batches.** An append of many events commits all of them or none.
 * **Serialised appends, ordered commits.** Appends take the log's write lock
   (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on
@@ -17,13 +20,10 @@ Guarantees:
   order: a reader that has seen position N never later finds a new row below
   N. That makes "read from position onward" safe for projections, and lets
   one hash chain run over the whole log.
-* **Little under the lock (PostgreSQL).** An append compresses, finds or
-  makes keys (see :mod:`recorder.store.keys`), makes each stream's hash
-  header texts once and builds each row's COPY tuple
-  (:mod:`recorder.store.pgcopy`) before it takes the lock; under it, the
-  head, the hooks, one hash per row and one ``COPY``.
-  The hash is the one :func:`~recorder.store.hashing.event_digest` gives.
-  While it waits for the lock, :meth:`EventStore.lock_wait_since` says so.
+* **Little under the lock (PostgreSQL).** An append does all but the chain
+  before it takes the lock; under it, the head, the hooks, one hash per row
+  and one ``COPY`` (see :mod:`recorder.store.append_pg`). While it waits for
+  the lock, :meth:`EventStore.lock_wait_since` says so.
 * **Waiting for the lock, fairly.** PostgreSQL queues lock requests in order.
   SQLite has no queue: its own wait polls only every 100 ms after a while, so
   a writer between another's short transactions could wait for a whole long
@@ -41,30 +41,20 @@ Guarantees:
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import operator
-import sqlite3
-import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recorder.config import is_default, resolve_url
-from recorder.errors import (
-    AmbiguousSession,
-    NotUpgraded,
-    StoreBusy,
-    StoreError,
-    UnknownSession,
-)
-from recorder.events import Event, EventKind, StoredEvent, canonical_json
-from recorder.store.codec import DEFAULT_CODEC, decode, encoder
+from recorder.errors import NotUpgraded, StoreBusy
+from recorder.events import Event, StoredEvent
+from recorder.store.append_common import Committed, LockWaits, Prepare
+from recorder.store.append_pg import APPEND_LOCK, PgAppender
+from recorder.store.append_sqlite import LEAN_COLUMNS, SqliteAppender
+from recorder.store.codec import DEFAULT_CODEC
 from recorder.store.engine import (
     create_engine,
     describe_url,
@@ -72,21 +62,19 @@ from recorder.store.engine import (
     sqlite_busy_timeout,
     translate_errors,
 )
-from recorder.store.forkgate import driver_call
-from recorder.store.hashing import (
-    GENESIS,
-    HASH_FORMAT,
-    event_digest,
-    row_digest,
-    text,
-    texts,
+from recorder.store.event_read import (
+    PAGE,
+    ExchangeInfo,
+    exchange_events,
+    exchanges_of,
+    find_session,
+    hashes,
+    paged,
 )
-from recorder.store.keys import KEYS_LOCK, Keys
+from recorder.store.forkgate import driver_call
+from recorder.store.keys import Keys
 from recorder.store.listing import SessionInfo, sessions_from
-from recorder.store.pgcopy import client_encoding, copy_rows, row_body, shape_fields
-from recorder.store.pgcopy import row as copy_row
-from recorder.store.pgwire import HEAD, begin_locked
-from recorder.store.schema import KEY_TABLES, SCHEMA_REVISION
+from recorder.store.schema import SCHEMA_REVISION
 from recorder.store.verify import ChainChecker, VerifyProblem, VerifyReport
 
 __all__ = [
@@ -100,292 +88,10 @@ __all__ = [
     "VerifyReport",
 ]
 
-Committed = Callable[[list[int]], None]
-# What the events of one stream share in their hash header, as JSON texts
-# (see hashing.row_digest; "" where a value has no such text): ids, kind,
-# names and tail, then the kind and meta JSON event_digest needs without them.
-_Shape = tuple[str, str, str, str, str, str]
-# What an append computes for an event before the write lock, on PostgreSQL:
-# its stream's header texts, and its COPY tuple between seq and hash.
-_Staged = tuple[_Shape, bytes]
-Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
-"""A hook run inside an append's transaction, under the write lock.
-
-It gets the connection, the batch and the log's last position before the
-batch, and returns the batch to append (the same, changed, or empty) and a
-callback to run, with the positions given to the batch, once the transaction
-has committed (or None). It may read and write other tables on the
-connection, never ``events`` itself (it returns events to append instead).
-"""
-
-# What readers get: the lean row as stored, filtered on its own keys so that
-# its indexes serve the read. Keys become public values through the cache of
-# the key tables (see _public), hashes arrive as bytes and the predecessor's
-# is the previous row's (see _events): no join per row.
-_SELECT = (
-    "SELECT e.position, e.session_key, e.exchange_key, e.seq, e.kind_key, e.recorded_at_ns, "
-    "e.offset_ns, e.sse_event_key, e.sse_type_key, e.sequence_number, e.response_key, "
-    "e.item_key, e.meta, e.codec, e.payload, e.hash_format_key, e.hash FROM events e"
-)
-# Row columns that hold a key, and the table it is a key of.
-_KEY_COLUMNS = (
-    (1, "sessions"),
-    (2, "exchanges"),
-    (4, "names"),
-    (7, "names"),
-    (8, "names"),
-    (10, "responses"),
-    (11, "items"),
-    (15, "names"),
-)
-_HASHES_AT = sa.text("SELECT position, hash FROM events WHERE position IN :p").bindparams(
-    sa.bindparam("p", expanding=True)
-)
-# What an append writes: the lean row.
-_LEAN_COLUMNS = (
-    "position",
-    "session_key",
-    "exchange_key",
-    "seq",
-    "kind_key",
-    "recorded_at_ns",
-    "offset_ns",
-    "sse_event_key",
-    "sse_type_key",
-    "sequence_number",
-    "response_key",
-    "item_key",
-    "meta",
-    "codec",
-    "payload",
-    "hash_format_key",
-    "hash",
-)
-_PAGE = 2000
-# The PostgreSQL advisory lock key every append takes ("codetape" in ASCII).
-# An advisory lock, not LOCK TABLE: PostgreSQL lets only roles that may UPDATE,
-# DELETE or TRUNCATE a table lock it in EXCLUSIVE mode, and a recording role
-# must be able to append with INSERT alone (see recorder.store.roles). It is
-# held until commit, like a table lock, so commits stay in position order.
-APPEND_LOCK = int.from_bytes(b"codetape", "big")
-_LOCK_KEYS = f"SELECT pg_advisory_xact_lock({KEYS_LOCK})"
-_HEAD = HEAD  # the SQLite append reads it too
-# Rows per multi-row INSERT on SQLite: 250 x 17 columns stays under 32,766,
-# the bound-parameter limit since SQLite 3.32 (50 x 17 under 999 before it).
-# Few statements per batch matter: the driver releases the GIL around each.
-_ROWS_PER_INSERT = 250 if sqlite3.sqlite_version_info >= (3, 32, 0) else 50
-_ROWS_PER_SMALL_INSERT = 25
+# The lean row's columns, under the name bench/record_parts.py imports.
+_LEAN_COLUMNS = LEAN_COLUMNS
 # SQLite: one try for the write lock waits this long (see the module docstring).
 _LOCK_POLL = 0.02
-
-
-def _seq_of(ev: Event, next_seq: dict[str, int]) -> int:
-    """The seq ``ev`` is appended with: its own, else its stream's next in ``next_seq``.
-
-    ``next_seq`` (see :meth:`EventStore._next_seqs`; empty when every event
-    of the batch brings its seq) moves past the seq given.
-    """
-    seq = ev.seq
-    if seq is None:
-        seq = next_seq[ev.stream_id]
-        next_seq[ev.stream_id] = seq + 1
-    elif next_seq:
-        next_seq[ev.stream_id] = seq + 1
-    return seq
-
-
-def _chained(
-    items: list[Event], staged: list[_Staged], position: int, prev: str, next_seq: dict[str, int]
-) -> Iterator[bytes]:
-    """The COPY tuples of ``items`` after the row at ``position`` with hash ``prev``."""
-    for ev, (shape, body) in zip(items, staged, strict=True):
-        position += 1
-        seq = _seq_of(ev, next_seq)
-        digest = _shaped_digest(prev, position, seq, ev, shape)
-        yield copy_row(position, seq, body, digest)
-        prev = digest.hex()
-
-
-def _shaped_digest(prev: str, position: int, seq: int, ev: Event, shape: _Shape) -> bytes:
-    """``ev``'s hash after ``prev``, its stream's header texts made once (``shape``)."""
-    ids, kind_text, names, tail, kind, meta_json = shape
-    payload = ev.payload
-    if ids and kind_text and names and tail:
-        try:
-            return row_digest(
-                prev,
-                position,
-                ids,
-                seq,
-                kind_text,
-                ev.recorded_at_ns,
-                ev.offset_ns,
-                names,
-                ev.sequence_number,
-                tail,
-                payload,
-            )
-        except (TypeError, ValueError):
-            pass  # not an int where one belongs: the encoder's own rule decides
-    return event_digest(
-        prev,
-        position,
-        ev.session_id,
-        ev.exchange_id,
-        seq,
-        kind,
-        ev.recorded_at_ns,
-        ev.offset_ns,
-        ev.sse_event,
-        ev.sse_type,
-        ev.sequence_number,
-        ev.response_id,
-        meta_json,
-        payload,
-    )
-
-
-class _StaleConnection(Exception):
-    """An append's first round trip found its pooled connection dead: go again."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeInfo:
-    """One exchange: its request line, response status and ending."""
-
-    id: str
-    session_id: str
-    method: str
-    url: str
-    status: int | None
-    outcome: str | None
-    reason: str | None
-    events: int
-    sse_events: int
-    first_position: int
-
-
-def _row_to_event(
-    row: Sequence[Any], prev_hash: str, damage: dict[int, str] | None = None
-) -> StoredEvent:
-    try:
-        payload = decode(row[13], row[14], row[7], row[11])
-    except StoreError as exc:
-        if damage is None:
-            # Say which row: a payload that does not decode is damage at a position.
-            raise type(exc)(f"the event at position {row[0]}: {exc}") from exc
-        # A verifying reader notes it and goes on: the row's stored hash still
-        # links the chain, so the rest of the log is checked as usual.
-        damage[row[0]] = f"the payload does not decode: {exc}"
-        payload = b""
-    return StoredEvent(
-        position=row[0],
-        session_id=row[1],
-        exchange_id=row[2],
-        seq=row[3],
-        kind=EventKind(row[4]),
-        recorded_at_ns=row[5],
-        offset_ns=row[6],
-        sse_event=row[7],
-        sse_type=row[8],
-        sequence_number=row[9],
-        response_id=row[10],
-        meta_json=row[12] or "{}",
-        payload=payload,
-        hash_format=row[15] or "",
-        prev_hash=prev_hash,
-        hash=bytes(row[16]).hex(),
-    )
-
-
-def _public(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """``rows`` with each key replaced by its public value (keys never change: cached)."""
-    caches = _caches(conn)
-    missing: dict[str, set[int]] = {}
-    for row in rows:
-        for column, table in _KEY_COLUMNS:
-            key = row[column]
-            if key is not None and key not in caches[table]:
-                missing.setdefault(table, set()).add(key)
-    for table, keys in missing.items():
-        wanted = sorted(keys)
-        query = sa.text(f"SELECT id, public_id FROM {table} WHERE id IN :k").bindparams(
-            sa.bindparam("k", expanding=True)
-        )
-        for start in range(0, len(wanted), 500):
-            caches[table].update(conn.execute(query, {"k": wanted[start : start + 500]}).all())
-    result = []
-    for row in rows:
-        out = list(row)
-        for column, table in _KEY_COLUMNS:
-            key = out[column]
-            if key is not None:
-                # A key with no row (the table was tampered with) reads as NULL.
-                out[column] = caches[table].get(key)
-        result.append(out)
-    return result
-
-
-def _caches(conn: sa.Connection) -> dict[str, dict[int, str]]:
-    """Key -> public value of each key table, kept on the driver connection (one database)."""
-    found: dict[str, dict[int, str]] | None = conn.info.get("codetape_keys")
-    if found is None:
-        found = conn.info["codetape_keys"] = {t: {} for t in KEY_TABLES}
-    return found
-
-
-def _events(
-    conn: sa.Connection,
-    rows: Sequence[Sequence[Any]],
-    last: int = -1,
-    last_hash: str = "",
-    damage: dict[int, str] | None = None,
-) -> list[StoredEvent]:
-    """``rows`` as events, each with its predecessor's hash: that of the row before
-    it in ``rows`` when that is the previous position (``last``, ``last_hash``: the
-    row before the first), else read from the table ("" when that row is missing)."""
-    rows = _public(conn, rows)
-    gaps = []
-    previous = last
-    for row in rows:
-        if row[0] != previous + 1 and row[0] > 1:
-            gaps.append(row[0] - 1)
-        previous = row[0]
-    found: dict[int, str] = {}
-    for start in range(0, len(gaps), 500):
-        found.update(
-            (int(position), bytes(digest).hex())
-            for position, digest in conn.execute(_HASHES_AT, {"p": gaps[start : start + 500]})
-        )
-    result = []
-    previous, prev = last, last_hash
-    for row in rows:
-        position = row[0]
-        if position == 1:
-            link = GENESIS
-        elif position == previous + 1:
-            link = prev
-        else:
-            link = found.get(position - 1, "")
-        event = _row_to_event(row, link, damage)
-        result.append(event)
-        previous, prev = position, event.hash
-    return result
-
-
-def _text_or(make: Callable[..., str], *values: Any) -> str:
-    """``make(*values)``, or "" when a value is not a str or None (see hashing.texts)."""
-    try:
-        return make(*values)
-    except TypeError:
-        return ""
-
-
-def _describe_session(s: SessionInfo) -> str:
-    opened = dt.datetime.fromtimestamp(s.opened_at_ns // 1_000_000_000, dt.UTC)
-    return f"{s.name!r}, opened {opened:%Y-%m-%d %H:%M:%S} UTC, {s.exchanges} exchange(s)" + (
-        "" if s.closed else ", still open"
-    )
 
 
 class EventStore:
@@ -395,22 +101,18 @@ class EventStore:
         self.engine = engine
         self.url = url
         self.backend = engine.dialect.name
-        self._values = "(" + ", ".join(["?"] * len(_LEAN_COLUMNS)) + ")"
-        self._insert_sql = (
-            "INSERT INTO events (" + ", ".join(_LEAN_COLUMNS) + ") VALUES " + self._values
-        )
         self._keys = Keys()
-        # A position this store saw holding a row (PostgreSQL appends look for
-        # the head from there, see pgwire.begin_locked); 0: none yet.
-        self._seen_position = 0
+        self._lock_waits = LockWaits()
+        # One appender per backend, both over the same key cache (forgotten
+        # together when an append fails, see _append_keyed).
+        self._sqlite = SqliteAppender(self._keys)
+        self._pg = PgAppender(url, self._keys, self._lock_waits)
         self.codec: int | None = DEFAULT_CODEC
         """The dictionary new payloads are compressed against; None stores them raw."""
-        self._multi_sql: dict[int, str] = {}
         self._write_engine: Engine | None = None
         self._busy_timeout: float | None = None
         self.guard: Prepare | None = None
         """Run on every non-empty append (see :data:`Prepare`); set by :mod:`recorder.lease`."""
-        self._lock_waits: dict[int, float] = {}
 
     # -- opening -------------------------------------------------------------
 
@@ -512,17 +214,7 @@ class EventStore:
         transaction's lock (a delay: its producer need not wait for it) from
         a slow one, without waiting for its ``stall_after``.
         """
-        return None if thread_id is None else self._lock_waits.get(thread_id)
-
-    @contextlib.contextmanager
-    def _waiting_for_locks(self) -> Iterator[None]:
-        """Marks this thread as waiting for locks, for :meth:`lock_wait_since`."""
-        waits, me = self._lock_waits, threading.get_ident()
-        waits[me] = time.monotonic()
-        try:
-            yield
-        finally:
-            del waits[me]
+        return self._lock_waits.since(thread_id)
 
     def _append_waiting(
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
@@ -557,393 +249,11 @@ class EventStore:
         self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
     ) -> list[int]:
         if self.backend == "postgresql":
-            return self._append_pg(items, prepare, committed)
+            return self._pg.append(
+                self.write_engine, items, self.guard, prepare, committed, self.codec
+            )
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
-            last = conn.exec_driver_sql(_HEAD).first()
-            items = self._hooks(conn, items, last, prepare, committed)
-            if not items:
-                return []  # leaving the block commits what the hooks wrote
-            position, prev = (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
-            keys = self._keys
-            keys.begin()
-            key = keys.key
-            responses, names = keys.ids["responses"], keys.ids["names"]
-            item_keys = keys.ids["items"]
-            hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
-            next_seq = self._next_seqs(conn, items)
-            first = position + 1
-            encode_one = encoder(self.codec)
-            # The rows' values one after another, as the multi-row INSERTs bind them.
-            values: list[Any] = []
-            # This loop runs once per recorded event, in the writer thread but
-            # holding the GIL the client needs. What events of one stream
-            # share (ids, kind, names, response) is looked up once per batch:
-            # its keys and its hash header texts (see hashing.row_digest).
-            # Per event, only its ints, its payload and its hash are new.
-            append_row = values.extend
-            streams: dict[tuple[str, str | None], tuple[int, int | None, str]] = {}
-            kinds: dict[str, tuple[int, str]] = {}
-            frames: dict[tuple[str | None, str | None], tuple[int | None, int | None, str]] = {}
-            tails: dict[tuple[str | None, str], tuple[int | None, str, str | None]] = {}
-            for ev in items:
-                position += 1
-                seq = _seq_of(ev, next_seq)
-                meta = ev.meta
-                # Most events (every SSE frame) have no meta: skip the encoder.
-                meta_json = canonical_json(dict(meta)) if meta else "{}"
-                kind = ev.kind._value_  # what .value returns, minus its descriptor
-                sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
-                sse_event, sse_type, payload = ev.sse_event, ev.sse_type, ev.payload
-                recorded_at_ns, offset_ns = ev.recorded_at_ns, ev.offset_ns
-                sequence_number = ev.sequence_number
-                try:
-                    stream = streams[sid, xid]
-                except KeyError:
-                    stream = streams[sid, xid] = self._stream_keys(conn, sid, xid)
-                try:
-                    kind_key, kind_text = kinds[kind]
-                except KeyError:
-                    kind_key, kind_text = kinds[kind] = (
-                        names.get(kind) or key(conn, "names", kind),
-                        _text_or(text, kind),
-                    )
-                try:
-                    frame = frames[sse_event, sse_type]
-                except KeyError:
-                    frame = frames[sse_event, sse_type] = (
-                        None
-                        if sse_event is None
-                        else names.get(sse_event) or key(conn, "names", sse_event),
-                        None
-                        if sse_type is None
-                        else names.get(sse_type) or key(conn, "names", sse_type),
-                        _text_or(texts, sse_event, sse_type),
-                    )
-                try:
-                    tail = tails[rid, meta_json]
-                except KeyError:
-                    tail = tails[rid, meta_json] = (
-                        None if rid is None else responses.get(rid) or key(conn, "responses", rid),
-                        _text_or(texts, rid, meta_json),
-                        None if meta_json == "{}" else meta_json,
-                    )
-                try:
-                    # A text that could not be made ("") is not JSON: the fallback hashes it.
-                    if not (stream[2] and kind_text and frame[2] and tail[1]):
-                        raise TypeError
-                    digest = row_digest(
-                        prev,
-                        position,
-                        stream[2],
-                        seq,
-                        kind_text,
-                        recorded_at_ns,
-                        offset_ns,
-                        frame[2],
-                        sequence_number,
-                        tail[1],
-                        payload,
-                    )
-                except (TypeError, ValueError):
-                    # Not an int where one belongs: the encoder's own rule decides.
-                    digest = event_digest(
-                        prev,
-                        position,
-                        sid,
-                        xid,
-                        seq,
-                        kind,
-                        recorded_at_ns,
-                        offset_ns,
-                        sse_event,
-                        sse_type,
-                        sequence_number,
-                        rid,
-                        meta_json,
-                        payload,
-                    )
-                stored_codec, stored, item = encode_one(payload, sse_event)
-                append_row(
-                    (
-                        position,
-                        stream[0],
-                        stream[1],
-                        seq,
-                        kind_key,
-                        recorded_at_ns,
-                        offset_ns,
-                        frame[0],
-                        frame[1],
-                        sequence_number,
-                        tail[0],
-                        None if item is None else item_keys.get(item) or key(conn, "items", item),
-                        tail[2],
-                        stored_codec,
-                        stored,
-                        hash_format,
-                        digest,
-                    )
-                )
-                prev = digest.hex()
-            self._insert(conn, values)
-        return list(range(first, position + 1))
-
-    def _stream_keys(
-        self, conn: sa.Connection, sid: str, xid: str | None
-    ) -> tuple[int, int | None, str]:
-        """Session and exchange keys of a stream, and their hash header text (SQLite)."""
-        keys = self._keys
-        key = keys.key
-        session_key = keys.ids["sessions"].get(sid) or key(conn, "sessions", sid)
-        exchange_key = (
-            None
-            if xid is None
-            else keys.ids["exchanges"].get(xid) or key(conn, "exchanges", xid, session_key)
-        )
-        return session_key, exchange_key, _text_or(texts, sid, xid)
-
-    def _hooks(
-        self,
-        conn: sa.Connection,
-        items: list[Event],
-        last: Sequence[Any] | None,
-        prepare: Prepare | None,
-        committed: list[Committed],
-    ) -> list[Event]:
-        """The batch as the guard, then ``prepare``, leave it (under the write lock)."""
-        # The guard checks the batch as the caller gave it; prepare, the
-        # caller's own check, comes last and is appended as it returns.
-        for hook in (self.guard, prepare):
-            if hook is not None and (items or hook is prepare):
-                items, on_commit = hook(conn, items, 0 if last is None else last[0])
-                if on_commit is not None:
-                    committed.append(on_commit)
-        return items
-
-    def _append_pg(
-        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
-    ) -> list[int]:
-        """:meth:`_append` on PostgreSQL: all but the chain is done before the lock.
-
-        Rows are compressed, their keys found (new ones made in a short
-        transaction of their own, see :mod:`recorder.store.keys`), their hash
-        headers and COPY tuples built while other writers hold the lock.
-        Under it: the head, the hooks, the chain (one hash per row) and one
-        COPY. The hooks may change the batch: events they add are built
-        there, under the lock. Round trips: ``BEGIN``, the lock and the
-        head in one (:func:`~recorder.store.pgwire.begin_locked`), the COPY
-        in two, the ``COMMIT``; a transaction for new keys takes at least
-        three more (``BEGIN`` and the key lock, the look-ups, the ``COMMIT``).
-        """
-        try:
-            return self._append_pg_once(items, prepare, committed, retry=True)
-        except _StaleConnection:
-            # The append engine does not ping connections at checkout: its
-            # first round trip found the pooled connection dead (a server
-            # restart, a terminated backend) before anything of the append
-            # was committed. The pool's other connections are as old: go
-            # again on a new one, as a ping at checkout would have.
-            self._keys.forget()
-            self.write_engine.dispose()
-            return self._append_pg_once(items, prepare, committed, retry=False)
-
-    def _append_pg_once(
-        self,
-        items: list[Event],
-        prepare: Prepare | None,
-        committed: list[Committed],
-        *,
-        retry: bool,
-    ) -> list[int]:
-        given = tuple(items)
-        with translate_errors(self.url), self.write_engine.connect() as conn:
-            try:
-                staged = self._stage(conn, items, locked=False)
-                transaction = conn.begin()
-                with self._waiting_for_locks():
-                    # Blocks too while another transaction locks the table itself.
-                    last = begin_locked(conn, APPEND_LOCK, head=True, since=self._seen_position)
-            except sa.exc.DBAPIError as exc:
-                if retry and exc.connection_invalidated:
-                    raise _StaleConnection from exc
-                raise
-            # Leaving the block commits through SQLAlchemy, whose commit
-            # event (a Ctrl-C waits for the commit, see recorder.cli) fires.
-            with transaction:
-                items = self._hooks(conn, items, last, prepare, committed)
-                if not items:
-                    return []  # leaving the block commits what the hooks wrote
-                if len(items) != len(given) or not all(map(operator.is_, items, given)):
-                    staged = self._restage(conn, given, staged, items)
-                position, prev = (last[0], last[1].hex()) if last is not None else (0, GENESIS)
-                next_seq = self._next_seqs(conn, items)
-                # Rows are chained as the COPY sends them: the server stores
-                # the first while the rest are hashed.
-                copy_rows(conn, _chained(items, staged, position, prev, next_seq))
-        self._seen_position = position + len(items)
-        return list(range(position + 1, position + 1 + len(items)))
-
-    def _restage(
-        self,
-        conn: sa.Connection,
-        given: tuple[Event, ...],
-        staged: list[_Staged],
-        items: list[Event],
-    ) -> list[_Staged]:
-        """``staged`` for the batch the hooks returned: events they made are staged now."""
-        # The given events are alive (``given``), so no other object has their id.
-        at = {id(ev): i for i, ev in enumerate(given)}
-        fresh = [ev for ev in items if id(ev) not in at]
-        made = iter(self._stage(conn, fresh, locked=True))
-        return [staged[at[id(ev)]] if id(ev) in at else next(made) for ev in items]
-
-    def _stage(self, conn: sa.Connection, items: list[Event], *, locked: bool) -> list[_Staged]:
-        """Each event's stream header texts and COPY row body (see :mod:`.pgcopy`).
-
-        Missing keys are made in their own transaction under the key lock,
-        or, when ``locked`` (inside the append's transaction), in that one.
-        What the events of one stream share (keys, header texts, the COPY
-        fields of its keys) is made once per batch, as on SQLite.
-        """
-        if not items:
-            return []
-        keys = self._keys
-        sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
-        responses, names = keys.ids["responses"], keys.ids["names"]
-        item_keys = keys.ids["items"]
-        wanted: dict[str, dict[str, str]] = {}
-        encode_one = encoder(self.codec)
-        encoding = client_encoding(conn)
-        encoded = []
-        checked: set[tuple[str, str | None, str, str | None, str | None, str | None]] = set()
-        for ev in items:
-            meta = ev.meta
-            # Most events (every SSE frame) have no meta: skip the encoder.
-            meta_json = canonical_json(dict(meta)) if meta else "{}"
-            kind = ev.kind._value_  # what .value returns, minus its descriptor
-            stored_codec, stored, item = encode_one(ev.payload, ev.sse_event)
-            encoded.append((kind, meta_json, stored_codec, stored, item))
-            if item is not None and item not in item_keys:
-                wanted.setdefault("items", {})[item] = ""
-            sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
-            sse_event, sse_type = ev.sse_event, ev.sse_type
-            stream = (sid, xid, kind, sse_event, sse_type, rid)
-            if stream in checked:
-                continue
-            checked.add(stream)
-            if sid not in sessions:
-                wanted.setdefault("sessions", {})[sid] = ""
-            if xid is not None and xid not in exchanges:
-                wanted.setdefault("exchanges", {}).setdefault(xid, sid)
-            for name in (kind, sse_event, sse_type):
-                if name is not None and name not in names:
-                    wanted.setdefault("names", {})[name] = ""
-            if rid is not None and rid not in responses:
-                wanted.setdefault("responses", {})[rid] = ""
-        if HASH_FORMAT not in names:
-            wanted.setdefault("names", {})[HASH_FORMAT] = ""
-        if wanted:
-            if locked:
-                conn.exec_driver_sql(_LOCK_KEYS)
-                self._make_keys(conn, wanted)
-            else:
-                # The key lock, and the key tables' insert trigger reading the
-                # log's head, wait too while another transaction locks the log.
-                with conn.begin(), self._waiting_for_locks():
-                    begin_locked(conn, KEYS_LOCK, head=False)
-                    self._make_keys(conn, wanted)
-        hash_format = names[HASH_FORMAT]
-        shapes: dict[tuple[Any, ...], tuple[_Shape, bytes]] = {}
-        result: list[_Staged] = []
-        add = result.append
-        for ev, (kind, meta_json, stored_codec, stored, item) in zip(items, encoded, strict=True):
-            sid, xid, rid = ev.session_id, ev.exchange_id, ev.response_id
-            sse_event, sse_type = ev.sse_event, ev.sse_type
-            found = (sid, xid, kind, sse_event, sse_type, rid, meta_json)
-            try:
-                shape, shared = shapes[found]
-            except KeyError:
-                shape = (
-                    _text_or(texts, sid, xid),
-                    _text_or(text, kind),
-                    _text_or(texts, sse_event, sse_type),
-                    _text_or(texts, rid, meta_json),
-                    kind,
-                    meta_json,
-                )
-                shared = shape_fields(
-                    sessions[sid],
-                    None if xid is None else exchanges[xid],
-                    None if sse_event is None else names[sse_event],
-                    None if sse_type is None else names[sse_type],
-                    None if rid is None else responses[rid],
-                    names[kind],
-                    hash_format,
-                )
-                shapes[found] = shape, shared
-            body = row_body(
-                ev.recorded_at_ns,
-                ev.offset_ns,
-                ev.sequence_number,
-                None if item is None else item_keys[item],
-                stored_codec,
-                None if meta_json == "{}" else meta_json.encode(encoding),
-                stored,
-                shared,
-            )
-            add((shape, body))
-        return result
-
-    def _make_keys(self, conn: sa.Connection, wanted: dict[str, dict[str, str]]) -> None:
-        """Keys for ``wanted`` (table -> value -> a new exchange's session id), key lock held."""
-        keys = self._keys
-        for table in ("sessions", "names", "responses", "items"):
-            if table in wanted:
-                keys.resolve(conn, table, dict.fromkeys(wanted[table], 0))
-        if "exchanges" in wanted:
-            sessions = keys.ids["sessions"]
-            keys.resolve(
-                conn,
-                "exchanges",
-                {xid: sessions[sid] for xid, sid in wanted["exchanges"].items()},
-            )
-
-    def _insert(self, conn: sa.Connection, values: list[Any]) -> None:
-        """Insert the lean rows whose values, row after row, are ``values`` (SQLite)."""
-        # Multi-row INSERTs rather than executemany (PostgreSQL COPYs, see
-        # _append_pg). The driver releases the GIL around every statement
-        # step, i.e. per row with executemany; the writer thread then contends
-        # for the GIL with the client's thread hundreds of times per batch,
-        # and each handoff costs both threads far more than the row. One step
-        # per _ROWS_PER_INSERT rows keeps the handoffs rare (and binds in one
-        # C loop). The rest goes in parts of _ROWS_PER_SMALL_INSERT, then one
-        # smaller part: few distinct statements, so the driver's statement
-        # cache (each prepared statement sized by its parameters) stays small
-        # whatever the batches. The statements go to the driver's cursor,
-        # past SQLAlchemy's per-statement work (result setup, events: tens of
-        # microseconds, per 25 rows in a small batch); its errors are wrapped
-        # as SQLAlchemy's own, so translate_errors and the busy retry see them.
-        width = len(_LEAN_COLUMNS)
-        cursor = conn.connection.cursor()
-        start, count = 0, len(values) // width
-        try:
-            for size in (_ROWS_PER_INSERT, _ROWS_PER_SMALL_INSERT):
-                while count - start >= size:
-                    part = values[start * width : (start + size) * width]
-                    cursor.execute(self._multi_insert_sql(size), part)
-                    start += size
-            if start < count:
-                cursor.execute(self._multi_insert_sql(count - start), values[start * width :])
-        except sqlite3.Error as exc:
-            raise sa.exc.DBAPIError.instance(self._insert_sql, None, exc, sqlite3.Error) from exc
-        finally:
-            cursor.close()
-
-    def _multi_insert_sql(self, count: int) -> str:
-        sql = self._multi_sql.get(count)
-        if sql is None:
-            sql = self._multi_sql[count] = self._insert_sql + (", " + self._values) * (count - 1)
-        return sql
+            return self._sqlite.append(conn, items, self.guard, prepare, committed, self.codec)
 
     @property
     def write_engine(self) -> Engine:
@@ -972,25 +282,6 @@ class EventStore:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         return conn
 
-    def _next_seqs(self, conn: sa.Connection, items: list[Event]) -> dict[str, int]:
-        """Next free seq for each stream that has an event asking for one."""
-        wanted = {ev.stream_id: ev for ev in items if ev.seq is None}
-        result: dict[str, int] = {}
-        for stream_id, ev in wanted.items():
-            if ev.exchange_id is not None:
-                query = (
-                    "SELECT max(e.seq) FROM events e JOIN exchanges x ON x.id = e.exchange_key "
-                    "WHERE x.public_id = :s AND e.exchange_key IS NOT NULL"
-                )
-            else:
-                query = (
-                    "SELECT max(e.seq) FROM events e JOIN sessions s ON s.id = e.session_key "
-                    "WHERE s.public_id = :s AND e.exchange_key IS NULL"
-                )
-            current = conn.execute(sa.text(query), {"s": stream_id}).scalar()
-            result[stream_id] = 0 if current is None else int(current) + 1
-        return result
-
     # -- reading -------------------------------------------------------------
 
     def last_position(self) -> int:
@@ -998,34 +289,12 @@ class EventStore:
             value = conn.exec_driver_sql("SELECT max(position) FROM events").scalar()
         return int(value or 0)
 
-    def _paged(
-        self,
-        where: str,
-        params: dict[str, Any],
-        page: int = _PAGE,
-        damage: dict[int, str] | None = None,
-    ) -> Iterator[StoredEvent]:
-        after = params.pop("after", 0)
-        query = sa.text(
-            f"{_SELECT} WHERE e.position > :after{where} ORDER BY e.position LIMIT :limit"
-        )
-        last, last_hash = -1, ""
-        while True:
-            with translate_errors(self.url), self.engine.connect() as conn:
-                rows = conn.execute(query, {**params, "after": after, "limit": page}).all()
-                events = _events(conn, rows, last, last_hash, damage)
-            yield from events
-            if len(rows) < page:
-                return
-            last, last_hash = events[-1].position, events[-1].hash
-            after = last
-
     def iter_events(
         self,
         after: int = 0,
         *,
         until: int | None = None,
-        page: int = _PAGE,
+        page: int = PAGE,
         damage: dict[int, str] | None = None,
     ) -> Iterator[StoredEvent]:
         """Every event with ``after < position <= until``, in position order.
@@ -1035,24 +304,21 @@ class EventStore:
         wrong are put there and the event comes with an empty payload.
         """
         if until is None:
-            return self._paged("", {"after": after}, page, damage)
+            return paged(self.engine, self.url, "", {"after": after}, page, damage)
         where = " AND e.position <= :until"
-        return self._paged(where, {"after": after, "until": until}, page, damage)
+        return paged(self.engine, self.url, where, {"after": after, "until": until}, page, damage)
 
     def session_events(self, session_id: str) -> Iterator[StoredEvent]:
         """All events of a session (its own and its exchanges'), in position order."""
-        return self._paged(
+        return paged(
+            self.engine,
+            self.url,
             " AND e.session_key = (SELECT id FROM sessions WHERE public_id = :sid)",
             {"sid": session_id},
         )
 
     def exchange_events(self, exchange_id: str) -> list[StoredEvent]:
-        query = sa.text(
-            f"{_SELECT} WHERE e.exchange_key IS NOT NULL "
-            "AND e.exchange_key = (SELECT id FROM exchanges WHERE public_id = :x) ORDER BY e.seq"
-        )
-        with translate_errors(self.url), self.engine.connect() as conn:
-            return _events(conn, conn.execute(query, {"x": exchange_id}).all())
+        return exchange_events(self.engine, self.url, exchange_id)
 
     def sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
@@ -1065,31 +331,7 @@ class EventStore:
         Raises :class:`AmbiguousSession` (listing the candidates) when several
         sessions carry the name, or the prefix, rather than guessing.
         """
-        sessions = self.sessions()
-        for s in sessions:
-            if s.id == ref:
-                return s
-        named = [s for s in sessions if s.name == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            raise AmbiguousSession(
-                f"{len(named)} sessions are named {ref!r}: give one's id instead",
-                [(s.id, _describe_session(s)) for s in named],
-            )
-        if len(ref) >= 6:
-            prefixed = [s for s in sessions if s.id.startswith(ref)]
-            if len(prefixed) == 1:
-                return prefixed[0]
-            if len(prefixed) > 1:
-                raise AmbiguousSession(
-                    f"{len(prefixed)} session ids start with {ref!r}: give more of the id",
-                    [(s.id, _describe_session(s)) for s in prefixed],
-                )
-        raise UnknownSession(
-            f"no session named or with id {ref!r} in {describe_url(self.url)}"
-            " (see `codetape sessions`)"
-        )
+        return find_session(self.sessions(), ref, self.url)
 
     def has_session(self, session_id: str) -> bool:
         with translate_errors(self.url), self.engine.connect() as conn:
@@ -1104,49 +346,7 @@ class EventStore:
 
     def exchanges(self, session_id: str) -> list[ExchangeInfo]:
         """The session's exchanges in the order their requests were logged."""
-        info: dict[str, dict[str, Any]] = {}
-        for ev in self.session_events(session_id):
-            if ev.exchange_id is None:
-                continue
-            entry = info.setdefault(
-                ev.exchange_id,
-                {
-                    "method": "",
-                    "url": "",
-                    "status": None,
-                    "outcome": None,
-                    "reason": None,
-                    "events": 0,
-                    "sse": 0,
-                    "first": ev.position,
-                },
-            )
-            entry["events"] += 1
-            if ev.kind is EventKind.REQUEST:
-                meta = ev.meta
-                entry["method"], entry["url"] = meta.get("method", ""), meta.get("url", "")
-            elif ev.kind is EventKind.RESPONSE_HEAD:
-                entry["status"] = ev.meta.get("status")
-            elif ev.kind is EventKind.SSE:
-                entry["sse"] += 1
-            elif ev.kind is EventKind.EXCHANGE_END:
-                meta = ev.meta
-                entry["outcome"], entry["reason"] = meta.get("outcome"), meta.get("reason")
-        return [
-            ExchangeInfo(
-                id=xid,
-                session_id=session_id,
-                method=e["method"],
-                url=e["url"],
-                status=e["status"],
-                outcome=e["outcome"],
-                reason=e["reason"],
-                events=e["events"],
-                sse_events=e["sse"],
-                first_position=e["first"],
-            )
-            for xid, e in info.items()
-        ]
+        return exchanges_of(session_id, self.session_events(session_id))
 
     # -- verification --------------------------------------------------------
 
@@ -1173,16 +373,4 @@ class EventStore:
 
     def iter_hashes(self, until: int, page: int = 20_000) -> Iterator[tuple[int, str]]:
         """(position, hash) of each row up to ``until``, in order: the Merkle tree's leaves."""
-        query = sa.text(
-            "SELECT position, hash FROM events WHERE position > :after AND position <= :until "
-            "ORDER BY position LIMIT :limit"
-        )
-        after = 0
-        while after < until:
-            with translate_errors(self.url), self.engine.connect() as conn:
-                rows = conn.execute(query, {"after": after, "until": until, "limit": page}).all()
-            for position, digest in rows:
-                yield int(position), bytes(digest).hex()
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
+        return hashes(self.engine, self.url, until, page)
