@@ -228,10 +228,12 @@ class PgAppender:
         """
         if not items:
             return []
-        keys = self._keys
-        sessions, exchanges = keys.ids["sessions"], keys.ids["exchanges"]
-        responses, names = keys.ids["responses"], keys.ids["names"]
-        item_keys = keys.ids["items"]
+        # One generation of the key caches for the whole stage: a failing
+        # append in another thread replaces them (Keys.forget) meanwhile.
+        ids = self._keys.ids
+        sessions, exchanges = ids["sessions"], ids["exchanges"]
+        responses, names = ids["responses"], ids["names"]
+        item_keys = ids["items"]
         wanted: dict[str, dict[str, str]] = {}
         encode_one = encoder(codec)
         encoding = client_encoding(conn)
@@ -266,13 +268,13 @@ class PgAppender:
         if wanted:
             if locked:
                 conn.exec_driver_sql(_LOCK_KEYS)
-                self._make_keys(conn, wanted)
+                self._make_keys(conn, wanted, ids)
             else:
                 # The key lock, and the key tables' insert trigger reading the
                 # log's head, wait too while another transaction locks the log.
                 with conn.begin(), self._waits.waiting():
                     begin_locked(conn, KEYS_LOCK, head=False)
-                    self._make_keys(conn, wanted)
+                    self._make_keys(conn, wanted, ids)
         hash_format = names[HASH_FORMAT]
         shapes: dict[tuple[Any, ...], tuple[_Shape, bytes]] = {}
         result: list[_Staged] = []
@@ -315,16 +317,22 @@ class PgAppender:
             add((shape, body))
         return result
 
-    def _make_keys(self, conn: sa.Connection, wanted: dict[str, dict[str, str]]) -> None:
-        """Keys for ``wanted`` (table -> value -> a new exchange's session id), key lock held."""
+    def _make_keys(
+        self, conn: sa.Connection, wanted: dict[str, dict[str, str]], ids: dict[str, dict[str, int]]
+    ) -> None:
+        """Keys for ``wanted`` (table -> value -> a new exchange's session id) into ``ids``.
+
+        The key lock is held. ``ids``: the caches the stage took (see :meth:`Keys.forget`).
+        """
         keys = self._keys
         for table in ("sessions", "names", "responses", "items"):
             if table in wanted:
-                keys.resolve(conn, table, dict.fromkeys(wanted[table], 0))
+                keys.resolve(conn, table, dict.fromkeys(wanted[table], 0), ids)
         if "exchanges" in wanted:
-            sessions = keys.ids["sessions"]
+            sessions = ids["sessions"]
             keys.resolve(
                 conn,
                 "exchanges",
                 {xid: sessions[sid] for xid, sid in wanted["exchanges"].items()},
+                ids,
             )

@@ -57,11 +57,17 @@ class Keys:
         self._next.clear()
 
     def forget(self) -> None:
-        """After a rolled-back transaction: keys it added may not exist."""
-        for cache in self.ids.values():
-            cache.clear()
-        self.names.clear()
-        self._next.clear()
+        """After a rolled-back transaction: keys it added may not exist.
+
+        The caches are replaced, never emptied in place: another thread's
+        append may be staging with the dicts it took from :attr:`ids` (a
+        PostgreSQL append finds its keys before it takes any lock), and a
+        key it found there a moment ago must still be there when it builds
+        its rows.
+        """
+        self.ids = {t: {} for t in KEY_TABLES}
+        self.names = {}
+        self._next = {}
 
     def key(self, conn: sa.Connection, table: str, value: str, session_key: int = 0) -> int:
         """The key of ``value`` in ``table`` (``session_key``: a new exchange's session)."""
@@ -81,14 +87,21 @@ class Keys:
         cache[value] = found
         return found
 
-    def resolve(self, conn: sa.Connection, table: str, values: dict[str, int]) -> None:
+    def resolve(
+        self,
+        conn: sa.Connection,
+        table: str,
+        values: dict[str, int],
+        ids: dict[str, dict[str, int]] | None = None,
+    ) -> None:
         """Put the key of each of ``values`` in :attr:`ids` (found, else inserted).
 
         ``values`` maps each value to its new exchange's session key (for
         ``exchanges``; ignored for the other tables). The ids given are read
-        afresh from the table, not from :meth:`begin`'s counter.
+        afresh from the table, not from :meth:`begin`'s counter. ``ids``: the
+        caches the caller took from :attr:`ids` earlier (see :meth:`forget`).
         """
-        cache = self.ids[table]
+        cache = (self.ids if ids is None else ids)[table]
         wanted = [v for v in values if v not in cache]
         for start in range(0, len(wanted), _LOOKUP):
             part = wanted[start : start + _LOOKUP]
