@@ -386,9 +386,14 @@ def dispatch(projections: Sequence[Projection], events: Sequence[Row]) -> None:
 
 
 def _checkpoint_query(names: list[str]) -> sa.Select[Any]:
-    return sa.select(
-        pj_checkpoints.c.name, pj_checkpoints.c.position, pj_checkpoints.c.state
-    ).where(pj_checkpoints.c.name.in_(names))
+    # Ordered: locked FOR UPDATE, rows are taken in the order returned, and an
+    # update moves a row in the heap, so in table order two catch-ups could
+    # lock the same rows in opposite orders and deadlock.
+    return (
+        sa.select(pj_checkpoints.c.name, pj_checkpoints.c.position, pj_checkpoints.c.state)
+        .where(pj_checkpoints.c.name.in_(names))
+        .order_by(pj_checkpoints.c.name)
+    )
 
 
 def _apply_batch_locked(
