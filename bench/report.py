@@ -1,6 +1,7 @@
 """Benchmark: writing a session's HTML report, and Chromium loading it.
 
-Run: ``python bench/report.py [--rounds 5]`` (needs Debian's ``chromium``).
+Run: ``python bench/report.py [--rounds 5] [--busy]`` (needs Debian's ``chromium``;
+``--busy``: a CPU hog per core throughout).
 
 The session is **synthetic** (tests/synthetic_session.py: 5,000 events, 48
 code interpreter calls, outputs and a downloaded file), stored in a fresh
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from chromium import Chromium, chromium_binary  # noqa: E402
 from cpu import tree_cpu  # noqa: E402
+from load import busy_cores  # noqa: E402
 from synthetic_session import SECOND, SYNTHETIC_NAME, synthetic_session  # noqa: E402
 
 from recorder.report import write_report  # noqa: E402
@@ -61,10 +63,11 @@ def _plain_page(events: list[object], size: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--busy", action="store_true", help="a CPU hog on every core")
     args = parser.parse_args()
     if chromium_binary() is None:
         raise SystemExit("chromium is not installed (apt-get install chromium)")
-    with tempfile.TemporaryDirectory() as tmp, Chromium() as browser:
+    with busy_cores(args.busy), tempfile.TemporaryDirectory() as tmp, Chromium() as browser:
         folder = Path(tmp)
         store = EventStore.open(f"sqlite:///{folder}/report.db", upgrade=True)
         store.append(synthetic_session("synthetic-5k", 1780000000 * SECOND))
@@ -95,7 +98,9 @@ def main() -> None:
         wall, cpu = med(name) * 1000, med(name, 1) * 1000
         return f"  {label:<20} {wall:8.1f} ms wall {cpu:8.1f} ms CPU"
 
+    load = "every core busy" if args.busy else "no added load"
     print(f"synthetic 5,000-event session, 48 calls; report {size:,} bytes; {args.rounds} rounds")
+    print(f"  ({load})")
     print(line("write the report", "write"))
     print(line("read its events", "read"))
     print(f"  {'ratio':<20} {med('write') / med('read'):8.2f}x")
