@@ -99,8 +99,9 @@ def test_an_append_with_known_keys_takes_four_round_trips(
     # BEGIN + lock + head; COPY; its rows; COMMIT. No ping, no BEGIN alone.
     assert _round_trips(lines) == 4, "\n".join(lines)
     queries = [line for line in lines if "\tQuery\t" in line]
-    assert "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock" in queries[0]
-    assert "ORDER BY position DESC" in queries[0]
+    # The lock asked for with patience (see pgwire), all in the one message.
+    assert "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout" in queries[0]
+    assert "ORDER BY position DESC LIMIT 1; SET LOCAL lock_timeout TO DEFAULT" in queries[0]
     assert store.verify().ok
 
 
@@ -153,7 +154,8 @@ def test_a_new_key_costs_five_round_trips_more(store: EventStore, tmp_path: Path
     # BEGIN + key lock; the lookup; the next id; the insert; COMMIT: then the append's four.
     assert _round_trips(lines) == 5 + 4, "\n".join(lines)
     first = next(line for line in lines if "\tQuery\t" in line)
-    assert "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock" in first
+    assert "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout" in first
+    assert "LOCK TABLE events IN ACCESS SHARE MODE; SET LOCAL lock_timeout TO DEFAULT" in first
     assert [e.response_id for e in store.exchange_events(xid)][-1] == "resp_new"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import psycopg
@@ -10,8 +12,9 @@ import sqlalchemy as sa
 
 from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore
+from recorder.store.pgwire import LOCK_PATIENCE
 from recorder.store.store import APPEND_LOCK
-from recorder.writer import LOCK_WAIT_IS_STALL, Writer
+from recorder.writer import Writer
 
 
 def frames(session_id: str, exchange_id: str, n: int) -> list[Event]:
@@ -82,11 +85,12 @@ def test_a_commit_waiting_for_another_transactions_lock_does_not_hold_the_produc
         while watcher.execute(waiting).fetchone() != (1,):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        # Past LOCK_WAIT_IS_STALL of waiting, the producer has room (and is told so).
-        while store.lock_wait_since(writer._thread.ident if writer._thread else None) is None:
+        # Once the server says the lock is held elsewhere, the producer has room
+        # (and is told so), the wait counted from when the lock was asked for.
+        while (since := store.lock_wait_since(writer_thread(writer))) is None:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        time.sleep(LOCK_WAIT_IS_STALL)
+        assert time.monotonic() - since >= LOCK_PATIENCE
         for ev in frames(sid, xid, 100):
             assert writer.submit(ev)
         assert not writer.congested
@@ -98,6 +102,57 @@ def test_a_commit_waiting_for_another_transactions_lock_does_not_hold_the_produc
         assert [e.seq for e in store.exchange_events(xid)] == [0, *range(2, 102)]
     finally:
         holder.close()  # first: a failed run must not leave the writer waiting on its lock
+        writer.close()
+        watcher.close()
+        store.close()
+
+
+def writer_thread(writer: Writer) -> int | None:
+    return writer._thread.ident if writer._thread else None
+
+
+@pytest.mark.postgres
+def test_a_commit_slowed_by_a_starved_server_still_holds_the_producer_to_the_loss_window(
+    pg_url: str,
+) -> None:
+    """A slow round trip is not a lock wait: with the server's backends stopped
+    (as a server short of CPU, only longer), the producer waits once its oldest
+    event is ``max_lag`` old, so a kill loses no more than the window."""
+    store = EventStore.open(pg_url, upgrade=True)
+    libpq = sa.make_url(pg_url).set(drivername="postgresql").render_as_string(False)
+    watcher = psycopg.connect(libpq, autocommit=True)
+    writer = Writer(store, flush_interval=0.0, max_lag=0.05, stall_after=3600.0)
+    stopped: list[int] = []
+    try:
+        sid, xid = new_id(), new_id()
+        writer.submit(Event(sid, EventKind.SESSION_OPEN, 0, meta={"name": "w"}))
+        writer.submit(Event(sid, EventKind.REQUEST, 0, xid, meta={"method": "POST", "url": "u"}))
+        assert writer.flush(120)  # keys made, the append's connection open and pooled
+        backends = watcher.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchall()
+        assert backends
+        for (pid,) in backends:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        for ev in frames(sid, xid, 100):
+            assert writer.submit(ev)
+        # The commit now waits on a backend that does not run: well past the
+        # window and the lock patience, nobody holds a lock.
+        time.sleep(0.05 + 4 * LOCK_PATIENCE)
+        assert writer.stats.stored == 2
+        assert store.lock_wait_since(writer_thread(writer)) is None
+        assert not writer.wait_for_room(timeout=0)
+        assert writer.congested
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        assert writer.flush(120)
+        assert writer.stats.stored == 102 and writer.stats.lost == 0
+        assert [e.seq for e in store.exchange_events(xid)] == [0, *range(2, 102)]
+    finally:
         writer.close()
         watcher.close()
         store.close()

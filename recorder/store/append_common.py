@@ -10,7 +10,8 @@ Guarantees:
 * **Dense sequences.** An event without a seq gets its stream's next one
   (:func:`next_seqs`, :func:`seq_of`), read under the write lock.
 * **Lock waits visible.** :class:`LockWaits` says since when a thread has
-  been waiting for a lock, while it waits and never after.
+  been waiting for a lock another transaction holds, while it waits and
+  never after.
 """
 
 from __future__ import annotations
@@ -112,10 +113,10 @@ class LockWaits:
         return None if thread_id is None else self._since.get(thread_id)
 
     @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Marks this thread as waiting for locks, for :meth:`since`."""
+    def waiting(self, since: float | None = None) -> Iterator[None]:
+        """Marks this thread as waiting for locks (from ``since``, else now), for :meth:`since`."""
         waits, me = self._since, threading.get_ident()
-        waits[me] = time.monotonic()
+        waits[me] = time.monotonic() if since is None else since
         try:
             yield
         finally:

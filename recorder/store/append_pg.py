@@ -178,9 +178,10 @@ class PgAppender:
             try:
                 staged = self._stage(conn, items, codec, locked=False)
                 transaction = conn.begin()
-                with self._waits.waiting():
-                    # Blocks too while another transaction locks the table itself.
-                    last = begin_locked(conn, APPEND_LOCK, head=True, since=self.seen_position)
+                # Waits too while another transaction locks the table itself.
+                last = begin_locked(
+                    conn, APPEND_LOCK, head=True, since=self.seen_position, waits=self._waits
+                )
             except sa.exc.DBAPIError as exc:
                 if retry and exc.connection_invalidated:
                     raise _StaleConnection from exc
@@ -270,10 +271,10 @@ class PgAppender:
                 conn.exec_driver_sql(_LOCK_KEYS)
                 self._make_keys(conn, wanted, ids)
             else:
-                # The key lock, and the key tables' insert trigger reading the
-                # log's head, wait too while another transaction locks the log.
-                with conn.begin(), self._waits.waiting():
-                    begin_locked(conn, KEYS_LOCK, head=False)
+                # The key lock, and the log's (the key tables' insert trigger
+                # reads its head), are waited for while others hold them.
+                with conn.begin():
+                    begin_locked(conn, KEYS_LOCK, head=False, waits=self._waits)
                     self._make_keys(conn, wanted, ids)
         hash_format = names[HASH_FORMAT]
         shapes: dict[tuple[Any, ...], tuple[_Shape, bytes]] = {}

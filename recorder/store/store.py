@@ -208,7 +208,8 @@ class EventStore:
 
     def lock_wait_since(self, thread_id: int | None) -> float | None:
         """Since when (``time.monotonic()``) the append running in thread ``thread_id``
-        has been waiting for the log's write lock (PostgreSQL), or None if it is not.
+        has been waiting for a lock another transaction holds (PostgreSQL: the
+        server said so, see :mod:`recorder.store.pgwire`), or None if it is not.
 
         Lets the group-commit writer tell a commit held up by another
         transaction's lock (a delay: its producer need not wait for it) from
