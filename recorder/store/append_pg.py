@@ -39,7 +39,7 @@ from recorder.store.append_common import (
 from recorder.store.codec import encoder
 from recorder.store.engine import translate_errors
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest, row_digest, text, texts
-from recorder.store.keys import KEYS_LOCK, Keys
+from recorder.store.keys import KEYS_LOCK, Caches, Keys, Overlay
 from recorder.store.pgcopy import client_encoding, copy_rows, row_body, shape_fields
 from recorder.store.pgcopy import row as copy_row
 from recorder.store.pgwire import begin_locked
@@ -174,9 +174,10 @@ class PgAppender:
         retry: bool,
     ) -> list[int]:
         given = tuple(items)
+        made: Overlay | None = None
         with translate_errors(self.url), engine.connect() as conn:
             try:
-                staged = self._stage(conn, items, codec, locked=False)
+                staged = self._stage(conn, items, codec)
                 transaction = conn.begin()
                 # Waits too while another transaction locks the table itself.
                 last = begin_locked(
@@ -193,12 +194,15 @@ class PgAppender:
                 if not items:
                     return []  # leaving the block commits what the hooks wrote
                 if len(items) != len(given) or not all(map(operator.is_, items, given)):
-                    staged = self._restage(conn, given, staged, items, codec)
+                    made = Keys.overlay(self._keys.ids)
+                    staged = self._restage(conn, given, staged, items, codec, made)
                 position, prev = (last[0], last[1].hex()) if last is not None else (0, GENESIS)
                 next_seq = next_seqs(conn, items)
                 # Rows are chained as the COPY sends them: the server stores
                 # the first while the rest are hashed.
                 copy_rows(conn, _chained(items, staged, position, prev, next_seq))
+        if made is not None:
+            Keys.adopt(self._keys.ids, made)  # committed: others may use them now
         self.seen_position = position + len(items)
         return list(range(position + 1, position + 1 + len(items)))
 
@@ -209,21 +213,29 @@ class PgAppender:
         staged: list[_Staged],
         items: list[Event],
         codec: int | None,
+        made: Overlay,
     ) -> list[_Staged]:
-        """``staged`` for the batch the hooks returned: events they made are staged now."""
+        """``staged`` for the batch the hooks returned: events they made are staged now,
+        their new keys made in the append's transaction, into ``made``."""
         # The given events are alive (``given``), so no other object has their id.
         at = {id(ev): i for i, ev in enumerate(given)}
         fresh = [ev for ev in items if id(ev) not in at]
-        made = iter(self._stage(conn, fresh, codec, locked=True))
-        return [staged[at[id(ev)]] if id(ev) in at else next(made) for ev in items]
+        new = iter(self._stage(conn, fresh, codec, made))
+        return [staged[at[id(ev)]] if id(ev) in at else next(new) for ev in items]
 
     def _stage(
-        self, conn: sa.Connection, items: list[Event], codec: int | None, *, locked: bool
+        self,
+        conn: sa.Connection,
+        items: list[Event],
+        codec: int | None,
+        made: Overlay | None = None,
     ) -> list[_Staged]:
         """Each event's stream header texts and COPY row body (see :mod:`.pgcopy`).
 
-        Missing keys are made in their own transaction under the key lock,
-        or, when ``locked`` (inside the append's transaction), in that one.
+        Missing keys are made in their own transaction under the key lock
+        and cached once it has committed, or, given ``made`` (an overlay of
+        the caches, see :meth:`Keys.overlay`), in the append's transaction,
+        into ``made``, for the caller to adopt once that one has committed.
         What the events of one stream share (keys, header texts, the COPY
         fields of its keys) is made once per batch, as on SQLite.
         """
@@ -231,7 +243,7 @@ class PgAppender:
             return []
         # One generation of the key caches for the whole stage: a failing
         # append in another thread replaces them (Keys.forget) meanwhile.
-        ids = self._keys.ids
+        ids: Caches = self._keys.ids if made is None else made
         sessions, exchanges = ids["sessions"], ids["exchanges"]
         responses, names = ids["responses"], ids["names"]
         item_keys = ids["items"]
@@ -267,15 +279,17 @@ class PgAppender:
         if HASH_FORMAT not in names:
             wanted.setdefault("names", {})[HASH_FORMAT] = ""
         if wanted:
-            if locked:
+            if made is not None:
                 conn.exec_driver_sql(_LOCK_KEYS)
-                self._make_keys(conn, wanted, ids)
+                self._make_keys(conn, wanted, made)
             else:
+                view = Keys.overlay(ids)
                 # The key lock, and the log's (the key tables' insert trigger
                 # reads its head), are waited for while others hold them.
                 with conn.begin():
                     begin_locked(conn, KEYS_LOCK, head=False, waits=self._waits)
-                    self._make_keys(conn, wanted, ids)
+                    self._make_keys(conn, wanted, view)
+                Keys.adopt(ids, view)
         hash_format = names[HASH_FORMAT]
         shapes: dict[tuple[Any, ...], tuple[_Shape, bytes]] = {}
         result: list[_Staged] = []
@@ -319,7 +333,7 @@ class PgAppender:
         return result
 
     def _make_keys(
-        self, conn: sa.Connection, wanted: dict[str, dict[str, str]], ids: dict[str, dict[str, int]]
+        self, conn: sa.Connection, wanted: dict[str, dict[str, str]], ids: Caches
     ) -> None:
         """Keys for ``wanted`` (table -> value -> a new exchange's session id) into ``ids``.
 

@@ -14,15 +14,26 @@ key once committed never changes and the cache may keep it for the life of
 the store; after a failed transaction the caller calls :meth:`Keys.forget`,
 since keys it inserted were rolled back. A key committed on its own by an
 append that then fails stays, unused: nothing counts keys without events.
+A PostgreSQL append, whose threads read the caches without any lock, makes
+keys into an :meth:`Keys.overlay` and adopts them (:meth:`Keys.adopt`) once they
+are committed: no other thread ever finds a key that may yet be rolled back.
 """
 
 from __future__ import annotations
+
+from collections import ChainMap
+from collections.abc import Mapping, MutableMapping
 
 import sqlalchemy as sa
 
 from recorder.store.schema import KEY_TABLES
 
-__all__ = ["KEYS_LOCK", "Keys"]
+__all__ = ["KEYS_LOCK", "Caches", "Keys", "Overlay"]
+
+Caches = Mapping[str, MutableMapping[str, int]]
+"""Key table -> public value -> key."""
+Overlay = dict[str, ChainMap[str, int]]
+"""Caches whose new keys are kept apart from those they were made over."""
 
 # The PostgreSQL advisory lock key every writer of the key tables takes
 # ("codekeys" in ASCII), held until its transaction ends.
@@ -69,6 +80,18 @@ class Keys:
         self.names = {}
         self._next = {}
 
+    @staticmethod
+    def overlay(ids: Caches) -> Overlay:
+        """Caches reading through ``ids``, new keys kept in the overlay until adopted."""
+        return {table: ChainMap({}, cache) for table, cache in ids.items()}
+
+    @staticmethod
+    def adopt(ids: Caches, made: Overlay) -> None:
+        """Add to ``ids`` the keys ``made`` holds (once their transaction has committed)."""
+        for table, view in made.items():
+            if view.maps[0]:
+                ids[table].update(view.maps[0])
+
     def key(self, conn: sa.Connection, table: str, value: str, session_key: int = 0) -> int:
         """The key of ``value`` in ``table`` (``session_key``: a new exchange's session)."""
         cache = self.ids[table]
@@ -92,7 +115,7 @@ class Keys:
         conn: sa.Connection,
         table: str,
         values: dict[str, int],
-        ids: dict[str, dict[str, int]] | None = None,
+        ids: Caches | None = None,
     ) -> None:
         """Put the key of each of ``values`` in :attr:`ids` (found, else inserted).
 

@@ -254,7 +254,13 @@ class EventStore:
                 self.write_engine, items, self.guard, prepare, committed, self.codec
             )
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
-            return self._sqlite.append(conn, items, self.guard, prepare, committed, self.codec)
+            try:
+                return self._sqlite.append(conn, items, self.guard, prepare, committed, self.codec)
+            except BaseException:
+                # Before the rollback frees the write lock: the next append to
+                # take it must not find keys this transaction made.
+                self._keys.forget()
+                raise
 
     @property
     def write_engine(self) -> Engine:
