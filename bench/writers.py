@@ -1,7 +1,7 @@
 """Many writers on one PostgreSQL log: codetape's append vs eventsourcing and raw COPY.
 
 Usage: python bench/writers.py [--seconds S] [--procs 1,2,4] [--batches 500,10]
-                               [--pg-url URL] [--busy]
+                               [--rounds N] [--pg-url URL] [--busy]
 
 Each writer is its own process (spawned, so nothing is shared but the
 server) that appends batches of fixture-shaped events (payloads are the SSE
@@ -26,6 +26,12 @@ of its processes from ``/proc``, before and after, exited backends included
 through the postmaster's children times; not counted for a server on
 another machine), as microseconds per event. ``--busy`` runs it
 all again with a CPU hog on every core (their CPU is not counted).
+
+``--rounds N`` sweeps the writer counts N times, one after another, and
+prints medians: each ratio is taken within a round (four writers against
+the one writer of the same round) before the median, so a machine whose
+speed drifts over minutes (a shared VM) skews a ratio only as far as it
+drifts within one round. The per-round ratios to one writer are printed too.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -252,11 +259,35 @@ def prepare(urls: dict[str, str]) -> None:
         )
 
 
+def _print_sweeps(batch: int, procs: list[int], sweeps: list[dict[int, dict[str, Run]]]) -> None:
+    """One line per writer count: medians over the sweeps, ratios taken within each."""
+    med = statistics.median
+    first = procs[0]
+    for n in procs:
+        runs = [sweep[n] for sweep in sweeps]
+        ct = [r["codetape"] for r in runs]
+        es = [r["eventsourcing"].rate for r in runs]
+        copy = [r["copy"].rate for r in runs]
+        vs_copy = [c.rate / x for c, x in zip(ct, copy, strict=True)]
+        vs_es = [c.rate / x for c, x in zip(ct, es, strict=True)]
+        vs_one = [sweep[n]["codetape"].rate / sweep[first]["codetape"].rate for sweep in sweeps]
+        rounds = "" if len(sweeps) == 1 else "  (" + " ".join(f"{r:.2f}" for r in vs_one) + ")"
+        print(
+            f"{batch:>5} {n:>7} | {med(c.rate for c in ct):>9,.0f} {med(es):>9,.0f} "
+            f"{med(copy):>9,.0f} | {med(vs_copy):>6.2f}x {med(vs_es):>5.2f}x "
+            f"{med(vs_one):>5.2f}x | "
+            f"{med(c.client_us for c in ct):.1f} + {med(c.server_us for c in ct):.1f}{rounds}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per run (default 4)")
     parser.add_argument("--procs", default="1,2,4", help="writer counts (default 1,2,4)")
     parser.add_argument("--batches", default="500,10", help="batch sizes (default 500,10)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="sweeps of the writer counts; medians (default 1)"
+    )
     parser.add_argument("--pg-url", help="an existing server's admin URL (default: throwaway)")
     parser.add_argument("--busy", action="store_true", help="also measure with every core busy")
     args = parser.parse_args()
@@ -284,20 +315,17 @@ def main() -> None:
             with busy_cores(busy):
                 for batch in batches:
                     print(header)
-                    one: float | None = None
-                    for n in procs:
-                        runs = {
-                            s: run(s, urls[s], n, batch, args.seconds, postmaster) for s in SYSTEMS
+                    sweeps = [
+                        {
+                            n: {
+                                s: run(s, urls[s], n, batch, args.seconds, postmaster)
+                                for s in SYSTEMS
+                            }
+                            for n in procs
                         }
-                        ct = runs["codetape"]
-                        one = ct.rate if one is None else one
-                        print(
-                            f"{batch:>5} {n:>7} | {ct.rate:>9,.0f} "
-                            f"{runs['eventsourcing'].rate:>9,.0f} {runs['copy'].rate:>9,.0f} | "
-                            f"{ct.rate / runs['copy'].rate:>6.2f}x "
-                            f"{ct.rate / runs['eventsourcing'].rate:>5.2f}x "
-                            f"{ct.rate / one:>5.2f}x | {ct.client_us:.1f} + {ct.server_us:.1f}"
-                        )
+                        for _ in range(args.rounds)
+                    ]
+                    _print_sweeps(batch, procs, sweeps)
         print("targets: one writer >= 0.5x COPY; four writers >= 60,000 events/s and >= 1.5x one")
 
 
