@@ -217,6 +217,13 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
             names = [p.name for p in list_partitions(conn)]
         assert first == segment.last + 1
         assert "events_p000000000001" not in names
+        # SQL readers see the first live row's predecessor hash, from the seal.
+        with store.engine.connect() as conn:
+            view = conn.exec_driver_sql(
+                "SELECT position, prev_hash, hash FROM event_rows "
+                f"WHERE position <= {first + 1} ORDER BY position"
+            ).all()
+        assert [row[:2] for row in view] == [(first, segment.head_hash), (first + 1, view[0][2])]
         # The archived sessions left whole: none of theirs is in the log.
         listed = {s.id for s in store.sessions()}
         assert len(listed) == 60 - segment.sessions
@@ -249,6 +256,11 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
         first_seg, second_seg = read_segments(store)
         assert second_seg.first == first_seg.last + 1
         assert second_seg.prev_hash == first_seg.head_hash
+        with store.engine.connect() as conn:
+            prev = conn.exec_driver_sql(
+                f"SELECT prev_hash FROM event_rows WHERE position = {second_seg.last + 1}"
+            ).scalar()
+        assert prev == second_seg.head_hash
     whole = cli("verify", "--db", url, "--archive", str(out), "--json")
     assert whole.exit_code == 0, whole.output
     document = json.loads(whole.output)

@@ -21,6 +21,7 @@ from recorder.events import Event, EventKind, new_id
 from recorder.store import EventStore, migrate
 from recorder.store.engine import create_engine
 from recorder.store.partitions import DEFAULT_PARTITION, ensure_partitions, list_partitions
+from recorder.store.revision import SCHEMA_REVISION
 from recorder.tape import read_tape
 
 pytestmark = pytest.mark.postgres
@@ -86,7 +87,7 @@ def test_a_0007_log_upgrades_with_every_row_partition_and_grant_kept(
 
     migrate.upgrade(url)
 
-    assert migrate.current_revision(url) == "0008_pg_lean"
+    assert migrate.current_revision(url) == SCHEMA_REVISION
     assert _hashes_and_verify(url) == before
     engine = sa.create_engine(url)
     with engine.connect() as conn:

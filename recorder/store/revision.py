@@ -10,4 +10,4 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_REVISION"]
 
-SCHEMA_REVISION = "0008_pg_lean"
+SCHEMA_REVISION = "0009_view_seal"
