@@ -2,7 +2,7 @@
 
 Guarantees:
 
-* **Checks under the lock.** :func:`run_hooks` runs the store's ``guard``,
+* **Checks under the lock.** :meth:`Batch.hooked` runs the store's ``guard``,
   then the append's ``prepare`` (see :data:`Prepare`), on the append's
   connection once the write lock is held, so what they read and decide
   cannot change before the batch commits; their ``on_commit`` callbacks are
@@ -20,13 +20,14 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from recorder.events import Event
 
-__all__ = ["Committed", "LockWaits", "Prepare", "next_seqs", "run_hooks", "seq_of", "text_or"]
+__all__ = ["Batch", "Committed", "LockWaits", "Prepare", "next_seqs", "seq_of", "text_or"]
 
 Committed = Callable[[list[int]], None]
 Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
@@ -75,23 +76,31 @@ def next_seqs(conn: sa.Connection, items: list[Event]) -> dict[str, int]:
     return result
 
 
-def run_hooks(
-    conn: sa.Connection,
-    items: list[Event],
-    last: Sequence[Any] | None,
-    guard: Prepare | None,
-    prepare: Prepare | None,
-    committed: list[Committed],
-) -> list[Event]:
-    """The batch as the guard, then ``prepare``, leave it (under the write lock)."""
-    # The guard checks the batch as the caller gave it; prepare, the
-    # caller's own check, comes last and is appended as it returns.
-    for hook in (guard, prepare):
-        if hook is not None and (items or hook is prepare):
-            items, on_commit = hook(conn, items, 0 if last is None else last[0])
-            if on_commit is not None:
-                committed.append(on_commit)
-    return items
+@dataclass(slots=True)
+class Batch:
+    """One append: its events, the hooks that may rewrite them, how payloads are stored."""
+
+    items: list[Event]
+    guard: Prepare | None
+    """The store's own check (see :attr:`~recorder.store.store.EventStore.guard`)."""
+    prepare: Prepare | None
+    """The caller's check, run after the guard."""
+    codec: int | None
+    """The payload codec (see :mod:`recorder.store.codec`); None: stored as given."""
+    committed: list[Committed] = field(default_factory=list)
+    """What the hooks asked to run once the transaction has committed."""
+
+    def hooked(self, conn: sa.Connection, last: Sequence[Any] | None) -> list[Event]:
+        """The events as the guard, then ``prepare``, leave them (under the write lock)."""
+        items = self.items
+        # The guard checks the batch as the caller gave it; prepare, the
+        # caller's own check, comes last and is appended as it returns.
+        for hook in (self.guard, self.prepare):
+            if hook is not None and (items or hook is self.prepare):
+                items, on_commit = hook(conn, items, 0 if last is None else last[0])
+                if on_commit is not None:
+                    self.committed.append(on_commit)
+        return items
 
 
 def text_or(make: Callable[..., str], *values: Any) -> str:

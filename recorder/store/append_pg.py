@@ -28,11 +28,9 @@ from sqlalchemy.engine import Engine
 
 from recorder.events import Event, canonical_json
 from recorder.store.append_common import (
-    Committed,
+    Batch,
     LockWaits,
-    Prepare,
     next_seqs,
-    run_hooks,
     seq_of,
     text_or,
 )
@@ -128,16 +126,8 @@ class PgAppender:
         """A position seen holding a row: the head is looked for from there
         (see :func:`~recorder.store.pgwire.begin_locked`); 0: none yet."""
 
-    def append(
-        self,
-        engine: Engine,
-        items: list[Event],
-        guard: Prepare | None,
-        prepare: Prepare | None,
-        committed: list[Committed],
-        codec: int | None,
-    ) -> list[int]:
-        """Append ``items`` on a connection of ``engine``; their positions.
+    def append(self, engine: Engine, batch: Batch) -> list[int]:
+        """Append ``batch`` on a connection of ``engine``; their positions.
 
         All but the chain is done before the lock: rows are compressed, their
         keys found (new ones made in a short transaction of their own, see
@@ -151,7 +141,7 @@ class PgAppender:
         three more (``BEGIN`` and the key lock, the look-ups, the ``COMMIT``).
         """
         try:
-            return self._append_once(engine, items, guard, prepare, committed, codec, retry=True)
+            return self._append_once(engine, batch, retry=True)
         except _StaleConnection:
             # The append engine does not ping connections at checkout: its
             # first round trip found the pooled connection dead (a server
@@ -160,19 +150,10 @@ class PgAppender:
             # again on a new one, as a ping at checkout would have.
             self._keys.forget()
             engine.dispose()
-            return self._append_once(engine, items, guard, prepare, committed, codec, retry=False)
+            return self._append_once(engine, batch, retry=False)
 
-    def _append_once(
-        self,
-        engine: Engine,
-        items: list[Event],
-        guard: Prepare | None,
-        prepare: Prepare | None,
-        committed: list[Committed],
-        codec: int | None,
-        *,
-        retry: bool,
-    ) -> list[int]:
+    def _append_once(self, engine: Engine, batch: Batch, *, retry: bool) -> list[int]:
+        items, codec = batch.items, batch.codec
         given = tuple(items)
         made: Overlay | None = None
         with translate_errors(self.url), engine.connect() as conn:
@@ -190,7 +171,7 @@ class PgAppender:
             # Leaving the block commits through SQLAlchemy, whose commit
             # event (a Ctrl-C waits for the commit, see recorder.cli) fires.
             with transaction:
-                items = run_hooks(conn, items, last, guard, prepare, committed)
+                items = batch.hooked(conn, last)
                 if not items:
                     return []  # leaving the block commits what the hooks wrote
                 if len(items) != len(given) or not all(map(operator.is_, items, given)):

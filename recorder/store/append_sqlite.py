@@ -22,12 +22,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recorder.events import Event, canonical_json
+from recorder.events import canonical_json
 from recorder.store.append_common import (
-    Committed,
-    Prepare,
+    Batch,
     next_seqs,
-    run_hooks,
     seq_of,
     text_or,
 )
@@ -76,21 +74,13 @@ class SqliteAppender:
         )
         self._multi_sql: dict[int, str] = {}
 
-    def append(
-        self,
-        conn: sa.Connection,
-        items: list[Event],
-        guard: Prepare | None,
-        prepare: Prepare | None,
-        committed: list[Committed],
-        codec: int | None,
-    ) -> list[int]:
-        """Append ``items`` in ``conn``'s transaction, the write lock held; their positions.
+    def append(self, conn: sa.Connection, batch: Batch) -> list[int]:
+        """Append ``batch`` in ``conn``'s transaction, the write lock held; their positions.
 
         The caller begins (``BEGIN IMMEDIATE``) and commits.
         """
         last = conn.exec_driver_sql(HEAD).first()
-        items = run_hooks(conn, items, last, guard, prepare, committed)
+        items = batch.hooked(conn, last)
         if not items:
             return []  # the caller's commit keeps what the hooks wrote
         position, prev = (last[0], bytes(last[1]).hex()) if last is not None else (0, GENESIS)
@@ -102,7 +92,7 @@ class SqliteAppender:
         hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
         next_seq = next_seqs(conn, items)
         first = position + 1
-        encode_one = encoder(codec)
+        encode_one = encoder(batch.codec)
         # The rows' values one after another, as the multi-row INSERTs bind them.
         values: list[Any] = []
         # This loop runs once per recorded event, in the writer thread but

@@ -51,7 +51,7 @@ from sqlalchemy.engine import Engine
 from recorder.config import is_default, resolve_url
 from recorder.errors import NotUpgraded, StoreBusy
 from recorder.events import Event, StoredEvent
-from recorder.store.append_common import Committed, LockWaits, Prepare
+from recorder.store.append_common import Batch, Committed, LockWaits, Prepare
 from recorder.store.append_pg import APPEND_LOCK, PgAppender
 from recorder.store.append_sqlite import LEAN_COLUMNS, SqliteAppender
 from recorder.store.codec import DEFAULT_CODEC
@@ -200,9 +200,9 @@ class EventStore:
         items = list(batch)
         if not items and prepare is None:
             return []
-        committed: list[Committed] = []
-        positions = self._append_waiting(items, prepare, committed)
-        for on_commit in committed:
+        work = Batch(items, self.guard, prepare, self.codec)
+        positions = self._append_waiting(work)
+        for on_commit in work.committed:
             on_commit(positions)
         return positions
 
@@ -217,45 +217,37 @@ class EventStore:
         """
         return self._lock_waits.since(thread_id)
 
-    def _append_waiting(
-        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
-    ) -> list[int]:
+    def _append_waiting(self, batch: Batch) -> list[int]:
         """:meth:`_append`; on SQLite, tried again for the write lock until the busy timeout."""
         if self.backend != "sqlite":
             with driver_call():
-                return self._append_keyed(items, prepare, committed)
+                return self._append_keyed(batch)
         if self._busy_timeout is None:
             self._busy_timeout = sqlite_busy_timeout(self.url)
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 with driver_call():  # each attempt, so a fork never waits out a lock wait
-                    return self._append_keyed(items, prepare, committed)
+                    return self._append_keyed(batch)
             except StoreBusy:
-                committed.clear()  # nothing was committed: the hooks' notes are void
+                batch.committed.clear()  # nothing was committed: the hooks' notes are void
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.001)
 
-    def _append_keyed(
-        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
-    ) -> list[int]:
+    def _append_keyed(self, batch: Batch) -> list[int]:
         try:
-            return self._append(items, prepare, committed)
+            return self._append(batch)
         except BaseException:
             self._keys.forget()  # keys this transaction added were rolled back
             raise
 
-    def _append(
-        self, items: list[Event], prepare: Prepare | None, committed: list[Committed]
-    ) -> list[int]:
+    def _append(self, batch: Batch) -> list[int]:
         if self.backend == "postgresql":
-            return self._pg.append(
-                self.write_engine, items, self.guard, prepare, committed, self.codec
-            )
+            return self._pg.append(self.write_engine, batch)
         with translate_errors(self.url), self._write_connection() as conn, conn.begin():
             try:
-                return self._sqlite.append(conn, items, self.guard, prepare, committed, self.codec)
+                return self._sqlite.append(conn, batch)
             except BaseException:
                 # Before the rollback frees the write lock: the next append to
                 # take it must not find keys this transaction made.
