@@ -247,6 +247,14 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
     rebuild = cli("projections", "rebuild", "--db", url)
     assert rebuild.exit_code == 1
     assert f"Error: positions 1-{segment.last} of the log are archived" in rebuild.output
+    assert "--archive DIR" in rebuild.output
+    assert _figures(url) == figures
+    # Given the archive, a rebuild reads the archived rows from the files, then the log.
+    rebuilt = cli("projections", "rebuild", "--archive", str(out), "--db", url, "--json")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    with EventStore.open(url) as store:
+        head = store.last_position()
+    assert json.loads(rebuilt.output)["events_consumed"] == head
     assert _figures(url) == figures
 
     # A second run chains its file onto the first.
@@ -267,6 +275,9 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
     assert document["start_position"] == second_seg.last + 1
     assert document["archive"]["files"] == 2
     assert document["archive"]["rows"] == second_seg.last
+    assert _figures(url) == figures
+    rebuilt = cli("projections", "rebuild", "costs", "--archive", str(out), "--db", url)
+    assert rebuilt.exit_code == 0, rebuilt.output
     assert _figures(url) == figures
 
     # An archive file is a tape: it verifies alone, and imports as its sessions.
@@ -290,6 +301,11 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
     bad = cli("verify", "--db", url, "--archive", str(out))
     assert bad.exit_code == 1
     assert f"archive {first_seg.file}" in bad.output and "altered" in bad.output
+    # A rebuild refuses an archive that does not check out, before emptying anything.
+    refused = cli("projections", "rebuild", "--archive", str(out), "--db", url)
+    assert refused.exit_code == 1
+    assert first_seg.file in refused.output and "altered" in refused.output
+    assert _figures(url) == figures
     (out / second_seg.file).unlink()
     bad = cli("verify", "--db", url, "--archive", str(out))
     assert bad.exit_code == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,16 +22,31 @@ def projections() -> None:
 
 @projections.command("rebuild")
 @click.argument("name", required=False, type=click.Choice(NAMES))
+@click.option(
+    "--archive",
+    "archive",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The directory of this log's archive files (`codetape archive -o DIR`): needed once "
+    "archived rows have been dropped. Every file is checked against its seal before anything "
+    "is emptied.",
+)
 @db_option
 @json_option
-def projections_rebuild(name: str | None, db: str | None, as_json: bool) -> None:
-    """Rebuild NAME (default: all) from position 0, with a progress bar."""
+def projections_rebuild(
+    name: str | None, archive: Path | None, db: str | None, as_json: bool
+) -> None:
+    """Rebuild NAME (default: all) from position 0, with a progress bar.
+
+    On a PostgreSQL log whose oldest rows were archived and dropped, give
+    their archive directory with --archive: the archived rows are read from
+    the files, then the live log.
+    """
     from recorder import projections as P
 
     names = [name] if name else list(NAMES)
     with open_store(db) as store:
         if as_json:
-            consumed = P.rebuild(store, names)
+            consumed = P.rebuild(store, names, archive=archive)
             emit_json({"rebuilt": names, "events_consumed": consumed})
             return
         from rich.progress import (
@@ -53,7 +69,7 @@ def projections_rebuild(name: str | None, db: str | None, as_json: bool) -> None
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            consumed = P.rebuild(store, names, progress=advance)
+            consumed = P.rebuild(store, names, progress=advance, archive=archive)
             head = store.last_position()
             progress.update(task, completed=head, total=head)
     click.echo(f"rebuilt {', '.join(names)}: {consumed} events consumed")

@@ -41,12 +41,14 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from recorder.events import now_ns
+from recorder.projections.archive_read import archived_rows, check_archive
 from recorder.projections.gc_pause import no_gc
 from recorder.projections.json_text import forget_shared
 from recorder.projections.log_event import DeltaHandler, LogEvent, Parsed, Row, delta_fields
@@ -54,7 +56,7 @@ from recorder.projections.log_read import can_read_ahead, read_ahead, read_event
 from recorder.projections.projection import Projection, UnknownProjection, resolve
 from recorder.store.engine import translate_errors
 from recorder.store.schema import pj_checkpoints
-from recorder.store.seal import refuse_replay_from
+from recorder.store.seal import ArchivedRows, refuse_replay_from
 from recorder.store.store import EventStore
 
 # Besides the runner's own names, the names callers have always imported from
@@ -174,15 +176,21 @@ def _reset(conn: Connection, proj: type[Projection]) -> None:
     )
 
 
-def _prepare(store: EventStore, projs: Sequence[type[Projection]], force: bool) -> None:
-    """Create missing checkpoints; reset stale versions (or all of ``projs`` if ``force``)."""
+def _prepare(
+    store: EventStore, projs: Sequence[type[Projection]], force: bool, *, archive: bool = False
+) -> None:
+    """Create missing checkpoints; reset stale versions (or all of ``projs`` if ``force``).
+
+    ``archive``: the caller folds the archived rows in first (see :func:`rebuild`).
+    """
     stored = checkpoints(store)
     todo = [p for p in projs if force or p.name not in stored or stored[p.name][1] != p.version]
     if not todo:
         return
-    with translate_errors(store.url), store.engine.connect() as conn:
-        # A reset starts the projection from nothing: not past archived rows.
-        refuse_replay_from(conn, 0, [p.name for p in todo])
+    if not archive:
+        with translate_errors(store.url), store.engine.connect() as conn:
+            # A reset starts the projection from nothing: not past archived rows.
+            refuse_replay_from(conn, 0, [p.name for p in todo])
     with _writing(store) as conn:
         if store.backend == "postgresql":
             # Serialise resets with catch-ups, which lock their checkpoint rows.
@@ -219,11 +227,41 @@ def rebuild(
     *,
     batch: int = REBUILD_BATCH,
     progress: Progress | None = None,
+    archive: Path | None = None,
 ) -> int:
-    """Empty the projections' tables, reset their checkpoints to 0, and catch up."""
+    """Empty the projections' tables, reset their checkpoints to 0, and catch up.
+
+    Once archived rows have left the log (see :mod:`recorder.archive`), a
+    rebuild needs ``archive``, the directory of their archive files: they
+    are checked against their seals first (nothing is emptied if one does
+    not check out), then folded in before the live log.
+    """
     projs = resolve(names)
-    _prepare(store, projs, force=True)
-    return _run(store, projs, batch=batch, until=None, progress=progress)
+    gone = 0 if archive is None else check_archive(store, archive)
+    _prepare(store, projs, force=True, archive=gone > 0)
+    consumed = 0
+    if archive is not None and gone:
+        head = store.last_position()
+        for rows in archived_rows(store, archive, gone, batch):
+            if not _apply_batch(store, projs, consumed, rows):
+                raise ArchivedRows(
+                    "another process moved the projections while they were rebuilt from the "
+                    "archive: run the rebuild again"
+                )
+            consumed += len(rows)
+            if progress is not None:
+                progress(consumed, head)
+    return consumed + _run(
+        store, projs, batch=batch, until=None, progress=_after(progress, consumed)
+    )
+
+
+def _after(progress: Progress | None, done: int) -> Progress | None:
+    """``progress`` counting ``done`` events already consumed."""
+    if progress is None or not done:
+        return progress
+    report = progress
+    return lambda current, total: report(done + current, done + total)
 
 
 def _run(

@@ -141,7 +141,8 @@ def refuse_replay_from(conn: sa.Connection, position: int, names: list[str]) -> 
         raise ArchivedRows(
             f"positions 1-{gone} of the log are archived and dropped: rebuilding the "
             f"{', '.join(names)} projection(s) from position {position} would lose the archived "
-            "sessions' figures (rebuild in a database the archive files were imported into)"
+            "sessions' figures: rebuild with the archive files "
+            "(`codetape projections rebuild --archive DIR`)"
         )
 
 
