@@ -255,3 +255,23 @@ def test_a_corrupt_compressed_payload_is_a_store_error() -> None:
 
 def test_the_shipped_dictionaries_are_known() -> None:
     assert codec.DEFAULT_CODEC in codec.known_codecs()
+
+
+@pytest.mark.parametrize("used", [codec.DEFAULT_CODEC, None])
+def test_encoding_a_batch_at_once_stores_what_encoding_each_payload_would(used: int | None) -> None:
+    """The appends encode a batch in one call (one GIL release for all its
+    compression): every row stored exactly as encoding it alone would."""
+    frames = [
+        e
+        for tape in sorted((Path(__file__).parents[1] / "fixtures" / "realdata").rglob("*.jsonl"))
+        for e in read_tape(tape)
+        if e.kind is EventKind.SSE
+    ][:600]
+    payloads = [e.payload for e in frames] + [b"", b"data: 1\n\n"]
+    names = [e.sse_event for e in frames] + [None, "x"]
+    batch = codec.encode_all(payloads, names, used)
+    assert batch == [codec.encode(p, used, n) for p, n in zip(payloads, names, strict=True)]
+    kinds = {c for c, _, _ in batch}
+    # Compressed and not, with and without their event line.
+    assert ({codec.DEFAULT_CODEC, None} if used else {codec.ELIDED, None}) <= kinds
+    assert codec.encode_all([], [], used) == []

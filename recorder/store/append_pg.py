@@ -34,7 +34,7 @@ from recorder.store.append_common import (
     seq_of,
     text_or,
 )
-from recorder.store.codec import encoder
+from recorder.store.codec import encode_all
 from recorder.store.engine import translate_errors
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest, row_digest, text, texts
 from recorder.store.keys import KEYS_LOCK, Caches, Keys, Overlay
@@ -229,16 +229,16 @@ class PgAppender:
         responses, names = ids["responses"], ids["names"]
         item_keys = ids["items"]
         wanted: dict[str, dict[str, str]] = {}
-        encode_one = encoder(codec)
         encoding = client_encoding(conn)
         encoded = []
         checked: set[tuple[str, str | None, str, str | None, str | None, str | None]] = set()
-        for ev in items:
+        # Compressed before the loop, in one call (see codec.encode_all).
+        stored_all = encode_all([ev.payload for ev in items], [ev.sse_event for ev in items], codec)
+        for ev, (stored_codec, stored, item) in zip(items, stored_all, strict=True):
             meta = ev.meta
             # Most events (every SSE frame) have no meta: skip the encoder.
             meta_json = canonical_json(dict(meta)) if meta else "{}"
             kind = ev.kind._value_  # what .value returns, minus its descriptor
-            stored_codec, stored, item = encode_one(ev.payload, ev.sse_event)
             encoded.append((kind, meta_json, stored_codec, stored, item))
             if item is not None and item not in item_keys:
                 wanted.setdefault("items", {})[item] = ""

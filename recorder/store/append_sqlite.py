@@ -29,7 +29,7 @@ from recorder.store.append_common import (
     seq_of,
     text_or,
 )
-from recorder.store.codec import encoder
+from recorder.store.codec import encode_all
 from recorder.store.hashing import GENESIS, HASH_FORMAT, event_digest, row_digest, text, texts
 from recorder.store.keys import Keys
 from recorder.store.pgwire import HEAD
@@ -92,7 +92,10 @@ class SqliteAppender:
         hash_format = names.get(HASH_FORMAT) or key(conn, "names", HASH_FORMAT)
         next_seq = next_seqs(conn, items)
         first = position + 1
-        encode_one = encoder(batch.codec)
+        # Compressed before the loop, in one call (see codec.encode_all).
+        encoded = encode_all(
+            [ev.payload for ev in items], [ev.sse_event for ev in items], batch.codec
+        )
         # The rows' values one after another, as the multi-row INSERTs bind them.
         values: list[Any] = []
         # This loop runs once per recorded event, in the writer thread but
@@ -105,7 +108,7 @@ class SqliteAppender:
         kinds: dict[str, tuple[int, str]] = {}
         frames: dict[tuple[str | None, str | None], tuple[int | None, int | None, str]] = {}
         tails: dict[tuple[str | None, str], tuple[int | None, str, str | None]] = {}
-        for ev in items:
+        for ev, (stored_codec, stored, item) in zip(items, encoded, strict=True):
             position += 1
             seq = seq_of(ev, next_seq)
             meta = ev.meta
@@ -182,7 +185,6 @@ class SqliteAppender:
                     meta_json,
                     payload,
                 )
-            stored_codec, stored, item = encode_one(payload, sse_event)
             append_row(
                 (
                     position,

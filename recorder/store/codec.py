@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 
 import zstandard
@@ -42,6 +42,7 @@ __all__ = [
     "UnknownCodec",
     "decode",
     "encode",
+    "encode_all",
     "encoder",
     "known_codecs",
 ]
@@ -192,6 +193,50 @@ def encoder(
         return None, rest, item
 
     return encode_one
+
+
+def encode_all(
+    payloads: Sequence[bytes], sse_events: Sequence[str | None], codec: int | None = DEFAULT_CODEC
+) -> list[tuple[int | None, bytes, str | None]]:
+    """:func:`encode` of each payload (with the ``sse_event`` beside it), in one call.
+
+    The same result as :func:`encode` payload by payload, but the payloads
+    worth compressing are compressed in one call into zstd, which releases
+    the GIL once for all of them instead of once each. That matters in a
+    writer thread beside a busy client thread: each release hands the GIL to
+    the client, and getting it back waits for the interpreter's switch
+    interval (5 ms), so 400 frames compressed one by one took 1.8 s beside a
+    busy Python thread, and 5.7 ms in one call (0.45 and 0.35 ms alone).
+    Use it on one thread at a time (see :func:`encoder`).
+    """
+    cut, min_size, prefix = _cut_item, MIN_SIZE, _prefix
+    pieces = [cut(payload) for payload in payloads]
+    compressed: dict[int, bytes] = {}
+    if codec is not None:
+        wanted = [i for i, (_, rest) in enumerate(pieces) if len(rest) >= min_size]
+        if wanted:
+            compressor = _get(codec)._pair()[0]
+            multi = getattr(compressor, "multi_compress_to_buffer", None)
+            if multi is not None and len(wanted) > 1:
+                out = multi([pieces[i][1] for i in wanted])
+                compressed = {i: out[n].tobytes() for n, i in enumerate(wanted)}
+            else:  # the cffi backend has no batch call
+                compressed = {i: compressor.compress(pieces[i][1]) for i in wanted}
+    result: list[tuple[int | None, bytes, str | None]] = []
+    add = result.append
+    for i, ((item, rest), sse_event) in enumerate(zip(pieces, sse_events, strict=True)):
+        done = compressed.get(i)
+        # Compressed only if that saves more than the codec column costs.
+        if done is not None and len(done) + 2 < len(rest):
+            add((codec, done, item))
+            continue
+        if sse_event is not None:
+            head = prefix(sse_event)
+            if rest.startswith(head):
+                add((ELIDED, rest[len(head) :], item))
+                continue
+        add((None, rest, item))
+    return result
 
 
 def decode(
