@@ -443,18 +443,29 @@ class Writer:
     # -- the writer thread ---------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                batch = self._take_batch()
-                if batch is None:
-                    break
-            if batch:
-                self._commit(batch)
+        self.store.on_lock_wait(self._lock_waited)
+        try:
+            while True:
+                with self._lock:
+                    batch = self._take_batch()
+                    if batch is None:
+                        break
+                if batch:
+                    self._commit(batch)
+        finally:
+            self.store.on_lock_wait(None)
         with self._lock:
             self._flush_leftover_damage()
             self._done_ticket = self._ticket
             self._done.wake()
         self._finished()
+
+    def _lock_waited(self) -> None:
+        """The commit in progress waits for another transaction's lock: a delay, so a
+        producer held back by the loss window may go on now (see :meth:`_stalled`)."""
+        with self._lock:
+            self._evaluate(time.monotonic())
+            self._done.wake()
 
     def _finished(self) -> None:
         """Called by the writer thread as it ends, everything it could store stored."""

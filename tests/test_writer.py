@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import psycopg
@@ -11,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from recorder.events import Event, EventKind, new_id
-from recorder.store import EventStore
+from recorder.store import EventStore, pgwire
 from recorder.store.pgwire import LOCK_PATIENCE
 from recorder.store.store import APPEND_LOCK
 from recorder.writer import Writer
@@ -156,3 +157,45 @@ def test_a_commit_slowed_by_a_starved_server_still_holds_the_producer_to_the_los
         writer.close()
         watcher.close()
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_producer_held_back_goes_on_as_soon_as_the_server_says_the_lock_is_held(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer waiting for room (the loss window passed) is let go when the
+    commit's lock wait is confirmed, not at its next look at the clock: here
+    that look never comes (re-checks an hour apart)."""
+    # The server answers "held" after 1 s here, so the producer is surely held back first.
+    monkeypatch.setattr(pgwire, "_PATIENT", "SET LOCAL lock_timeout = '1s'")
+    store = EventStore.open(pg_url, upgrade=True)
+    libpq = sa.make_url(pg_url).set(drivername="postgresql").render_as_string(False)
+    holder = psycopg.connect(libpq)
+    watcher = psycopg.connect(libpq, autocommit=True)
+    writer = Writer(store, flush_interval=0.0, max_lag=0.0, stall_after=3600.0)
+    writer._done.recheck = 3600.0
+    released: list[bool] = []
+    try:
+        sid, xid = new_id(), new_id()
+        writer.submit(Event(sid, EventKind.SESSION_OPEN, 0, meta={"name": "w"}))
+        assert writer.flush(120)  # keys made: the next commit waits on the append's lock
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+        writer.submit(Event(sid, EventKind.REQUEST, 0, xid, meta={"method": "POST", "url": "u"}))
+        waiter = threading.Thread(target=lambda: released.append(writer.wait_for_room(60)))
+        waiter.start()
+        deadline = time.monotonic() + 120  # a safety net for a broken run, not a speed limit
+        while not writer.congested:  # past max_lag (0): the producer waits
+            assert time.monotonic() < deadline and not released
+            time.sleep(0.001)
+        assert store.lock_wait_since(writer_thread(writer)) is None  # not confirmed yet
+        waiter.join(30)
+        assert released == [True]
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        assert watcher.execute(waiting).fetchone() == (1,)  # the lock is still held
+        assert store.lock_wait_since(writer_thread(writer)) is not None
+    finally:
+        holder.close()
+        writer.close()
+        watcher.close()
+        store.close()
+    assert writer.stats.stored == 2 and writer.stats.lost == 0

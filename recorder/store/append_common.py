@@ -17,6 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -116,6 +117,16 @@ class LockWaits:
 
     def __init__(self) -> None:
         self._since: dict[int, float] = {}
+        # Thread id -> (the process that set it, what to call when it starts waiting).
+        self._listeners: dict[int, tuple[int, Callable[[], None]]] = {}
+
+    def on_wait(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` in this thread whenever it starts waiting; None: no more."""
+        me = threading.get_ident()
+        if callback is None:
+            self._listeners.pop(me, None)
+        else:
+            self._listeners[me] = (os.getpid(), callback)
 
     def since(self, thread_id: int | None) -> float | None:
         """Since when thread ``thread_id`` has been waiting, or None if it is not."""
@@ -126,6 +137,10 @@ class LockWaits:
         """Marks this thread as waiting for locks (from ``since``, else now), for :meth:`since`."""
         waits, me = self._since, threading.get_ident()
         waits[me] = time.monotonic() if since is None else since
+        listener = self._listeners.get(me)
+        # Not one a thread of the parent set before a fork (its ident may be reused).
+        if listener is not None and listener[0] == os.getpid():
+            listener[1]()
         try:
             yield
         finally:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -216,6 +216,16 @@ class EventStore:
         a slow one, without waiting for its ``stall_after``.
         """
         return self._lock_waits.since(thread_id)
+
+    def on_lock_wait(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback``, in the calling thread, whenever one of its appends starts
+        waiting for a lock another transaction holds (when :meth:`lock_wait_since`
+        starts giving a time for it); None: no more.
+
+        Lets the group-commit writer let its producer go on at once, rather than
+        at its next look at the clock.
+        """
+        self._lock_waits.on_wait(callback)
 
     def _append_waiting(self, batch: Batch) -> list[int]:
         """:meth:`_append`; on SQLite, tried again for the write lock until the busy timeout."""
