@@ -453,6 +453,8 @@ class Writer:
                 if batch:
                     self._commit(batch)
         finally:
+            # Before the last append below, made with the lock held: the
+            # callback takes that lock, so it must not run inside it.
             self.store.on_lock_wait(None)
         with self._lock:
             self._flush_leftover_damage()

@@ -17,6 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ import sqlalchemy as sa
 from recorder.events import Event
 
 __all__ = ["Batch", "Committed", "LockWaits", "Prepare", "next_seqs", "seq_of", "text_or"]
+
+log = logging.getLogger("codetape.store")
 
 Committed = Callable[[list[int]], None]
 Prepare = Callable[[sa.Connection, list[Event], int], tuple[list[Event], Committed | None]]
@@ -140,7 +143,10 @@ class LockWaits:
         listener = self._listeners.get(me)
         # Not one a thread of the parent set before a fork (its ident may be reused).
         if listener is not None and listener[0] == os.getpid():
-            listener[1]()
+            try:
+                listener[1]()
+            except Exception:  # the listener's bug must not fail the append
+                log.exception("codetape: a lock-wait listener failed")
         try:
             yield
         finally:
