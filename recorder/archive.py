@@ -136,6 +136,10 @@ class ArchiveProblem:
     position: int | None
     message: str
 
+    def __str__(self) -> str:
+        at = f" (position {self.position})" if self.position is not None else ""
+        return f"{self.file}{at}: {self.message}"
+
 
 def _require_postgres(store: EventStore, what: str) -> None:
     if store.backend != "postgresql":
@@ -500,9 +504,7 @@ def drop_archived(store: EventStore, directory: Path, *, step: Step | None = Non
             frontier = Frontier.restore(before.last, before.frontier) if before else Frontier()
             problems, frontier = _check_segment(directory, segment, frontier)
             if problems:
-                p = problems[0]
-                at = f" (position {p.position})" if p.position is not None else ""
-                raise ArchiveError(f"archive file {p.file}{at}: {p.message}: nothing dropped")
+                raise ArchiveError(f"archive file {problems[0]}: nothing dropped")
             held = _hash_at(store, segment.last)
             if held is not None and held != segment.head_hash:
                 raise ArchiveError(

@@ -156,8 +156,7 @@ def verify(
         if report.capture_gaps:
             click.echo(f"{report.capture_gaps} capture gap(s) recorded", err=True)
         for bad in archived[0] if archived is not None else []:
-            at = f" (position {bad.position})" if bad.position is not None else ""
-            click.echo(f"archive {bad.file}{at}: {bad.message}", err=True)
+            click.echo(f"archive {bad}", err=True)
         if report.ok:
             since = (
                 ""

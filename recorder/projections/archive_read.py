@@ -37,10 +37,7 @@ def check_archive(store: EventStore, directory: Path) -> int:
         return 0
     problems, _, rows = verify_archive(store, Path(directory))
     if problems:
-        listed = "; ".join(
-            f"{p.file}" + (f" at position {p.position}" if p.position else "") + f": {p.message}"
-            for p in problems
-        )
+        listed = "; ".join(map(str, problems))
         raise ArchiveError(f"the archive in {directory} does not check out: {listed}")
     if rows < gone:
         raise ArchiveError(
