@@ -52,7 +52,7 @@ from recorder.projections.archive_read import archived_rows, check_archive
 from recorder.projections.gc_pause import no_gc
 from recorder.projections.json_text import forget_shared
 from recorder.projections.log_event import DeltaHandler, LogEvent, Parsed, Row, delta_fields
-from recorder.projections.log_read import can_read_ahead, read_ahead, read_events
+from recorder.projections.log_read import can_read_ahead, decode_rows, read_ahead, read_events
 from recorder.projections.projection import Projection, UnknownProjection, resolve
 from recorder.store.engine import translate_errors
 from recorder.store.schema import pj_checkpoints
@@ -298,7 +298,7 @@ def _run(
                 low = min(stored[p.name][0] for p in pending)
                 group = [p for p in pending if stored[p.name][0] == low]
                 if ahead is not None and ahead[0] == low:
-                    events = ahead[1].result()
+                    events = decode_rows(ahead[1].result())
                 else:
                     events = read_events(store, low, head, batch)
                 ahead = None
