@@ -182,7 +182,8 @@ def demo_insight(store: EventStore, session_id: str, report_file: Path | None) -
     "--verify/--no-verify",
     default=True,
     show_default=True,
-    help="Re-derive the log's hash chain and state the result in the report.",
+    help="Re-derive the log's hash chain, check the projections the report reads against "
+    "the log, and state the result in the report.",
 )
 @db_option
 def report_cmd(sessions: tuple[str, ...], output: Path, verify: bool, db: str | None) -> None:

@@ -43,6 +43,14 @@ __all__ = ["verify"]
     help="Directory of the log's archive files (`codetape archive`): check them too, so the "
     "whole history is verified, from the first position to the head.",
 )
+@click.option(
+    "--projections/--no-projections",
+    "check_projections",
+    default=True,
+    show_default=True,
+    help="Also check that the projection tables every report reads hold exactly what the "
+    "log gives (folded again from the log into temporary copies; read-only).",
+)
 @db_option
 @json_option
 def verify(
@@ -50,6 +58,7 @@ def verify(
     checkpoints: tuple[Path, ...],
     key: Path | None,
     archive_dir: Path | None,
+    check_projections: bool,
     db: str | None,
     as_json: bool,
 ) -> None:
@@ -64,6 +73,10 @@ def verify(
     from the newest archive seal on (its first row's predecessor is the
     seal's head hash); --archive DIR checks the archive files as well: each
     present, unchanged, and chaining into the next and into the live log.
+
+    The projection tables (what every report reads) are ordinary tables the
+    chain does not cover: they are checked against the log too, each up to
+    its checkpoint, unless --no-projections.
 
     Also reports exchanges left open (interrupted captures) and capture gaps.
     """
@@ -89,12 +102,18 @@ def verify(
             from recorder.archive import verify_archive
 
             archived = verify_archive(store, archive_dir)
+        derived = None
+        if check_projections and result.report.ok:
+            from recorder.projections.check import check_projections as check_derived
+
+            derived = check_derived(store)
     report = result.report
     archive_ok = archived is None or not archived[0]
+    derived_ok = derived is None or all(c.ok for c in derived)
     if as_json:
         emit_json(
             {
-                "ok": report.ok and archive_ok,
+                "ok": report.ok and archive_ok and derived_ok,
                 "checked": report.checked,
                 "start_position": report.start_position,
                 "head_position": report.head_position,
@@ -136,6 +155,17 @@ def verify(
                         for p in archived[0]
                     ],
                 },
+                "projections": None
+                if derived is None
+                else [
+                    {
+                        "name": c.name,
+                        "status": c.status,
+                        "position": c.position,
+                        "problems": list(c.problems),
+                    }
+                    for c in derived
+                ],
             },
             "verify",
         )
@@ -175,7 +205,23 @@ def verify(
                 f"ok: {archived[2]} archived events in {archived[1]} file(s) of {archive_dir} "
                 "verified, chained into the live log"
             )
-    if not report.ok or not archive_ok:
+        for derived_check in derived or []:
+            if not derived_check.ok:
+                click.echo(f"projection {derived_check.describe()}", err=True)
+        if not derived_ok:
+            click.echo(
+                "projection tables were changed outside codetape: every report reads them; "
+                "`codetape projections rebuild` replaces them from the log",
+                err=True,
+            )
+        if derived is not None and derived_ok:
+            done = [c for c in derived if c.checked]
+            skipped = [c for c in derived if not c.checked]
+            line = f"ok: {len(done)} projection(s) match the log"
+            if skipped:
+                line += "; not checked: " + ", ".join(f"{c.name} ({c.reason})" for c in skipped)
+            click.echo(line)
+    if not report.ok or not archive_ok or not derived_ok:
         raise SystemExit(1)
 
 

@@ -404,6 +404,16 @@ class ArchiveVerification(_Out):
     problems: list[ArchiveFileProblem]
 
 
+class ProjectionVerification(_Out):
+    name: str
+    status: Literal["ok", "differs", "not_built", "other_version", "archived"] = Field(
+        description="ok / differs: its rows and state checked against the log up to "
+        "`position`; the others: not checked, and why."
+    )
+    position: int = Field(description="The checkpoint checked up to (0: not checked).")
+    problems: list[str]
+
+
 class Verification(_Out):
     """``codetape verify --json`` (the log): the hash chain re-derived, and what is left open."""
 
@@ -422,6 +432,10 @@ class Verification(_Out):
     checkpoints: list[CheckpointCheck]
     archive: ArchiveVerification | None = Field(
         description="With --archive: the archive files' check (null without it)."
+    )
+    projections: list[ProjectionVerification] | None = Field(
+        description="The projection tables checked against the log (null with "
+        "--no-projections, or when the chain itself failed)."
     )
 
 

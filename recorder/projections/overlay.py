@@ -46,7 +46,7 @@ from recorder.store.engine import translate_errors
 from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
 
-__all__ = ["Read", "View", "reading"]
+__all__ = ["Read", "View", "fold", "reading", "shadow", "stored_checkpoints"]
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ def reading(store: EventStore, names: Iterable[str], *, batch: int = BATCH) -> I
                     conn.exec_driver_sql("SELECT COALESCE(MAX(position), 0) FROM events").scalar()
                     or 0
                 )
-                stored = _stored(conn, [p.name for p in projs])
+                stored = stored_checkpoints(conn, [p.name for p in projs])
                 # Where each projection's fold resumes: (position, state JSON).
                 starts = {p.name: _usable(stored.get(p.name), p) for p in projs}
                 behind = head - min((s[0] for s in starts.values()), default=head)
@@ -94,15 +94,16 @@ def reading(store: EventStore, names: Iterable[str], *, batch: int = BATCH) -> I
                     refuse_replay_from(
                         conn, low, [p.name for p in stale if starts[p.name][0] == low]
                     )
-                    _shadow(conn, store.backend, stale, starts)
-                    _fold(conn, store.backend, stale, starts, head, batch)
+                    shadow(conn, store.backend, stale, starts)
+                    fold(conn, store.backend, stale, starts, head, batch)
                 yield View(conn, head, max(behind, 0))
             finally:
                 # Nothing here was meant to last: the temporary copies go with it.
                 tx.rollback()
 
 
-def _stored(conn: Connection, names: list[str]) -> dict[str, tuple[int, int, str]]:
+def stored_checkpoints(conn: Connection, names: list[str]) -> dict[str, tuple[int, int, str]]:
+    """Each projection's stored checkpoint: name -> (position, code version, state JSON)."""
     marker = "?" if conn.dialect.name == "sqlite" else "%s"
     rows = conn.exec_driver_sql(
         "SELECT name, position, version, state FROM pj_checkpoints "
@@ -123,7 +124,7 @@ def _usable(found: tuple[int, int, str] | None, proj: type[Projection]) -> tuple
     return found[0], found[2]
 
 
-def _shadow(
+def shadow(
     conn: Connection,
     backend: str,
     projs: Sequence[type[Projection]],
@@ -164,27 +165,30 @@ def _copy_table(conn: Connection, backend: str, name: str, keep_rows: bool) -> N
         conn.exec_driver_sql(f"INSERT INTO temp.{name} SELECT * FROM main.{name}")
 
 
-def _fold(
+def fold(
     conn: Connection,
     backend: str,
     projs: Sequence[type[Projection]],
     starts: dict[str, tuple[int, str]],
     head: int,
     batch: int,
-) -> None:
-    """Apply the log's tail to the copies, batch by batch, as a catch-up would."""
+) -> dict[str, Any]:
+    """Apply the log's tail up to ``head`` to the copies, batch by batch, as a catch-up would.
+
+    Returns each projection's state at ``head``.
+    """
     at = {p.name: starts[p.name][0] for p in projs}
     states = {p.name: json.loads(starts[p.name][1]) for p in projs}
     with no_gc():
         while True:
             pending = [p for p in projs if at[p.name] < head]
             if not pending:
-                return
+                return states
             low = min(at[p.name] for p in pending)
             group = [p for p in pending if at[p.name] == low]
             events = read_rows(conn, backend, low, head, batch)
             if not events:
-                return
+                return states
             try:
                 projections: list[Projection] = [p(conn, states[p.name]) for p in group]
                 for proj in projections:

@@ -152,16 +152,25 @@ class LogSeal:
 
 
 def seal(store: EventStore, *, verify: bool) -> LogSeal:
-    """The head position and hash; with ``verify``, every hash re-derived up to it."""
+    """The head position and hash; with ``verify``, every hash re-derived up to it.
+
+    A verified seal also checks the projection tables the report reads against
+    the log: a row edited in them is a problem, as a bad hash is.
+    """
     if verify:
+        from recorder.projections.check import check_projections
+
         report = store.verify()
+        problems = [f"position {p.position}: {p.message}" for p in report.problems]
+        derived = check_projections(store) if report.ok else []
+        problems += [f"projection {c.describe()}" for c in derived if not c.ok]
         return LogSeal(
             report.head_position,
             report.head_hash,
             True,
-            report.ok,
+            report.ok and all(c.ok for c in derived),
             report.checked,
-            [f"position {p.position}: {p.message}" for p in report.problems],
+            problems,
         )
     head = store.last_position()
     events = list(store.iter_events(head - 1)) if head else []

@@ -422,7 +422,8 @@ def _seal_html(seal: LogSeal) -> str:
         return (
             f'<p><span class="badge ok">verified</span> <code>codetape verify</code> re-derived '
             f"all {seal.checked:,} hashes of the log when this report was written: the chain is "
-            f"intact up to position {seal.head_position}, hash <code>{_e(seal.head_hash)}</code>. "
+            f"intact up to position {seal.head_position}, hash <code>{_e(seal.head_hash)}</code>, "
+            "and the projections this report reads match it. "
             "Keep this hash elsewhere to detect later truncation.</p>"
         )
     problems = "".join(f"<li>{_e(p)}</li>" for p in seal.problems)
