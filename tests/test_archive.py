@@ -275,6 +275,8 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
     assert document["start_position"] == second_seg.last + 1
     assert document["archive"]["files"] == 2
     assert document["archive"]["rows"] == second_seg.last
+    # Their rows keep the archived sessions' figures: not checkable against the live log.
+    assert {p["status"] for p in document["projections"]} == {"archived"}
     assert _figures(url) == figures
     rebuilt = cli("projections", "rebuild", "costs", "--archive", str(out), "--db", url)
     assert rebuilt.exit_code == 0, rebuilt.output
