@@ -275,12 +275,24 @@ def test_a_synthetic_month_archives_drops_and_verifies(month_db: str, tmp_path: 
     assert document["start_position"] == second_seg.last + 1
     assert document["archive"]["files"] == 2
     assert document["archive"]["rows"] == second_seg.last
-    # Their rows keep the archived sessions' figures: not checkable against the live log.
-    assert {p["status"] for p in document["projections"]} == {"archived"}
+    # Their rows keep the archived sessions' figures: checked against the archive and the log.
+    assert {p["status"] for p in document["projections"]} == {"ok"}
+    live = cli("verify", "--db", url, "--json")
+    assert {p["status"] for p in json.loads(live.output)["projections"]} == {"archived"}
     assert _figures(url) == figures
     rebuilt = cli("projections", "rebuild", "costs", "--archive", str(out), "--db", url)
     assert rebuilt.exit_code == 0, rebuilt.output
     assert _figures(url) == figures
+    # An edited figure of an archived session is found, given the archive.
+    with EventStore.open(url) as store, store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE pj_costs SET input_tokens = input_tokens + 1")
+    forged = cli("verify", "--db", url, "--archive", str(out), "--json")
+    assert forged.exit_code == 1, forged.output
+    by_name = {p["name"]: p for p in json.loads(forged.output)["projections"]}
+    assert by_name["costs"]["status"] == "differs"
+    assert by_name["audit"]["status"] == "ok"
+    rebuilt = cli("projections", "rebuild", "costs", "--archive", str(out), "--db", url)
+    assert cli("verify", "--db", url, "--archive", str(out)).exit_code == 0
 
     # An archive file is a tape: it verifies alone, and imports as its sessions.
     alone = cli("verify", str(out / first_seg.file))

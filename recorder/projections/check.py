@@ -16,11 +16,15 @@ Guarantees:
 * **Read-only.** The fold runs into temporary copies inside one transaction
   that is rolled back (one snapshot: PostgreSQL REPEATABLE READ, a SQLite read
   transaction), so it needs no write privilege and changes nothing.
+* **The whole history.** Once archived rows have been dropped from the log,
+  the projections' rows still hold the archived sessions' figures: given the
+  archive directory, the archived rows are folded in from its files (checked
+  against their seals first, as ``projections rebuild --archive`` does), then
+  the live log.
 * **Says what it did not check.** A projection never built, one written by
-  another version of its code (the next catch-up rebuilds it), and every
-  projection once archived rows have been dropped from the log (their rows
-  keep the archived sessions' figures, which the live log no longer holds)
-  are reported as not checked, with the reason, never as sound.
+  another version of its code (the next catch-up rebuilds it), and, without
+  the archive directory, every projection once archived rows have been
+  dropped, are reported as not checked, with the reason, never as sound.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Connection
 
-from recorder.projections.overlay import fold, shadow, stored_checkpoints
+from recorder.projections.archive_read import archived_rows, check_archive
+from recorder.projections.gc_pause import no_gc
+from recorder.projections.overlay import fold, fold_rows, shadow, stored_checkpoints
 from recorder.projections.projection import Projection, resolve
 from recorder.projections.runner import BATCH
 from recorder.store.engine import translate_errors
@@ -80,32 +87,60 @@ class ProjectionCheck:
 _REASONS: dict[str, str] = {
     "not_built": "never built",
     "other_version": "written by another version of its code; the next catch-up rebuilds it",
-    "archived": "archived rows were dropped from the log; its rows keep their figures",
+    "archived": "archived rows were dropped from the log and its rows keep their figures: "
+    "give the archive directory to check them",
 }
 
 
 def check_projections(
-    store: EventStore, names: Iterable[str] | None = None, *, batch: int = BATCH
+    store: EventStore,
+    names: Iterable[str] | None = None,
+    *,
+    archive: Path | None = None,
+    batch: int = BATCH,
 ) -> list[ProjectionCheck]:
-    """Check the stored projections ``names`` (all for None) against the log."""
+    """Check the stored projections ``names`` (all for None) against the log.
+
+    ``archive``: the directory of the log's archive files, needed to check
+    anything once archived rows have left the log; raises
+    :class:`~recorder.archive.ArchiveError` if its files do not check out.
+    """
     projs = resolve(names)
+    gone = 0 if archive is None else check_archive(store, archive)
     with translate_errors(store.url), store.engine.connect() as conn:
         if store.backend == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin() as tx:
             try:
-                return _check(conn, store.backend, projs, batch)
+                if archive is not None and archived_until(conn) != gone:
+                    # Another archive dropped rows since the files were checked.
+                    gone = check_archive(store, archive)
+                history = None if archive is None else _History(store, archive, gone)
+                return _check(conn, store.backend, projs, batch, history)
             finally:
                 tx.rollback()
 
 
+@dataclass(frozen=True, slots=True)
+class _History:
+    """Where the rows the log no longer holds are read from."""
+
+    store: EventStore
+    directory: Path
+    gone: int
+
+
 def _check(
-    conn: Connection, backend: str, projs: list[type[Projection]], batch: int
+    conn: Connection,
+    backend: str,
+    projs: list[type[Projection]],
+    batch: int,
+    history: _History | None,
 ) -> list[ProjectionCheck]:
     stored = stored_checkpoints(conn, [p.name for p in projs])
     results: dict[str, ProjectionCheck] = {}
     todo: list[type[Projection]] = []
-    archived = archived_until(conn) > 0
+    archived = archived_until(conn) > 0 and history is None
     for proj in projs:
         found = stored.get(proj.name)
         if found is None or found[0] <= 0:
@@ -122,7 +157,7 @@ def _check(
     # Projections with the same checkpoint are folded together (shared work).
     for position in sorted({stored[p.name][0] for p in todo}):
         group = [p for p in todo if stored[p.name][0] == position]
-        states = fold(conn, backend, group, {p.name: (0, "{}") for p in group}, position, batch)
+        states = _fold(conn, backend, group, position, batch, history)
         for proj in group:
             problems = [
                 problem
@@ -135,6 +170,28 @@ def _check(
                 proj.name, "differs" if problems else "ok", position, tuple(problems)
             )
     return [results[p.name] for p in projs]
+
+
+def _fold(
+    conn: Connection,
+    backend: str,
+    group: list[type[Projection]],
+    position: int,
+    batch: int,
+    history: _History | None,
+) -> dict[str, Any]:
+    """Each projection's state after folding positions 1..``position`` into its copies."""
+    states: dict[str, Any] = {p.name: {} for p in group}
+    start = 0
+    if history is not None and history.gone:
+        start = min(history.gone, position)
+        with no_gc():
+            for rows in archived_rows(history.store, history.directory, start, batch):
+                fold_rows(conn, group, states, rows)
+    if start >= position:
+        return states
+    starts = {p.name: (start, _canonical(states[p.name])) for p in group}
+    return fold(conn, backend, group, starts, position, batch)
 
 
 def _real_table(conn: Connection, backend: str, name: str) -> str:

@@ -39,6 +39,7 @@ from sqlalchemy import Connection
 
 from recorder.projections.gc_pause import no_gc
 from recorder.projections.json_text import forget_shared
+from recorder.projections.log_event import Row
 from recorder.projections.log_read import read_rows
 from recorder.projections.projection import Projection, resolve
 from recorder.projections.runner import BATCH, dispatch
@@ -46,7 +47,7 @@ from recorder.store.engine import translate_errors
 from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
 
-__all__ = ["Read", "View", "fold", "reading", "shadow", "stored_checkpoints"]
+__all__ = ["Read", "View", "fold", "fold_rows", "reading", "shadow", "stored_checkpoints"]
 
 T = TypeVar("T")
 
@@ -189,19 +190,29 @@ def fold(
             events = read_rows(conn, backend, low, head, batch)
             if not events:
                 return states
-            try:
-                projections: list[Projection] = [p(conn, states[p.name]) for p in group]
-                for proj in projections:
-                    proj.prefetch(events)
-                dispatch(projections, events)
-                for proj in projections:
-                    proj.finish()
-                    states[proj.name] = _copied(proj.state)
-            finally:
-                forget_shared()
+            fold_rows(conn, group, states, events)
             last = int(events[-1][0])
             for proj_cls in group:
                 at[proj_cls.name] = last
+
+
+def fold_rows(
+    conn: Connection,
+    projs: Sequence[type[Projection]],
+    states: dict[str, Any],
+    events: Sequence[Row],
+) -> None:
+    """Apply one batch of rows to the tables ``projs`` write on ``conn``; update ``states``."""
+    try:
+        projections: list[Projection] = [p(conn, states[p.name]) for p in projs]
+        for proj in projections:
+            proj.prefetch(events)
+        dispatch(projections, events)
+        for proj in projections:
+            proj.finish()
+            states[proj.name] = _copied(proj.state)
+    finally:
+        forget_shared()
 
 
 def _copied(state: Any) -> Any:
