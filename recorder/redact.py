@@ -4,15 +4,28 @@ Guarantees (every caller, capture, the proxy and the importers, goes through
 :class:`Redactor` before an event exists):
 
 * **Headers.** A header's value is replaced by :data:`REDACTED` when its name
-  (case-insensitive) is in :data:`DEFAULT_HEADERS` or the user's extra names,
-  or when the name holds one of :data:`SECRET_WORDS` (``x-goog-api-key``,
-  ``x-auth-token``, ``set-cookie``...), unless the name is allow-listed
-  (:data:`DEFAULT_KEEP`: rate-limit token counts and ``idempotency-key``,
-  plus the user's ``keep``). The allow-list never beats the explicit names.
+  (case-insensitive, surrounding blanks ignored) is in :data:`DEFAULT_HEADERS`
+  or the user's extra names, or when the name holds one of
+  :data:`SECRET_WORDS` (``x-goog-api-key``, ``x-auth-token``, ``set-cookie``,
+  ``x-client-cert``...), unless the name is allow-listed (:data:`DEFAULT_KEEP`:
+  rate-limit token counts and ``idempotency-key``, plus the user's ``keep``).
+  The allow-list never beats the explicit names. Whatever the name, a value
+  that looks like a credential (:func:`looks_like_credential`: it starts with
+  ``Bearer `` or ``Basic ``, or holds an OpenAI-style ``sk-...`` key) is
+  replaced too, allow-list or not.
 * **URLs.** User info (``https://user:password@host``) is removed; a query
-  parameter whose name is in :data:`DEFAULT_QUERY_PARAMS` or holds one of
-  :data:`SECRET_QUERY_WORDS` (``token=``, ``sig=``, ``X-Amz-Signature=``...)
-  has its value replaced. Every other byte of the URL is kept.
+  parameter (parameters are separated by ``&`` or ``;``) whose name is in
+  :data:`DEFAULT_QUERY_PARAMS` or holds one of :data:`SECRET_QUERY_WORDS`
+  (``token=``, ``sig=``, ``X-Amz-Signature=``...), or whose value holds an
+  ``sk-...`` key (:func:`holds_api_key`), has its value replaced; a parameter
+  whose name itself holds such a key is replaced whole. Every other byte of
+  the URL is kept.
+* **Settings.** A string a user gives that ends up in session metadata (an
+  endpoint URL, a label) passes through :meth:`Redactor.setting`: a URL is
+  redacted as above, a credential-looking value is replaced.
+* Value-based detection looks at header values, query parameters and
+  settings only, once per request or response head: never at SSE frames or
+  bodies, whose secrets are named by JSON path.
 * **JSON paths** (``"metadata.user_key"``; ``*`` matches any key or list
   item, a number a list index) are replaced in request bodies, and in the
   response object the API echoes them back in: the ``response`` of the
@@ -33,7 +46,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
 __all__ = [
     "DEFAULT_HEADERS",
@@ -44,7 +57,10 @@ __all__ = [
     "SECRET_QUERY_WORDS",
     "SECRET_WORDS",
     "Redactor",
+    "holds_api_key",
+    "looks_like_credential",
     "parse_path",
+    "query_pairs",
 ]
 
 REDACTED = "<redacted>"
@@ -76,6 +92,10 @@ SECRET_WORDS: Final = (
     "session",
     "cookie",
     "credential",
+    "bearer",
+    # Client certificates forwarded by a TLS-terminating proxy (X-Client-Cert,
+    # X-Forwarded-Client-Cert, SSL-Client-Cert) vouch for the client's identity.
+    "cert",
 )
 """A header or query parameter whose name holds one of these is a secret."""
 SECRET_QUERY_WORDS: Final = (*SECRET_WORDS, "sig", "pwd")
@@ -105,6 +125,42 @@ ECHO_TYPES = frozenset(
 
 _HEADER_WORDS: Final = re.compile("|".join(SECRET_WORDS))
 _QUERY_WORDS: Final = re.compile("|".join(SECRET_QUERY_WORDS))
+# An HTTP authentication scheme that carries the credential itself.
+_AUTH_SCHEME: Final = re.compile(r"[ \t]*(?:bearer|basic)[ \t]", re.IGNORECASE)
+# An OpenAI-style key: "sk-" then a long token ("sk-proj-...", "sk-svcacct-...",
+# "sk-admin-...", the older "sk-" + 48 characters). 12 characters at least, so
+# that words ending in "sk-" ("task-1", "risk-free") and short placeholders are
+# not taken for keys; not preceded by a letter or digit for the same reason.
+_API_KEY: Final = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{12,}")
+# Query parameters are separated by "&", and by ";" in the older HTML 4 form
+# that many servers still accept: either may end a secret value.
+_QUERY_SEPARATOR: Final = re.compile(r"([&;])")
+
+
+def holds_api_key(text: str) -> bool:
+    """Whether ``text`` holds an OpenAI-style ``sk-...`` key anywhere."""
+    # The substring test first: almost no value holds "sk-" at all.
+    return "sk-" in text and _API_KEY.search(text) is not None
+
+
+def looks_like_credential(value: str) -> bool:
+    """Whether a header value is a credential whatever its name says: it starts with
+    ``Bearer `` or ``Basic `` (any case), or holds an ``sk-...`` key."""
+    return _AUTH_SCHEME.match(value) is not None or holds_api_key(value)
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """A query's (name, value) pairs, decoded, split at ``&`` and ``;`` as redaction splits it.
+
+    Replay matches queries so, so that a value redacted after a ``;`` is left
+    out of matching like any other.
+    """
+    return [
+        pair
+        for piece in _QUERY_SEPARATOR.split(query)[::2]
+        for pair in parse_qsl(piece, keep_blank_values=True)
+    ]
+
 
 Path = tuple[str, ...]
 
@@ -167,7 +223,9 @@ class Redactor:
     # -- headers -------------------------------------------------------------
 
     def secret_header(self, name: str) -> bool:
-        lowered = name.lower()
+        """Whether the header ``name`` is a secret by its name (see also :meth:`secret_pair`)."""
+        # Blanks around a name are no part of it for an HTTP server either.
+        lowered = name.strip().lower()
         if lowered in self.headers:
             return True
         return lowered not in self.keep and _HEADER_WORDS.search(lowered) is not None
@@ -183,7 +241,7 @@ class Redactor:
         out: list[list[str]] = []
         names: list[str] = []
         for name, value in pairs:
-            if self.secret_header(name):
+            if self.secret_header(name) or looks_like_credential(value):
                 out.append([name, REDACTED])
                 if name.lower() not in names:
                     names.append(name.lower())
@@ -194,6 +252,7 @@ class Redactor:
     # -- URLs ----------------------------------------------------------------
 
     def secret_query_param(self, name: str) -> bool:
+        """Whether the query parameter ``name`` is a secret by its name."""
         lowered = name.lower()
         if lowered in self.query_params:
             return True
@@ -211,19 +270,52 @@ class Redactor:
             return url, [], userinfo
         query, hash_mark, fragment = rest.partition("#")
         replaced: list[str] = []
-        pairs: list[str] = []
-        for pair in query.split("&"):
-            raw_name = pair.partition("=")[0]
+        # Separators at the odd indices, kept as they were.
+        pieces = _QUERY_SEPARATOR.split(query)
+        for index in range(0, len(pieces), 2):
+            pair = pieces[index]
+            raw_name, _, raw_value = pair.partition("=")
             name = unquote_plus(raw_name)
-            if name and self.secret_query_param(name):
-                pairs.append(f"{raw_name}={_REDACTED_QUERY}")
-                if name not in replaced:
-                    replaced.append(name)
+            if holds_api_key(name):
+                # The key is the name ("?sk-..."): nothing of it may stay.
+                pieces[index], name = _REDACTED_QUERY, REDACTED
+            elif name and (self.secret_query_param(name) or holds_api_key(unquote_plus(raw_value))):
+                pieces[index] = f"{raw_name}={_REDACTED_QUERY}"
             else:
-                pairs.append(pair)
+                continue
+            if name not in replaced:
+                replaced.append(name)
         if not replaced:
             return url, [], userinfo
-        return f"{head}?{'&'.join(pairs)}{hash_mark}{fragment}", replaced, userinfo
+        return f"{head}?{''.join(pieces)}{hash_mark}{fragment}", replaced, userinfo
+
+    # -- settings ------------------------------------------------------------
+
+    def setting(self, value: str) -> str:
+        """A user-given string bound for session metadata, redacted.
+
+        An endpoint URL (``--upstream``, ``$OPENAI_BASE_URL``) goes through
+        :meth:`url`, as request URLs do; a value that looks like a credential
+        (:func:`looks_like_credential`) is replaced whole.
+        """
+        if looks_like_credential(value):
+            return REDACTED
+        if "://" in value:
+            return self.url(value)
+        return value
+
+    def settings(self, value: Any) -> Any:
+        """A JSON value (session metadata, labels) with each string passed through
+        :meth:`setting`; keys are kept. The same object when nothing changed."""
+        if isinstance(value, str):
+            return self.setting(value)
+        if isinstance(value, dict):
+            items = {k: self.settings(v) for k, v in value.items()}
+            return value if items == value else items
+        if isinstance(value, list | tuple):
+            listed = [self.settings(v) for v in value]
+            return value if listed == list(value) else listed
+        return value
 
     # -- JSON ----------------------------------------------------------------
 

@@ -14,7 +14,10 @@ Guarantees:
 * What was redacted when the exchange was recorded is left out of matching
   on both sides, without configuration: the JSON paths its request event
   lists in ``redacted_paths``, and the query parameters and headers whose
-  recorded value is ``<redacted>``. Recording with
+  recorded value is ``<redacted>`` (a parameter recorded as ``<redacted>``
+  whole, a key given as its name, leaves out the live parameters whose name
+  holds a key). Queries split at ``&`` and ``;``, as redaction splits them
+  (:func:`recorder.redact.query_pairs`). Recording with
   ``redact_json_paths=["metadata.user"]`` and replaying the same code matches.
 * A recorded exchange whose request the source did not keep
   (``Exchange.request_known`` is false, e.g. vercel/ai fixtures) matches any
@@ -36,10 +39,9 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 from recorder.errors import CodetapeError
-from recorder.redact import REDACTED, Redactor
+from recorder.redact import REDACTED, Redactor, holds_api_key, query_pairs
 from replay.source import Exchange, json_body, split_url
 
 __all__ = [
@@ -137,12 +139,20 @@ class Redactions:
     def of(cls, exchange: Exchange) -> Redactions:
         return cls(
             exchange.redacted_paths,
-            frozenset(k for k, v in exchange.query if v == REDACTED),
+            frozenset(k for k, v in exchange.query if REDACTED in (k, v)),
             frozenset(k.lower() for k, v in exchange.request_headers if v == REDACTED),
         )
 
     def __bool__(self) -> bool:
         return bool(self.paths or self.query or self.headers)
+
+
+def _redacted_param(name: str, redactions: Redactions) -> bool:
+    """Whether the query parameter ``name`` is one the recording had redacted."""
+    if name in redactions.query:
+        return True
+    # Recorded as "<redacted>" whole: its name was a key, which the live one is too.
+    return REDACTED in redactions.query and holds_api_key(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +206,7 @@ class RequestView:
         return cls(
             method=method.upper(),
             path=parts.path or "/",
-            query=tuple(sorted(parse_qsl(parts.query, keep_blank_values=True))),
+            query=tuple(sorted(query_pairs(parts.query))),
             body_kind=kind,
             body=value,
             headers=kept,
@@ -225,7 +235,7 @@ class RequestView:
         return RequestView(
             method=self.method,
             path=self.path,
-            query=tuple(pair for pair in self.query if pair[0] not in redactions.query),
+            query=tuple(pair for pair in self.query if not _redacted_param(pair[0], redactions)),
             body_kind=self.body_kind,
             body=body,
             headers={k: v for k, v in self.headers.items() if k not in redactions.headers},
@@ -491,7 +501,10 @@ class Matcher:
         got = adjusted.live
         shown = Redactor()  # a live secret in the query is not for the console either
         query = "&".join(
-            f"{k}={REDACTED if shown.secret_query_param(k) else v}" for k, v in got.query
+            REDACTED
+            if holds_api_key(k)
+            else f"{k}={REDACTED if shown.secret_query_param(k) or holds_api_key(v) else v}"
+            for k, v in got.query
         )
         what = f"{got.method} {got.path}{'?' + query if query else ''}"
         if played is not None:

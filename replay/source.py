@@ -23,10 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from recorder.errors import AmbiguousSession, CodetapeError, TapeError
 from recorder.events import Event, EventKind, StoredEvent
+from recorder.redact import query_pairs
 from recorder.tape import read_tape
 
 __all__ = [
@@ -91,7 +92,7 @@ class Exchange:
 
     @property
     def query(self) -> list[tuple[str, str]]:
-        return parse_qsl(split_url(self.url).query, keep_blank_values=True)
+        return query_pairs(split_url(self.url).query)
 
     @property
     def body(self) -> bytes:

@@ -22,6 +22,7 @@ from openai import OpenAI
 
 from recorder.client import record
 from recorder.export import export_sessions
+from recorder.redact import REDACTED
 from recorder.store import EventStore
 from replay import NoMatch, ReplayTransport
 from replay.matching import MatchOptions
@@ -288,6 +289,40 @@ def test_a_recording_with_redacted_fields_replays_the_same_code(tmp_path: Path) 
         call(tape, user="bob", run="2")
     assert 'body.metadata.run: recorded "1", got "2"' in str(info.value)
     assert "metadata.user" not in str(info.value) and "tok-secret" not in str(info.value)
+
+
+def test_values_redacted_for_their_look_are_left_out_of_matching(tmp_path: Path) -> None:
+    """A credential under a neutral header name, a key in a query value, a secret after a
+    ``;``: redacted when recorded, and the same request replays."""
+    path = tmp_path / "by-value.jsonl"
+    key = "sk-" + "proj-" + "0123456789abcdefXYZ"  # in pieces, for secret scanners
+    url = f"https://api.openai.com/v1/responses?a=1;key=S3CRET&relay={key}"
+    headers = {"X-Relay": f"Bearer {key}", "X-Origin": key, "X-Team": "data"}
+    body = {"model": "gpt-test", "input": "one"}
+
+    def call(tape: Tape, url: str = url, team: str = "data") -> Any:
+        with httpx2.Client(transport=tape.transport()) as client:
+            return client.post(url, json=body, headers={**headers, "X-Team": team}).json()
+
+    with Tape(path, "once", real=Upstream().transport) as tape:
+        first = call(tape)
+    text = path.read_text()
+    assert key not in text and "S3CRET" not in text
+    [recorded] = load_tape(path).exchanges
+    assert recorded.url.endswith("?a=1;key=%3Credacted%3E&relay=%3Credacted%3E")
+    stored = dict(recorded.request_headers)
+    assert (stored["x-relay"], stored["x-origin"], stored["x-team"]) == (REDACTED, REDACTED, "data")
+    with Tape(path, "none", match=MatchOptions.build(match_headers=True)) as tape:
+        assert call(tape) == first
+        assert tape.unplayed() == []
+    # What was kept in clear still counts, after a ";" too.
+    with Tape(path, "none", match=MatchOptions.build(match_headers=True)) as tape:
+        with pytest.raises(NoMatch) as info:
+            call(tape, url.replace("a=1", "a=2"))
+        assert 'query a: recorded "1", got "2"' in str(info.value)
+        assert key not in str(info.value) and "S3CRET" not in str(info.value)
+        with pytest.raises(NoMatch, match='header x-team: recorded "data", got "ops"'):
+            call(tape, team="ops")
 
 
 def test_recorded_with_redact_json_paths_then_replayed_matches(
