@@ -58,6 +58,7 @@ from recorder.capture.build import (
     redact_event,
     request_event,
     response_head_event,
+    session_open_meta,
     sse_event,
 )
 from recorder.errors import CodetapeError, DatabaseUnavailable, SessionExists, TapeError
@@ -257,7 +258,9 @@ def recorded_session_events(
     session_id = _digest("session", key)
     times = _exchange_times(rec.exchanges, fallback_ns)
     opened = min(times) if times else fallback_ns
-    open_meta: dict[str, Any] = {"name": rec.name, "labels": rec.labels, "metadata": rec.metadata}
+    open_meta = session_open_meta(
+        {"name": rec.name, "labels": rec.labels, "metadata": rec.metadata}, redactor
+    )
     if rec.source:
         open_meta["source"] = rec.source
     events = [Event(session_id, EventKind.SESSION_OPEN, 0, recorded_at_ns=opened, meta=open_meta)]

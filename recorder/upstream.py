@@ -23,6 +23,7 @@ from urllib.parse import unquote_to_bytes
 import httpx2
 
 from recorder.errors import CodetapeError
+from recorder.redact import Redactor
 
 __all__ = ["BadTarget", "Upstream", "parse_upstream", "upstream_url"]
 
@@ -59,20 +60,25 @@ class Upstream:
         return f"{self.scheme}://{host}{port}{self.base_path.decode('ascii')}"
 
 
+def _shown(url: str) -> str:
+    """``url`` as an error message may print it: without user info or secret query values."""
+    return Redactor().url(url)
+
+
 def parse_upstream(url: str) -> Upstream:
     """The upstream at ``url``; :class:`CodetapeError` naming what is wrong with it."""
     try:
         parsed = httpx2.URL(url)
     except httpx2.InvalidURL as exc:
-        raise CodetapeError(f"--upstream {url!r} is not a URL: {exc}") from exc
+        raise CodetapeError(f"--upstream {_shown(url)!r} is not a URL: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise CodetapeError(
-            f"--upstream must be an http:// or https:// URL with a host, not {url!r}"
+            f"--upstream must be an http:// or https:// URL with a host, not {_shown(url)!r}"
         )
     if parsed.userinfo:
         raise CodetapeError("--upstream must not carry a user name or password")
     if parsed.query or parsed.fragment:
-        raise CodetapeError(f"--upstream must not have a query or fragment: {url!r}")
+        raise CodetapeError(f"--upstream must not have a query or fragment: {_shown(url)!r}")
     base = parsed.raw_path.rstrip(b"/")
     _check_segments(base)
     return Upstream(parsed.scheme, parsed.host, parsed.port, base)

@@ -264,6 +264,34 @@ def test_rerun_of_the_same_answers_is_identical(store: EventStore) -> None:
     assert bodies[1]["previous_response_id"] == OLD_RESPONSE  # same answers, same ids
 
 
+def test_the_endpoint_is_stored_redacted_from_upstream_and_from_the_environment(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint a rerun records in its metadata goes through URL redaction, as request
+    URLs do: no user info, no secret query value, whether from --upstream or the SDK's
+    OPENAI_BASE_URL."""
+    record_original(store)
+    password, query_secret = "RERUNPASSW0RD", "RERUNQUERYS3CRET"
+    upstream = Upstream(original_scripts() + original_scripts())
+    with serve(upstream) as url:
+        secret_url = url.replace("://", f"://alice:{password}@", 1)
+        secret_url += f"/v1?api-key={query_secret};a=1"
+        given = rerun(store, "migration original", model="m2", upstream=secret_url, api_key="k")
+        monkeypatch.setenv("OPENAI_BASE_URL", secret_url)
+        from_env = rerun(store, "migration original", model="m3", api_key="k")
+    assert len(upstream.requests) == 6  # both reruns went to the endpoint
+    for result in (given, from_env):
+        info = store.find_session(result.rerun.id)
+        assert info.metadata["rerun"]["upstream"] == f"{url}/v1?api-key=%3Credacted%3E;a=1"
+        for ev in store.session_events(info.id):
+            for secret in (password, query_secret):
+                assert secret.encode() not in ev.payload and secret not in ev.meta_json
+    # A mistyped endpoint is refused without printing its secrets either.
+    with pytest.raises(RerunError, match="wants an http") as info:
+        rerun(store, "migration original", model="m", upstream=f"ftp://a:{password}@h", api_key="k")
+    assert password not in str(info.value)
+
+
 def test_unreachable_endpoint_and_missing_key(store: EventStore) -> None:
     record_original(store)
     with pytest.raises(RerunError, match="OPENAI_API_KEY"):

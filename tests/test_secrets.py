@@ -37,12 +37,14 @@ from fake_upstream import free_port, read_body, serve
 from recorder.capture import CaptureSession
 from recorder.cli import main
 from recorder.client import record
-from recorder.events import EventKind
+from recorder.errors import CodetapeError
+from recorder.events import Event, EventKind
 from recorder.export import export_sessions
 from recorder.ingest import file_events, import_file
 from recorder.redact import Redactor
 from recorder.store import EventStore, codec, migrate
 from recorder.tape import write_tape
+from recorder.upstream import parse_upstream
 from replay import ReplayTransport
 
 # Unique per run, so a leftover from another test can never be mistaken for a leak.
@@ -525,3 +527,51 @@ def test_a_large_json_body_is_held_whole_to_be_redacted(db_url: str) -> None:
     # Without paths to redact, nothing is held: the body goes in 256 KiB pieces.
     assert len(bodies["chunked"]) == 3
     assert b"".join(e.payload for e in bodies["chunked"]) == body
+
+
+def test_endpoints_and_settings_in_session_metadata_are_stored_redacted(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """What a user types (an endpoint URL with user info or a key in its query, a token as a
+    label) reaches session metadata redacted, from capture and from an old tape alike."""
+    endpoint = f"http://alice:{PASSWORD}@127.0.0.1:9/v1?api_key={SECRETS['api_key= query']};a=1"
+    redacted = "http://127.0.0.1:9/v1?api_key=%3Credacted%3E;a=1"
+    with record(
+        store,
+        "configured",
+        labels={"endpoint": endpoint, "auth": f"Bearer {KEY}"},
+        metadata={"client": {"base_url": endpoint, "keys": [KEY], "retries": 2}},
+        transport=httpx2.MockTransport(lambda request: httpx2.Response(200, json={})),
+        api_key=KEY,
+    ):
+        pass
+    info = store.find_session("configured")
+    assert info.labels == {"endpoint": redacted, "auth": "<redacted>"}
+    assert info.metadata["client"] == {"base_url": redacted, "keys": ["<redacted>"], "retries": 2}
+    # A tape written by an older codetape kept a rerun's endpoint as typed.
+    opened = next(e for e in store.session_events(info.id) if e.kind is EventKind.SESSION_OPEN)
+    old_meta = {**opened.meta, "metadata": {"rerun": {"upstream": endpoint}}}
+    tape = tmp_path / "old.jsonl"
+    write_tape(
+        [
+            Event("0" * 32, EventKind.SESSION_OPEN, 0, recorded_at_ns=1, meta=old_meta),
+            Event("0" * 32, EventKind.SESSION_CLOSE, 1, recorded_at_ns=2),
+        ],
+        tape,
+    )
+    assert PASSWORD in tape.read_text()
+    import_file(store, tape, "tape")
+    assert store.find_session("0" * 32).metadata == {"rerun": {"upstream": redacted}}
+    assert store.verify().ok
+    blobs = dump_database(store.url) | export_tape(store.url, "0" * 32, tmp_path)
+    assert_no_secret(blobs)
+
+
+def test_a_bad_proxy_upstream_is_refused_without_printing_its_secrets() -> None:
+    for bad in (
+        f"ftp://alice:{PASSWORD}@h/v1",
+        f"http://h/v1?token={SECRETS['token= query']}",
+    ):
+        with pytest.raises(CodetapeError, match="--upstream") as info:
+            parse_upstream(bad)
+        assert_no_secret({"message": str(info.value).encode()})

@@ -6,7 +6,10 @@ except by its times and fidelity. Headers, URLs and request bodies pass through
 the :class:`~recorder.redact.Redactor` before an event exists, and so do the
 response objects that echo the request (lifecycle SSE frames, JSON bodies).
 Payloads are the bytes given, never re-encoded, except the values a redactor
-replaced, which the event's meta names (``redacted_paths``). A last SSE frame
+replaced, which the event's meta names (``redacted_paths``). A session's
+name, labels and metadata (endpoint URLs, settings) pass through
+:func:`session_open_meta`, whoever opens it: capture, the proxy, a rerun, an
+import. A last SSE frame
 that a client would drop (no blank line after it) is stored as it came and
 marked ``unterminated``.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from recorder.events import Event, EventKind, Outcome, assemble_event
@@ -30,10 +33,27 @@ __all__ = [
     "redact_frame",
     "request_event",
     "response_head_event",
+    "session_open_meta",
     "sse_event",
     "sse_frame_event",
     "unterminated_sse_event",
 ]
+
+
+def session_open_meta(meta: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """A ``session_open`` meta with its name, label values and metadata redacted.
+
+    They are what a user typed or configured (``--upstream``,
+    ``$OPENAI_BASE_URL``, a label): an endpoint URL loses its user info and
+    secret query values as request URLs do, a credential-looking value is
+    replaced (see :meth:`~recorder.redact.Redactor.setting`). Everything else
+    in ``meta`` (the recorder's identity, an import's source) is kept as it is.
+    """
+    out = dict(meta)
+    for key in ("name", "labels", "metadata"):
+        if key in out:
+            out[key] = redactor.settings(out[key])
+    return out
 
 
 def request_event(
@@ -317,6 +337,9 @@ def redact_event(event: Event, redactor: Redactor) -> Event:
     """
     if event.kind in (EventKind.SSE, EventKind.BODY) and not redactor.json_paths:
         return event  # most of a tape: only configured paths could change them
+    if event.kind is EventKind.SESSION_OPEN:
+        opened = session_open_meta(event.meta, redactor)
+        return event if opened == event.meta else dataclasses.replace(event, meta=opened)
     meta = dict(event.meta)
     payload = event.payload
     hits: list[str] = []

@@ -13,7 +13,9 @@ Guarantees:
 
 * Labels and metadata are checked when the session opens: a value that is
   not JSON is a :class:`BadMetadata` (a ``ValueError``) naming its key,
-  raised before anything is recorded.
+  raised before anything is recorded. The name, label values and metadata
+  are stored redacted (:func:`~recorder.capture.build.session_open_meta`):
+  an endpoint URL without its user info or secret query values.
 * Fork-safe: a session opened before ``os.fork`` (``multiprocessing``,
   gunicorn ``--preload``, Celery prefork) records the forked child's
   exchanges too, through a sink of the child's own; the child never writes
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+from recorder.capture.build import session_open_meta
 from recorder.capture.exchange import ExchangeRecorder
 from recorder.capture.sink import CaptureError, Sink, open_writer, writer_options
 from recorder.config import resolve_url
@@ -163,14 +166,19 @@ class CaptureSession:
                 identity=identity,
                 **writer_options(options),
             )
-        checked_metadata["recorder"] = identity
+        # What the user gave (an endpoint URL, a setting) is redacted before it is
+        # stored; the recorder's own identity is added after, as it is.
+        opened = session_open_meta(
+            {"name": name, "labels": checked_labels, "metadata": checked_metadata}, self.redactor
+        )
+        opened["metadata"]["recorder"] = identity
         try:
             self.sink.submit(
                 Event(
                     self.id,
                     EventKind.SESSION_OPEN,
                     0,
-                    meta={"name": name, "labels": checked_labels, "metadata": checked_metadata},
+                    meta=opened,
                 )
             )
             if self.strict:

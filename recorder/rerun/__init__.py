@@ -7,7 +7,9 @@ Guarantees:
   overrides, and the ids of this run in place of the original's) to a live
   endpoint through the normal recorder, into a new session of the same log
   whose labels link it to the original (``rerun_of``, ``rerun_model``) and
-  whose metadata holds the model, the overrides and the endpoint. The API
+  whose metadata holds the model, the overrides and the endpoint (``--upstream``
+  or ``OPENAI_BASE_URL``, redacted as request URLs are: no user info, no
+  secret query value). The API
   key is ``api_key`` or ``OPENAI_API_KEY``, as for the SDK; redaction keeps
   it, like every ``Authorization`` header, out of the log.
 * An error from the endpoint (HTTP or mid-stream) is recorded and compared
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from recorder.errors import CodetapeError
+from recorder.redact import Redactor
 from recorder.rerun.compare import (
     BEHAVIOUR,
     IDENTICAL,
@@ -194,7 +197,9 @@ def _base_url(upstream: str | None) -> str | None:
         return None
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RerunError(f"--upstream wants an http(s) URL, got {upstream!r}")
+        # Said as it would be stored: a password in a mistyped URL is not for the console.
+        shown = Redactor().url(upstream)
+        raise RerunError(f"--upstream wants an http(s) URL, got {shown!r}")
     if parts.path in ("", "/"):
         return upstream.rstrip("/") + "/v1"
     return upstream.rstrip("/")
