@@ -287,9 +287,9 @@ def test_the_endpoint_is_stored_redacted_from_upstream_and_from_the_environment(
             for secret in (password, query_secret):
                 assert secret.encode() not in ev.payload and secret not in ev.meta_json
     # A mistyped endpoint is refused without printing its secrets either.
-    with pytest.raises(RerunError, match="wants an http") as info:
+    with pytest.raises(RerunError, match="wants an http") as refused:
         rerun(store, "migration original", model="m", upstream=f"ftp://a:{password}@h", api_key="k")
-    assert password not in str(info.value)
+    assert password not in str(refused.value)
 
 
 def test_unreachable_endpoint_and_missing_key(store: EventStore) -> None:
