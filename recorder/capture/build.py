@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from recorder.errors import TapeError
 from recorder.events import Event, EventKind, Outcome, assemble_event
 from recorder.redact import ECHO_TYPES, Redactor
 from recorder.sse import SSEFrame
@@ -330,12 +331,19 @@ def redact_event(event: Event, redactor: Redactor) -> Event:
     """A stored event (from a tape) redacted as if it were being recorded now.
 
     Headers, URLs, request bodies and the echoes in SSE frames and whole JSON
-    bodies pass through ``redactor``; the event comes back unchanged (the
-    same object) when nothing was replaced, so an already redacted tape
-    imports byte for byte. A large JSON body a tape holds in several ``body``
-    events cannot be parsed piece by piece and is left as it is.
+    bodies pass through ``redactor``; headers that are not ``[name, value]``
+    string pairs raise :class:`~recorder.errors.TapeError` (the tape reader
+    refuses them first, naming the line) rather than go unredacted. The
+    event comes back unchanged (the same object) when nothing was replaced,
+    so an already redacted tape imports byte for byte. A large JSON body a
+    tape holds in several ``body`` events cannot be parsed piece by piece and
+    is left as it is.
     """
-    if event.kind in (EventKind.SSE, EventKind.BODY) and not redactor.json_paths:
+    if (
+        event.kind in (EventKind.SSE, EventKind.BODY)
+        and not redactor.json_paths
+        and "headers" not in event.meta
+    ):
         return event  # most of a tape: only configured paths could change them
     if event.kind is EventKind.SESSION_OPEN:
         opened = session_open_meta(event.meta, redactor)
@@ -343,10 +351,10 @@ def redact_event(event: Event, redactor: Redactor) -> Event:
     meta = dict(event.meta)
     payload = event.payload
     hits: list[str] = []
-    if event.kind in (EventKind.REQUEST, EventKind.RESPONSE_HEAD):
-        pairs = [(str(p[0]), str(p[1])) for p in meta.get("headers") or () if len(p) == 2]
+    if "headers" in meta:
+        pairs = _header_pairs(meta["headers"])
         headers = redactor.header_pairs(pairs)
-        if headers != [list(p) for p in pairs]:
+        if headers != meta["headers"]:
             meta["headers"] = headers
     if event.kind is EventKind.REQUEST:
         url, _, userinfo = redactor.url_redacted(str(meta.get("url", "")))
@@ -365,3 +373,13 @@ def redact_event(event: Event, redactor: Redactor) -> Event:
     if meta == event.meta and payload == event.payload:
         return event
     return dataclasses.replace(event, meta=meta, payload=payload)
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, str]]:
+    """A stored event's headers as pairs; any other shape is refused, never passed on."""
+    if isinstance(headers, list) and all(
+        isinstance(p, list | tuple) and len(p) == 2 and type(p[0]) is str and type(p[1]) is str
+        for p in headers
+    ):
+        return [(p[0], p[1]) for p in headers]
+    raise TapeError("an event's headers are not [name, value] pairs of strings")
