@@ -66,6 +66,12 @@ SECRETS = {
     "metadata.user_key": f"USERKEY{_RUN}",
     "response set-cookie": f"SETCOOKIE{_RUN}",
     "response token header": f"UPSTREAMTOKEN{_RUN}",
+    # Found by value: names that say nothing of a secret.
+    "bearer under a plain name": f"RELAYBEARER{_RUN}",
+    "key under a plain name": "sk-" + f"svcacct-RELAYKEY{_RUN}",
+    "client certificate": f"CLIENTCERT{_RUN}",
+    "key in a plain query value": "sk-" + f"admin-QUERYVALUEKEY{_RUN}",
+    "response bearer under a plain name": f"UPSTREAMBEARER{_RUN}",
 }
 USER_KEY = SECRETS["metadata.user_key"]
 HEADERS = {
@@ -73,11 +79,15 @@ HEADERS = {
     "X-Custom-Api-Key": SECRETS["custom api-key header"],
     "X-Session-Token": SECRETS["session token header"],
     "Cookie": f"sid={SECRETS['cookie']}",
+    "X-Relay": f"Bearer {SECRETS['bearer under a plain name']}",
+    "X-Origin": SECRETS["key under a plain name"],
+    "X-Client-Cert": SECRETS["client certificate"],
 }
 QUERY = {
     "token": SECRETS["token= query"],
     "sig": SECRETS["sig= query"],
     "api_key": SECRETS["api_key= query"],
+    "relay": SECRETS["key in a plain query value"],
 }
 PATHS = ["metadata.user_key"]
 TOOLS = [{"type": "code_interpreter", "container": {"type": "auto"}}]
@@ -111,6 +121,10 @@ class EchoAPI:
         headers = [
             (b"set-cookie", f"sid={SECRETS['response set-cookie']}; HttpOnly".encode()),
             (b"x-upstream-token", SECRETS["response token header"].encode()),
+            (
+                b"x-upstream-relay",
+                f"Bearer {SECRETS['response bearer under a plain name']}".encode(),
+            ),
         ]
         path: str = scope["path"]
         if scope["method"] == "GET" and path.startswith("/v1/responses/"):
