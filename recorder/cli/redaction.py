@@ -28,7 +28,8 @@ def redaction_options(func: F) -> F:
             multiple=True,
             metavar="NAME",
             help="Another header to redact (names holding key, token, secret, signature, "
-            "password, auth, session, cookie or credential already are).",
+            "password, auth, session, cookie, credential, bearer or cert already are, and "
+            "so are values starting with Bearer or Basic or holding an sk- key).",
         ),
         click.option(
             "--redact-json",
@@ -44,7 +45,8 @@ def redaction_options(func: F) -> F:
             multiple=True,
             metavar="NAME",
             help="A header or query parameter to store in clear although its name "
-            "looks secret (e.g. x-session-id).",
+            "looks secret (e.g. x-session-id); a value that looks like a credential "
+            "is redacted all the same.",
         ),
     ]
     for option in reversed(options):
