@@ -152,8 +152,8 @@ def looks_like_credential(value: str) -> bool:
 def query_pairs(query: str) -> list[tuple[str, str]]:
     """A query's (name, value) pairs, decoded, split at ``&`` and ``;`` as redaction splits it.
 
-    Replay matches queries so, so that a value redacted after a ``;`` is left
-    out of matching like any other.
+    Replay matches queries split this way, so that a value redacted after a
+    ``;`` is left out of matching like any other.
     """
     return [
         pair
@@ -223,7 +223,8 @@ class Redactor:
     # -- headers -------------------------------------------------------------
 
     def secret_header(self, name: str) -> bool:
-        """Whether the header ``name`` is a secret by its name (see also :meth:`secret_pair`)."""
+        """Whether the header ``name`` is a secret by its name (for values, see
+        :func:`looks_like_credential`)."""
         # Blanks around a name are no part of it for an HTTP server either.
         lowered = name.strip().lower()
         if lowered in self.headers:
