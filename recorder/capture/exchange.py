@@ -20,13 +20,27 @@ Guarantees:
   the ending is durably stored before the call returns, and any store failure
   raises :class:`~recorder.capture.sink.CaptureError` instead.
 * Every exchange ends with exactly one ``exchange_end`` carrying its outcome.
+* Bounded memory per exchange, whatever the server sends: a compressed body
+  is decoded at most 1 MiB at a time (the rest stays compressed until the
+  recorder asks for it; :meth:`ExchangeRecorder.wait_async` decodes it piece
+  by piece, letting the event loop run between pieces); an unfinished SSE
+  frame, and a JSON body held whole to be redacted, are never held past the
+  session's ``max_event_bytes``; a compressed body is decoded to at most
+  ``max_decoded_bytes``. Past a limit the recorder drops what it held and
+  stops recording the exchange: its ``exchange_end`` is ``interrupted``
+  with ``capture_gap`` details and a ``capture_gap`` event follows, while
+  the client still gets every byte (the transports hand chunks on whatever
+  the recorder does). In strict mode the limit raises
+  :class:`~recorder.capture.sink.CaptureError` instead, after recording the
+  same ending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -100,9 +114,12 @@ class ExchangeRecorder:
 
     __slots__ = (
         "_body",
+        "_decoded",
         "_decoder",
         "_ended",
         "_error_prefix",
+        "_pieces",
+        "_pieces_offset",
         "_response_id",
         "_seq",
         "_session",
@@ -134,6 +151,11 @@ class ExchangeRecorder:
         self._body = bytearray()
         self._error_prefix = bytearray()
         self._decoder: ContentDecoder | None = None
+        # The decoded pieces of the last compressed chunk not yet recorded
+        # (the decoder yields them lazily, at most 1 MiB each), and its offset.
+        self._pieces: Iterator[bytes] | None = None
+        self._pieces_offset = 0
+        self._decoded = 0
 
     @property
     def strict(self) -> bool:
@@ -174,12 +196,23 @@ class ExchangeRecorder:
     # -- waiting for the sink ---------------------------------------------------
 
     def wait(self) -> None:
-        """Block until the sink has room (after :meth:`feed` returned True)."""
-        self._sink.wait_for_room()
+        """After :meth:`feed` returned True: record what is left of the chunk, then
+        block until the sink has room."""
+        while self._pieces is not None:
+            self._decode_next()
+        if self._sink.congested:
+            self._sink.wait_for_room()
 
     async def wait_async(self) -> None:
-        """Await until the sink has room; the event loop runs on meanwhile."""
-        await self._sink.wait_for_room_async()
+        """:meth:`wait` for an event loop, which runs on between decoded pieces."""
+        while self._pieces is not None:
+            self._decode_next()
+            if self._pieces is not None:
+                # A small compressed chunk can decode to many MiB: let every
+                # other client's relay have the loop between two pieces.
+                await asyncio.sleep(0)
+        if self._sink.congested:
+            await self._sink.wait_for_room_async()
 
     # -- the request ---------------------------------------------------------
 
@@ -254,22 +287,115 @@ class ExchangeRecorder:
             return False
         try:
             offset = (arrived_ns or time.perf_counter_ns()) - self._t0
-            if self._decoder is not None:
-                chunk = b"".join(self._decoder.decode(chunk))
-            if self._streamed:
-                splitter = self._splitter
-                if not splitter.is_whole(chunk) or not self._simple_frame(chunk, offset):
-                    for frame in splitter.feed(chunk):
-                        self._frame(frame, offset)
-                if self._status >= 400 and len(self._error_prefix) < _ERROR_PREFIX:
-                    self._error_prefix += chunk[: _ERROR_PREFIX - len(self._error_prefix)]
+            if self._decoder is None:
+                self._take(chunk, offset)
             else:
-                self._body += chunk
-                if len(self._body) >= BODY_CHUNK:
-                    self._body_event(offset, final=False)
+                while self._pieces is not None:  # a caller that did not wait
+                    self._decode_next()
+                self._pieces = self._decoder.decode(chunk)
+                self._pieces_offset = offset
+                self._decode_next()
+                # Strict mode records a chunk before it is handed on: all of it now.
+                while self.strict and self._pieces is not None:
+                    self._decode_next()
         except Exception as exc:
             self._guard(exc)
-        return self._sink.congested
+        return self._pieces is not None or self._sink.congested
+
+    def _decode_next(self) -> None:
+        """Record the next decoded piece of the pending chunk (at most 1 MiB)."""
+        pieces = self._pieces
+        if pieces is None:
+            return
+        try:
+            piece = next(pieces, None)
+            if piece is None:
+                self._pieces = None
+                return
+            self._decoded += len(piece)
+            limit = self._session.max_decoded_bytes
+            if self._decoded > limit:
+                self._over_limit(f"the decoded body passed {limit} bytes")
+                return
+            self._take(piece, self._pieces_offset)
+        except Exception as exc:
+            self._pieces = None
+            self._guard(exc)
+
+    def _take(self, chunk: bytes, offset: int) -> None:
+        """Record ``chunk`` of the (decoded) body."""
+        if self._ended:
+            return
+        if self._streamed:
+            splitter = self._splitter
+            limit = self._session.max_event_bytes
+            if (
+                not splitter.is_whole(chunk)
+                or len(chunk) > limit
+                or not self._simple_frame(chunk, offset)
+            ):
+                for frame in splitter.feed(chunk):
+                    if len(frame.raw) > limit:
+                        self._over_limit(f"an SSE frame passed {limit} bytes")
+                        return
+                    self._frame(frame, offset)
+                if splitter.pending > limit:
+                    self._over_limit(f"an unfinished SSE frame passed {limit} bytes")
+                    return
+            if self._status >= 400 and len(self._error_prefix) < _ERROR_PREFIX:
+                self._error_prefix += chunk[: _ERROR_PREFIX - len(self._error_prefix)]
+        else:
+            self._body += chunk
+            if len(self._body) >= BODY_CHUNK:
+                self._body_event(offset, final=False)
+
+    def _over_limit(self, why: str) -> None:
+        """Stop recording this exchange, past a memory limit: a counted, visible gap.
+
+        What the recorder held is dropped at once; the client still gets the
+        rest of the response (the transport hands on every chunk), which
+        the log says it does not hold: the ending is ``interrupted`` with
+        ``capture_gap`` details, followed by a ``capture_gap`` event that
+        ``verify`` counts. Strict mode raises instead, after that ending.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        self._pieces = None
+        self._decoder = None
+        self._splitter = SSESplitter()
+        self._body = bytearray()
+        self._error_prefix = bytearray()
+        session = self._session
+        session._over_limit(self, why)
+        reason = f"recording stopped: {why}; the rest of the response was not recorded"
+        offset = time.perf_counter_ns() - self._t0
+        seq = self._seq
+        try:
+            self._submit(
+                end_event(
+                    session.id,
+                    self.id,
+                    seq,
+                    Outcome.INTERRUPTED,
+                    reason,
+                    at_ns=self._wall0 + offset,
+                    offset_ns=offset,
+                    details={"capture_gap": {"reason": why, "first_unrecorded_seq": seq}},
+                )
+            )
+            self._submit(
+                Event(
+                    session.id,
+                    EventKind.CAPTURE_GAP,
+                    None,
+                    meta={"exchange": self.id, "reason": reason, "first_lost_seq": seq},
+                )
+            )
+        finally:
+            session._ended(self)
+        if self.strict:
+            raise CaptureError(f"codetape cannot record this response: {reason}")
 
     def already_read(self, content: bytes) -> None:
         """The inner transport returned a response it had read itself (``content`` decoded)."""
@@ -338,8 +464,15 @@ class ExchangeRecorder:
         self._seq += 1
 
     def _body_event(self, offset: int, *, final: bool) -> None:
-        if not final and self._seq == 2 and self._session.redactor.holds_body(self._body):
-            return  # a JSON body to redact is stored whole (see Redactor.holds_body)
+        if self._seq == 2 and self._session.redactor.holds_body(self._body):
+            # A JSON body to redact is stored whole (see Redactor.holds_body),
+            # so it is held in memory whole: never past the event limit.
+            limit = self._session.max_event_bytes
+            if len(self._body) > limit:
+                self._over_limit(f"a JSON body held to be redacted passed {limit} bytes")
+                return
+            if not final:
+                return
         body = bytes(self._body)
         self._body.clear()
         if not self._error_prefix:
@@ -363,11 +496,16 @@ class ExchangeRecorder:
 
     def _drain(self, offset: int) -> None:
         """Whatever the splitter or decoder still holds, stored before the ending."""
-        if self._decoder is not None:
-            tail = b"".join(self._decoder.flush())
-            self._decoder = None
-            if tail:
-                self.feed(tail)
+        while self._pieces is not None:
+            self._decode_next()
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None and not self._ended:
+            self._pieces = decoder.flush()
+            self._pieces_offset = offset
+            while self._pieces is not None:
+                self._decode_next()
+        if self._ended:
+            return  # a limit stopped the recording meanwhile
         if self._streamed:
             for frame in self._splitter.flush():
                 if frame.cut:
@@ -405,6 +543,8 @@ class ExchangeRecorder:
             offset = time.perf_counter_ns() - self._t0
             if self._status:
                 self._drain(offset)
+                if self._ended:
+                    return  # a limit stopped the recording, with its own ending
             self._ended = True
             self._submit(
                 end_event(

@@ -23,6 +23,12 @@ Guarantees:
   and drains its sink when it exits.
 * Every exchange ends with exactly one ``exchange_end``; one still open when
   the session closes ends as interrupted.
+* Bounded memory per exchange: ``max_event_bytes`` bounds what one exchange's
+  recorder holds to build one event (an SSE frame, a JSON body kept whole to
+  be redacted), ``max_decoded_bytes`` how far a compressed body is decoded
+  for the log; an exchange past either stops being recorded, as a capture
+  gap counted in :attr:`CaptureStats.exchanges_over_limit` (see
+  :mod:`recorder.capture.exchange`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from recorder.store.store import EventStore
 from recorder.writer import DEFAULT_MAX_PENDING_BYTES
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_MAX_EVENT_BYTES",
     "BadMetadata",
     "CaptureError",
     "CaptureSession",
@@ -65,6 +73,13 @@ _ON_STORE_ERROR = ("log", "raise")
 WriterMode = Literal["auto", "thread", "process"]
 _WRITER_MODES = ("auto", "thread", "process")
 _SYNC_TIMEOUT = 30.0
+# The largest event the recorder holds whole. Above any real Responses API
+# event: the largest are frames that carry generated images in base64 (a
+# `response.completed` with several of them runs to a few MiB).
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+# How far one compressed body is decoded for the log: far above what the API
+# compresses (JSON bodies), far below what a small "compression bomb" expands to.
+DEFAULT_MAX_DECODED_BYTES = 256 * 1024 * 1024
 
 
 class BadMetadata(CodetapeError, ValueError):
@@ -84,6 +99,8 @@ class CaptureStats:
     store_errors: int
     recorder_errors: int
     last_error: str | None
+    exchanges_over_limit: int = 0
+    """Exchanges whose recording stopped at ``max_event_bytes`` or ``max_decoded_bytes``."""
 
 
 class CaptureSession:
@@ -106,6 +123,13 @@ class CaptureSession:
     (default: 50 ms in a writer thread; 250 ms in the recorder child, which
     stores whatever reached it even if this process dies, so its commits can
     be fewer and larger).
+
+    ``max_event_bytes`` (default 16 MiB): the most one exchange holds to
+    build one event, an SSE frame not yet ended or a JSON body kept whole to
+    be redacted; ``max_decoded_bytes`` (default 256 MiB): the most a
+    compressed body is decoded to for the log. Past either, the exchange's
+    recording stops as a capture gap (the client still gets the response;
+    strict mode raises :class:`CaptureError`).
     """
 
     def __init__(
@@ -123,7 +147,17 @@ class CaptureSession:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         repair_dead: bool = True,
         writer: WriterMode = "auto",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     ) -> None:
+        for option, value in (
+            ("max_event_bytes", max_event_bytes),
+            ("max_decoded_bytes", max_decoded_bytes),
+        ):
+            if value < 1:
+                raise ValueError(f"{option} must be >= 1, got {value}")
+        self.max_event_bytes = max_event_bytes
+        self.max_decoded_bytes = max_decoded_bytes
         if writer not in _WRITER_MODES:
             raise CodetapeError(f"writer must be one of {', '.join(_WRITER_MODES)}, not {writer!r}")
         if on_store_error not in _ON_STORE_ERROR:
@@ -149,6 +183,7 @@ class CaptureSession:
         self._open: dict[str, ExchangeRecorder] = {}
         self._exchanges = 0
         self._recorder_errors = 0
+        self._over_limits = 0
         options = {"flush_interval": flush_interval, "max_pending_bytes": max_pending_bytes}
         identity = writer_identity()
         self.sink: Sink
@@ -238,6 +273,11 @@ class CaptureSession:
             self._recorder_errors += 1
         log.warning("codetape: recording exchange %s failed: %r", x.id, exc)
 
+    def _over_limit(self, x: ExchangeRecorder, why: str) -> None:
+        with self._lock:
+            self._over_limits += 1
+        log.warning("codetape: recording of exchange %s stopped: %s", x.id, why)
+
     # -- fork ------------------------------------------------------------------
 
     def forked(self) -> None:
@@ -255,6 +295,7 @@ class CaptureSession:
         self._open = {}
         self._exchanges = 0
         self._recorder_errors = 0
+        self._over_limits = 0
         self.sink.forked()
 
     # -- lifecycle -----------------------------------------------------------
@@ -274,6 +315,7 @@ class CaptureSession:
                 store_errors=w.store_errors,
                 recorder_errors=self._recorder_errors + w.recorder_errors,
                 last_error=w.last_error,
+                exchanges_over_limit=self._over_limits,
             )
 
     def flush(self, timeout: float | None = None) -> bool:
