@@ -26,8 +26,19 @@ Guarantees:
   before it reaches the upstream.
 * Bounded memory per request: a request body is held whole (it is recorded
   and forwarded as one), so one larger than ``max_request_bytes`` is answered
-  413 as soon as its ``Content-Length`` or its received bytes say so, and is
-  neither forwarded nor recorded.
+  413 as soon as its ``Content-Length`` or its received bytes say so, and one
+  whose bytes stop for ``body_timeout`` seconds 408; neither is forwarded or
+  recorded (:mod:`recorder.http_limits`).
+* Bounded memory per response, whatever the upstream sends: the client gets
+  the upstream's bytes as they come, while the recorder holds at most the
+  session's ``max_event_bytes`` of one event (an SSE frame, a JSON body kept
+  to be redacted) and decodes a compressed body 1 MiB at a time, yielding the
+  event loop between pieces, and no further than ``max_decoded_bytes``; past
+  a limit, recording of that exchange stops as a capture gap and the relay
+  goes on (see :mod:`recorder.capture.exchange`).
+* :func:`run_proxy` closes connections that send no whole request head within
+  ``header_timeout`` and refuses those beyond ``max_connections``
+  (:func:`recorder.http_limits.server_config`).
 """
 
 from __future__ import annotations
@@ -42,8 +53,26 @@ from typing import Any
 
 import httpx2
 
-from recorder.capture.session import CaptureError, CaptureSession, OnStoreError, WriterMode
+from recorder.capture.session import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+    CaptureError,
+    CaptureSession,
+    OnStoreError,
+    WriterMode,
+)
 from recorder.capture.transport import AsyncRecordingTransport
+from recorder.http_limits import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_REQUEST_BYTES,
+    ServerLimits,
+    Stalled,
+    TooLarge,
+    ensure_open_files,
+    read_body,
+    refusal_headers,
+    server_config,
+)
 from recorder.redact import Redactor
 from recorder.store.engine import is_process_local
 from recorder.store.store import EventStore
@@ -74,14 +103,6 @@ _HOP_BY_HOP = frozenset(
 
 _CLIENT_GONE = "the client disconnected"
 
-# Larger than any Responses API request (its own limit, files included, is
-# well below this), small enough that a few concurrent ones fit in memory.
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-
-
-class _TooLarge(Exception):
-    """The request body is over the proxy's limit."""
-
 
 def _error_body(status: int, message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
@@ -98,10 +119,12 @@ class RecordingProxy:
         transport: httpx2.AsyncBaseTransport | None = None,
         timeout: httpx2.Timeout | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        body_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         if max_request_bytes < 0:
             raise ValueError(f"max_request_bytes must be >= 0, got {max_request_bytes}")
         self.max_request_bytes = max_request_bytes
+        self.body_timeout = body_timeout
         self.session = session
         self.upstream = parse_upstream(upstream)
         inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
@@ -116,10 +139,11 @@ class RecordingProxy:
         if scope["type"] != "http":
             return
         try:
-            body = await self._body(scope, receive)
-        except _TooLarge:
-            text = f"request body over the proxy's limit of {self.max_request_bytes} bytes"
-            await self._reply(send, 413, _error_body(413, text, "proxy_error"))
+            body = await read_body(scope, receive, self.max_request_bytes, self.body_timeout)
+        except (TooLarge, Stalled) as exc:
+            status = 413 if isinstance(exc, TooLarge) else 408
+            body = _error_body(status, str(exc), "proxy_error")
+            await self._reply(send, status, body, close=status == 408)
             return
         if body is None:
             return  # gone before its body was whole: nothing to forward, no one to answer
@@ -143,26 +167,6 @@ class RecordingProxy:
             await self._reply(send, 502, _error_body(502, text, "proxy_error"))
             return
         await self._relay(response, send, receive)
-
-    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole request body, or None if the client left before sending it."""
-        limit = self.max_request_bytes
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"content-length":
-                # A malformed length is the upstream's to judge; the count below still bounds it.
-                with contextlib.suppress(ValueError):
-                    if int(value) > limit:
-                        raise _TooLarge
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            if len(body) > limit:
-                raise _TooLarge
-            if not message.get("more_body"):
-                return bytes(body)
 
     def _upstream_request(self, scope: Scope, body: bytes) -> httpx2.Request:
         raw_target = scope.get("raw_path") or scope["path"].encode()
@@ -230,8 +234,11 @@ class RecordingProxy:
             await response.aclose()
 
     @staticmethod
-    async def _reply(send: Send, status: int, body: bytes) -> None:
-        headers = [(b"content-type", b"application/json")]
+    async def _reply(send: Send, status: int, body: bytes, close: bool = False) -> None:
+        # A stalled body: the connection is closed, not waited on. (A body over
+        # the limit is read on and dropped by the server: closing with its
+        # bytes unread would reset the connection before the client reads the 413.)
+        headers = refusal_headers() if close else [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -259,18 +266,26 @@ def run_proxy(
     redactor: Redactor | None = None,
     on_store_error: OnStoreError = "log",
     writer: WriterMode = "auto",
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    limits: ServerLimits | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> None:
     """Serve the proxy with uvicorn until interrupted; the session closes on exit.
 
     ``redactor`` replaces the default one (``redact_headers`` and
-    ``redact_json_paths`` then add nothing). Request bodies over
-    ``max_request_bytes`` are answered 413.
+    ``redact_json_paths`` then add nothing). ``limits`` bound what clients
+    may hold (request size, header timeout, connections; see
+    :mod:`recorder.http_limits`), ``max_event_bytes`` and
+    ``max_decoded_bytes`` what the recorder holds per exchange (see
+    :class:`~recorder.capture.session.CaptureSession`).
     """
     import click
     import uvicorn
 
-    parse_upstream(upstream)  # a bad --upstream is refused before a session is opened
+    limits = limits or ServerLimits()
+    # A bad --upstream or connection limit is refused before a session is opened.
+    parse_upstream(upstream)
+    ensure_open_files(limits, files_per_connection=2)  # the client's and the upstream's
     if writer == "auto" and not is_process_local(store.url):
         # One event loop relays every client's stream: the recording's work
         # goes to the recorder child, off the loop's interpreter.
@@ -285,16 +300,25 @@ def run_proxy(
         labels={"source": "proxy"},
         metadata={"upstream": upstream},
         writer=writer,
+        max_event_bytes=max_event_bytes,
+        max_decoded_bytes=max_decoded_bytes,
     )
     try:
-        app = RecordingProxy(capture, upstream, max_request_bytes=max_request_bytes)
+        app = RecordingProxy(
+            capture,
+            upstream,
+            max_request_bytes=limits.max_request_bytes,
+            body_timeout=limits.header_timeout,
+        )
         click.echo(
             f"recording proxy on http://{host}:{port} -> {upstream} "
             f"(session {session!r}, id {capture.id[:12]})",
             err=True,
         )
-        config = uvicorn.Config(
+        config = server_config(
             app,
+            limits,
+            files_per_connection=2,  # the client's connection and the upstream's
             host=host,
             port=port,
             log_level="warning",

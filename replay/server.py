@@ -19,6 +19,13 @@ Guarantees:
   connection; any other failure before a response (a connection error) as
   ``502``, since a server that accepted the connection cannot refuse it.
 * ``GET /__codetape__/status`` returns what was played and what was not.
+* Bounded clients (:mod:`recorder.http_limits`, shared with the recording
+  proxy): a request body larger than ``max_request_bytes`` is answered 413
+  as soon as its ``Content-Length`` or its received bytes say so, one that
+  stops arriving for ``body_timeout`` seconds 408, without being held whole;
+  under :class:`ReplayServer` and :func:`serve`, a connection that sends no
+  whole request head within the limits' ``header_timeout`` is closed, and
+  one beyond ``max_connections`` is answered 503 and closed.
 * :class:`ReplayServer` runs the app under uvicorn on a background thread
   (``port=0`` picks a free port) and stops it on :meth:`ReplayServer.close`;
   :func:`serve` runs it in the foreground (the ``codetape serve`` command).
@@ -42,6 +49,16 @@ from typing import Any, TextIO
 import httpx2
 import uvicorn
 
+from recorder.http_limits import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_REQUEST_BYTES,
+    ServerLimits,
+    Stalled,
+    TooLarge,
+    read_body,
+    refusal_headers,
+    server_config,
+)
 from replay.matching import Matcher, MatchOptions, NoMatch
 from replay.source import Exchange, Recording
 from replay.transport import Clock, Pace, Pacing, SystemClock, failure_class
@@ -91,7 +108,13 @@ class ReplayApp:
         speed: float = 1.0,
         clock: Clock | None = None,
         log: TextIO | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        body_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
+        if max_request_bytes < 0:
+            raise ValueError(f"max_request_bytes must be >= 0, got {max_request_bytes}")
+        self.max_request_bytes = max_request_bytes
+        self.body_timeout = body_timeout
         self.recording = recording
         self.matcher = Matcher(recording.exchanges, match, source=_shown_source(recording.source))
         self.pacing = Pacing(
@@ -119,12 +142,15 @@ class ReplayApp:
         if scope["type"] != "http":
             return  # lifespan is off; websockets are not served
         start = self.pacing.clock.now_ns()
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        try:
+            body = await read_body(scope, receive, self.max_request_bytes, self.body_timeout)
+        except (TooLarge, Stalled) as exc:
+            status = 413 if isinstance(exc, TooLarge) else 408
+            error = {"message": str(exc), "type": "codetape", "code": status}
+            await self._json(send, status, {"error": error}, close=status == 408)
+            return
+        if body is None:
+            return  # gone before its body was whole: no one to answer
         method: str = scope["method"]
         path = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string", b"")
@@ -134,7 +160,7 @@ class ReplayApp:
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         try:
-            exchange = self.matcher.match(method, f"http://replay{target}", headers, bytes(body))
+            exchange = self.matcher.match(method, f"http://replay{target}", headers, body)
         except NoMatch as exc:
             self._say(f"codetape: {exc}")
             await self._json(
@@ -189,19 +215,12 @@ class ReplayApp:
             if message["type"] == "http.disconnect":
                 return
 
-    async def _json(self, send: Send, status: int, value: Any) -> None:
+    async def _json(self, send: Send, status: int, value: Any, *, close: bool = False) -> None:
         data = json.dumps(value, ensure_ascii=False).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode()),
-                    (b"x-should-retry", b"false"),
-                ],
-            }
-        )
+        # A stalled body closes the connection (see recorder.http_limits.refusal_headers).
+        headers = refusal_headers() if close else [(b"content-type", b"application/json")]
+        headers += [(b"content-length", str(len(data)).encode()), (b"x-should-retry", b"false")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data, "more_body": False})
 
     def status(self) -> dict[str, Any]:
@@ -232,10 +251,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: ReplayApp) -> uvicorn.Config:
-    # h11 and no websockets/lifespan: nothing optional is imported, nothing to start up.
-    config = uvicorn.Config(
-        app, http="h11", ws="none", lifespan="off", log_level="warning", access_log=False
+def _config(app: ReplayApp, limits: ServerLimits) -> uvicorn.Config:
+    # h11 (guarded) and no websockets/lifespan: nothing optional is imported, nothing to start up.
+    config = server_config(
+        app, limits, ws="none", lifespan="off", log_level="warning", access_log=False
     )
     # After Config set up logging (it configures the uvicorn loggers).
     error_log = logging.getLogger("uvicorn.error")
@@ -248,8 +267,8 @@ class _Server(uvicorn.Server):
     """uvicorn for a :class:`ReplayApp`: Ctrl-C also ends the app's replayed silences,
     which uvicorn would otherwise wait for before it exits."""
 
-    def __init__(self, app: ReplayApp) -> None:
-        super().__init__(_config(app))
+    def __init__(self, app: ReplayApp, limits: ServerLimits | None = None) -> None:
+        super().__init__(_config(app, limits or ServerLimits(app.max_request_bytes)))
         self._app = app
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -260,12 +279,20 @@ class _Server(uvicorn.Server):
 class ReplayServer:
     """Run a :class:`ReplayApp` on a background thread; ``url`` is where it listens."""
 
-    def __init__(self, app: ReplayApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: ReplayApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limits: ServerLimits | None = None,
+    ) -> None:
         self.app = app
+        server = _Server(app, limits)  # first: it may refuse the limits before binding
         self._sock = _bind(host, port)
         bound = self._sock.getsockname()
         self.host, self.port = host, int(bound[1])
-        self._server = _Server(app)
+        self._server = server
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
@@ -310,8 +337,10 @@ def serve(
     port: int,
     *,
     out: TextIO = sys.stdout,
+    limits: ServerLimits | None = None,
 ) -> dict[str, Any]:
     """Serve in the foreground until interrupted; return the final status."""
+    server = _Server(app, limits)
     sock = _bind(host, port)
     try:
         bound = sock.getsockname()
@@ -325,7 +354,7 @@ def serve(
         )
         # uvicorn re-raises the Ctrl-C it handled; stopping is the normal way out.
         with contextlib.suppress(KeyboardInterrupt):
-            _Server(app).run(sockets=[sock])
+            server.run(sockets=[sock])
     finally:
         sock.close()
     return app.status()

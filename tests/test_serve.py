@@ -219,3 +219,38 @@ def test_the_announced_address_accepts_connections_before_the_server_runs() -> N
             pass
     finally:
         sock.close()
+
+
+def test_request_bodies_over_the_limit_are_refused_without_being_held() -> None:
+    app = ReplayApp(load_tape(STREAM), max_request_bytes=1_000)
+    with ReplayServer(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
+        declared = http.post("/v1/responses", content=b"x" * 1_001)
+        counted = http.post("/v1/responses", content=iter([b"x" * 600, b"x" * 600]))
+    for refused in (declared, counted):
+        assert refused.status_code == 413
+        assert "limit of 1000 bytes" in refused.json()["error"]["message"]
+    assert app.status()["played"] == 0
+
+
+def test_stalled_bodies_and_heads_are_cut_off() -> None:
+    from recorder.http_limits import ServerLimits
+
+    app = ReplayApp(load_tape(STREAM), body_timeout=0.5)
+    limits = ServerLimits(header_timeout=0.5, max_connections=2)
+    with ReplayServer(app, limits=limits) as server:
+        address = ("127.0.0.1", server.port)
+        with socket.create_connection(address, timeout=30) as stalled:
+            stalled.sendall(
+                b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nab"
+            )
+            assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+        with socket.create_connection(address, timeout=30) as headless:
+            headless.sendall(b"POST /v1/responses HTTP/1.1\r\n")
+            assert headless.recv(100) == b""  # closed (the 30 s only keeps a failure from hanging)
+        held = [socket.create_connection(address, timeout=30) for _ in range(2)]
+        try:
+            with socket.create_connection(address, timeout=30) as surplus:
+                assert surplus.recv(100).startswith(b"HTTP/1.1 503")
+        finally:
+            for s in held:
+                s.close()

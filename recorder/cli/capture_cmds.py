@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from recorder.cli.app import db_option, emit_json, json_option, listen_option, main, open_store
+from recorder.cli.limits import server_limit_options, size_option
 from recorder.cli.redaction import redaction_options, redactor_from
 
 if TYPE_CHECKING:
     from recorder.capture.session import WriterMode
+    from recorder.http_limits import ServerLimits
 
 
 @main.command("repair")
@@ -62,29 +64,6 @@ def repair_cmd(sessions: tuple[str, ...], force: bool, db: str | None, as_json: 
     )
 
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 1000,
-    "kib": 1024,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-
-
-def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    text = value.strip().lower().replace(" ", "")
-    digits = len(text) - len(text.lstrip("0123456789"))
-    number, unit = text[:digits], text[digits:]
-    if not number or unit not in _SIZE_UNITS:
-        raise click.BadParameter(
-            f"wants a size such as 64MiB, 500kB or 1048576 (bytes), got {value!r}", ctx, param
-        )
-    return int(number) * _SIZE_UNITS[unit]
-
-
 @main.command("proxy")
 @listen_option("127.0.0.1:8787")
 @click.option(
@@ -96,15 +75,24 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--session", "session_name", default="proxy", show_default=True, help="Session name.")
 @redaction_options
 @click.option("--strict", is_flag=True, help="Refuse to forward what cannot be stored.")
-@click.option(
-    "--max-request-size",
-    "max_request_bytes",
-    default="64MiB",
-    show_default=True,
-    metavar="SIZE",
-    callback=_parse_size,
-    help="Answer 413, forwarding and recording nothing, to a request whose body is larger "
-    "(bodies are held whole in memory; units B, kB, KiB, MB, MiB, GB, GiB).",
+@server_limit_options
+@size_option(
+    "--max-event-size",
+    "max_event_bytes",
+    "16MiB",
+    "The most the recorder holds of one response event: an SSE frame not yet ended, or a "
+    "JSON body kept whole for --redact-json. A response with a larger one is still relayed "
+    "whole; its recording stops there, as a capture gap (with --strict, the response is "
+    "cut off instead).",
+    minimum=1,
+)
+@size_option(
+    "--max-decoded-size",
+    "max_decoded_bytes",
+    "256MiB",
+    "The most a compressed response body is decoded to for the recording (the client gets "
+    "it as sent); past it, its recording stops as a capture gap.",
+    minimum=1,
 )
 @click.option(
     "--writer",
@@ -123,7 +111,9 @@ def proxy_cmd(
     redact_json_paths: tuple[str, ...],
     keep: tuple[str, ...],
     strict: bool,
-    max_request_bytes: int,
+    limits: ServerLimits,
+    max_event_bytes: int,
+    max_decoded_bytes: int,
     writer: str,
     db: str | None,
 ) -> None:
@@ -145,5 +135,7 @@ def proxy_cmd(
             redactor=redactor_from(redact_headers, redact_json_paths, keep),
             on_store_error="raise" if strict else "log",
             writer=cast("WriterMode", writer),
-            max_request_bytes=max_request_bytes,
+            limits=limits,
+            max_event_bytes=max_event_bytes,
+            max_decoded_bytes=max_decoded_bytes,
         )

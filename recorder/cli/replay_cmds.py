@@ -7,10 +7,15 @@ raise :class:`~recorder.errors.CodetapeError` (one line, exit status 1).
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from recorder.cli.app import db_option, emit_json, json_option, listen_option, main
+from recorder.cli.limits import server_limit_options
+
+if TYPE_CHECKING:
+    from recorder.http_limits import ServerLimits
 
 __all__ = ["diff_cmd", "serve_cmd"]
 
@@ -35,6 +40,7 @@ __all__ = ["diff_cmd", "serve_cmd"]
 )
 @click.option("--allow-repeats", is_flag=True, help="Serve a played exchange again.")
 @click.option("--quiet", is_flag=True, help="Do not log each request.")
+@server_limit_options
 @db_option
 def serve_cmd(
     source: str,
@@ -44,6 +50,7 @@ def serve_cmd(
     ignore_fields: tuple[str, ...],
     allow_repeats: bool,
     quiet: bool,
+    limits: ServerLimits,
     db: str | None,
 ) -> None:
     """Replay a tape or session over HTTP: point any client's base_url at it.
@@ -62,8 +69,10 @@ def serve_cmd(
         pace=pace,
         speed=speed,
         log=None if quiet else sys.stderr,
+        max_request_bytes=limits.max_request_bytes,
+        body_timeout=limits.header_timeout,
     )
-    status = serve(app, host, port)
+    status = serve(app, host, port, limits=limits)
     unplayed = status["unplayed"]
     click.echo(
         f"codetape: played {status['played']} of {status['exchanges']} exchanges"
