@@ -23,6 +23,10 @@ so a client cannot hold more of the server than these say:
   out of file descriptors; here the count is of open connections, and the
   process's open-file limit is raised (within its hard limit) to fit them,
   or the server refuses to start.
+* Listening: :func:`listening_socket` binds and listens before a server
+  does anything else, so an address in use or a bad host is one clear
+  error before any work starts, and port 0 resolves to the port the
+  system picked, which the servers print.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +52,7 @@ __all__ = [
     "Stalled",
     "TooLarge",
     "ensure_open_files",
+    "listening_socket",
     "read_body",
     "refusal_headers",
     "server_config",
@@ -127,6 +133,23 @@ async def read_body(
             raise TooLarge(limit)
         if not message.get("more_body"):
             return bytes(body)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening; :class:`CodetapeError` if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CodetapeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    # Listen now: the banner giving the address is printed before uvicorn
+    # starts, and a client that connects in between must queue, not be refused.
+    sock.listen(socket.SOMAXCONN)
+    sock.set_inheritable(True)
+    return sock
 
 
 def refusal_headers(content_type: bytes = b"application/json") -> list[tuple[bytes, bytes]]:

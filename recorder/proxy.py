@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -69,6 +70,7 @@ from recorder.http_limits import (
     Stalled,
     TooLarge,
     ensure_open_files,
+    listening_socket,
     read_body,
     refusal_headers,
     server_config,
@@ -290,47 +292,54 @@ def run_proxy(
         # One event loop relays every client's stream: the recording's work
         # goes to the recorder child, off the loop's interpreter.
         writer = "process"
-    capture = CaptureSession(
-        store,
-        session,
-        redactor=redactor,
-        redact_headers=redact_headers,
-        redact_json_paths=redact_json_paths,
-        on_store_error=on_store_error,
-        labels={"source": "proxy"},
-        metadata={"upstream": upstream},
-        writer=writer,
-        max_event_bytes=max_event_bytes,
-        max_decoded_bytes=max_decoded_bytes,
-    )
+    # Bound before the session opens: an address in use is one clear error,
+    # with nothing recorded (a session, once in the log, stays there).
+    sock = listening_socket(host, port)
+    port = sock.getsockname()[1]
     try:
-        app = RecordingProxy(
-            capture,
-            upstream,
-            max_request_bytes=limits.max_request_bytes,
-            body_timeout=limits.header_timeout,
+        capture = CaptureSession(
+            store,
+            session,
+            redactor=redactor,
+            redact_headers=redact_headers,
+            redact_json_paths=redact_json_paths,
+            on_store_error=on_store_error,
+            labels={"source": "proxy"},
+            metadata={"upstream": upstream},
+            writer=writer,
+            max_event_bytes=max_event_bytes,
+            max_decoded_bytes=max_decoded_bytes,
         )
-        click.echo(
-            f"recording proxy on http://{host}:{port} -> {upstream} "
-            f"(session {session!r}, id {capture.id[:12]})",
-            err=True,
-        )
-        config = server_config(
-            app,
-            limits,
-            files_per_connection=2,  # the client's connection and the upstream's
-            host=host,
-            port=port,
-            log_level="warning",
-            server_header=False,
-            date_header=False,
-        )
-        _serve_until_stopped(uvicorn.Server(config))
+        try:
+            app = RecordingProxy(
+                capture,
+                upstream,
+                max_request_bytes=limits.max_request_bytes,
+                body_timeout=limits.header_timeout,
+            )
+            click.echo(
+                f"recording proxy on http://{host}:{port} -> {upstream} "
+                f"(session {session!r}, id {capture.id[:12]})",
+                err=True,
+            )
+            config = server_config(
+                app,
+                limits,
+                files_per_connection=2,  # the client's connection and the upstream's
+                host=host,
+                port=port,
+                log_level="warning",
+                server_header=False,
+                date_header=False,
+            )
+            _serve_until_stopped(uvicorn.Server(config), sock)
+        finally:
+            capture.close()
     finally:
-        capture.close()
+        sock.close()
 
 
-def _serve_until_stopped(server: Any) -> None:
+def _serve_until_stopped(server: Any, sock: socket.socket) -> None:
     """Run uvicorn; Ctrl-C or SIGTERM stop it cleanly, so the session gets closed.
 
     uvicorn re-raises the signal it caught once it has shut down; with the
@@ -344,7 +353,7 @@ def _serve_until_stopped(server: Any) -> None:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:

@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -55,6 +54,7 @@ from recorder.http_limits import (
     ServerLimits,
     Stalled,
     TooLarge,
+    listening_socket,
     read_body,
     refusal_headers,
     server_config,
@@ -233,24 +233,6 @@ class ReplayApp:
         }
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        from recorder.errors import CodetapeError
-
-        raise CodetapeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    # Listen now: the banner giving the address is printed before uvicorn
-    # starts, and a client that connects in between must queue, not be refused.
-    sock.listen(socket.SOMAXCONN)
-    sock.set_inheritable(True)
-    return sock
-
-
 def _config(app: ReplayApp, limits: ServerLimits) -> uvicorn.Config:
     # h11 (guarded) and no websockets/lifespan: nothing optional is imported, nothing to start up.
     config = server_config(
@@ -289,7 +271,7 @@ class ReplayServer:
     ) -> None:
         self.app = app
         server = _Server(app, limits)  # first: it may refuse the limits before binding
-        self._sock = _bind(host, port)
+        self._sock = listening_socket(host, port)
         bound = self._sock.getsockname()
         self.host, self.port = host, int(bound[1])
         self._server = server
@@ -341,7 +323,7 @@ def serve(
 ) -> dict[str, Any]:
     """Serve in the foreground until interrupted; return the final status."""
     server = _Server(app, limits)
-    sock = _bind(host, port)
+    sock = listening_socket(host, port)
     try:
         bound = sock.getsockname()
         shown = f"[{host}]" if ":" in host else host

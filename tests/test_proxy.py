@@ -166,3 +166,81 @@ def test_codetape_proxy_command_records_until_stopped(sqlite_url: str) -> None:
         assert session.closed
         [x] = store.exchanges(session.id)
         assert x.outcome == "completed" and x.sse_events == 491
+
+
+def test_an_address_in_use_is_one_error_and_records_nothing(sqlite_url: str) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+
+    migrate.upgrade(sqlite_url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            main,
+            [
+                "proxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--db",
+                sqlite_url,
+            ],
+        )
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    with EventStore.open(sqlite_url) as store:
+        assert store.sessions() == []
+
+
+@pytest.mark.slow
+def test_port_0_prints_the_port_the_proxy_listens_on(sqlite_url: str) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    migrate.upgrade(sqlite_url)
+    upstream = Upstream(load_tape(CI_STREAM))
+    with serve(upstream) as upstream_url:
+        proxy = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from recorder.cli import main; main()",
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream_url,
+                "--session",
+                "port-0",
+                "--db",
+                sqlite_url,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proxy.stderr is not None
+            banner = proxy.stderr.readline()
+            found = re.match(r"recording proxy on http://127\.0\.0\.1:(\d+) ", banner)
+            assert found, banner
+            port = int(found.group(1))
+            assert port != 0
+            base = f"http://127.0.0.1:{port}/v1"
+            with openai.OpenAI(api_key=KEY, base_url=base, max_retries=0) as client:
+                count = sum(1 for _ in client.responses.create(model="m", input="x", stream=True))
+        finally:
+            os.kill(proxy.pid, signal.SIGTERM)
+            _, err = proxy.communicate(timeout=60)
+    assert proxy.returncode == 0, err
+    assert count == 491

@@ -209,11 +209,11 @@ def test_broken_off_and_unanswered_exchanges_fail_as_they_did() -> None:
 
 
 def test_the_announced_address_accepts_connections_before_the_server_runs() -> None:
-    # serve() prints the address once bound, before uvicorn starts: a client
-    # connecting in between (a loaded CI machine) must queue, not be refused.
-    from replay.server import _bind
+    # serve() and proxy print the address once bound, before uvicorn starts: a
+    # client connecting in between (a loaded CI machine) must queue, not be refused.
+    from recorder.http_limits import listening_socket
 
-    sock = _bind("127.0.0.1", 0)
+    sock = listening_socket("127.0.0.1", 0)
     try:
         with socket.create_connection(sock.getsockname()[:2], timeout=5):
             pass
