@@ -127,7 +127,7 @@ def test_no_schema_state_ends_in_a_traceback(db_url: str) -> None:
     with engine.begin() as conn:  # two heads at once: no codetape ever writes that
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001_event_log')"))
     engine.dispose()
-    for args in (("db", "current"), ("db", "upgrade"), ("demo",)):
+    for args in (("db", "current"), ("db", "upgrade"), ("demo",), ("sessions",)):
         one_error_line(run(*args, "--db", db_url), "several schema revisions")
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:

@@ -246,7 +246,7 @@ def test_demo_on_the_embedded_database_twice(
 
 
 def test_demo_with_db(
-    db_url: str,
+    migrated_db_url: str,
     offline: Offline,
     no_network_env: None,
     tmp_path: Path,
@@ -255,7 +255,7 @@ def test_demo_with_db(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     report = tmp_path / "out" / "demo.html"
     result = CliRunner().invoke(
-        main, ["demo", "--db", db_url, "--report", str(report)], catch_exceptions=False
+        main, ["demo", "--db", migrated_db_url, "--report", str(report)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     assert report.read_text(encoding="utf-8").startswith("<!doctype html>")
@@ -263,7 +263,7 @@ def test_demo_with_db(
     assert "image (89 KB data URL)" in result.output
     assert "active" in result.output
     assert [str(r.url) for r in offline.requests] == [TAPE_URL]
-    with EventStore.open(db_url) as store:
+    with EventStore.open(migrated_db_url) as store:
         (session,) = store.sessions()
         assert session.labels == DEMO_LABELS
         assert sse_bytes(store.session_events(session.id)) == sse_bytes(tape_events())
@@ -277,11 +277,31 @@ def test_demo_ignores_network_settings(
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    migrate.upgrade(sqlite_url)
     result = CliRunner().invoke(main, ["demo", "--db", sqlite_url], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (request,) = offline.requests
     assert str(request.url) == TAPE_URL
     assert request.headers["authorization"] == "Bearer demo-no-key"
+
+
+def test_demo_sets_up_no_database_but_the_embedded_one(
+    tmp_path: Path, offline: Offline, no_network_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explicit database is refused as by every command: not created, not migrated."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    mistyped = f"sqlite:///{tmp_path / 'typo' / 'dir' / 'mistyped.db'}"
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(old, "0004_no_replace")
+    for url in (mistyped, old):
+        demo = CliRunner().invoke(main, ["demo", "--db", url])
+        sessions = CliRunner().invoke(main, ["sessions", "--db", url])
+        assert demo.exit_code == sessions.exit_code == 1, demo.output
+        assert demo.stderr == sessions.stderr
+        assert demo.stderr.startswith("Error: ") and "codetape db upgrade --db" in demo.stderr
+    assert not (tmp_path / "typo").exists()
+    assert migrate.current_revision(old) == "0004_no_replace"
+    assert offline.requests == []
 
 
 @pytest.mark.slow

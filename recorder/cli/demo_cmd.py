@@ -122,7 +122,9 @@ def demo(report_file: Path | None, db: str | None) -> None:
 
     The openai SDK records it: its transport is the recorder wrapped around a
     replay of the bundled tape. Running the demo again reuses the session
-    recorded the first time (another --db records afresh).
+    recorded the first time (another --db records afresh). The embedded default
+    database is created on first use; any other is set up with `codetape db
+    upgrade` first, as for every command.
     """
     from recorder import projections as P
     from recorder.demo import DEMO_API_KEY, DEMO_SESSION_NAME, demo_tape_path, record
@@ -130,7 +132,9 @@ def demo(report_file: Path | None, db: str | None) -> None:
     from recorder.store.engine import describe_url
     from recorder.store.store import EventStore
 
-    with EventStore.open(db, upgrade=True) as store:
+    # Like every command: only the embedded default is set up here (a mistyped
+    # --db path or an older schema is refused, not created or migrated).
+    with EventStore.open(db) as store:
         get_console().rule(f"[bold]codetape demo[/bold] · {DEMO_SESSION_NAME}")
         get_console().rule("0. recording  (codetape.record + ReplayTransport)")
         live = _LiveEvents(

@@ -109,14 +109,19 @@ def _check_target(action: str, revision: str) -> None:
         ) from None
 
 
+def several_revisions(url: str) -> StoreError:
+    """The error for a database whose ``alembic_version`` holds several rows."""
+    return StoreError(
+        f"the database at {describe_url(url)} records several schema revisions at once, "
+        "which codetape never writes: it is not a codetape database"
+    )
+
+
 def _current(url: str, connection: Connection) -> str | None:
     try:
         return MigrationContext.configure(connection).get_current_revision()
     except CommandError:  # several rows in alembic_version: not a codetape history
-        raise StoreError(
-            f"the database at {describe_url(url)} records several schema revisions at once, "
-            "which codetape never writes: it is not a codetape database"
-        ) from None
+        raise several_revisions(url) from None
 
 
 def _run(url: str, action: str, revision: str) -> None:

@@ -101,9 +101,9 @@ def _sqlite_sessions(url: str, path: str, timeout: float) -> list[SessionInfo] |
     try:
         # One read transaction, as the store's connection reads in one.
         conn.execute("BEGIN")
-        version = conn.execute(_VERSION_SQL).fetchone()
-        if version is None or version[0] != SCHEMA_REVISION:
-            return None
+        versions = conn.execute(_VERSION_SQL).fetchall()
+        if [v[0] for v in versions] != [SCHEMA_REVISION]:
+            return None  # the store says what is wrong
 
         def run(sql: str) -> Rows:
             return conn.execute(sql).fetchall()
@@ -135,9 +135,8 @@ def _postgres_sessions(url: str) -> list[SessionInfo] | None:
     try:
         with conn.cursor() as cursor:
             cursor.execute(_VERSION_SQL)
-            version = cursor.fetchone()
-            if version is None or version[0] != SCHEMA_REVISION:
-                return None
+            if [v[0] for v in cursor.fetchall()] != [SCHEMA_REVISION]:
+                return None  # the store says what is wrong
 
             def run(sql: str) -> Rows:
                 cursor.execute(sql)

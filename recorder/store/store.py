@@ -148,9 +148,15 @@ class EventStore:
         """
         where = describe_url(self.url)
         with translate_errors(self.url), self.engine.connect() as conn:
-            version = None
+            versions: list[str] = []
             if sa.inspect(conn).has_table("alembic_version"):
-                version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+                versions = [str(row[0]) for row in rows]
+        if len(versions) > 1:
+            from recorder.store import migrate
+
+            raise migrate.several_revisions(self.url)
+        version = versions[0] if versions else None
         if version == SCHEMA_REVISION:
             return
         if is_process_local(self.url):
