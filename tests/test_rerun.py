@@ -11,6 +11,7 @@ original ran code (a changed tool call), and an HTTP 400 (an error).
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from fake_upstream import Scripted, Upstream, json_response, load_tape, serve
 
 from recorder import record
 from recorder.cli import main
-from recorder.rerun import BEHAVIOUR, IDENTICAL, OUTPUT, RerunError, rerun
+from recorder.rerun import BEHAVIOUR, IDENTICAL, NOT_COMPARED, OUTPUT, RerunError, rerun
 from recorder.store import EventStore
 
 TAPE = "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
@@ -308,12 +309,58 @@ def test_unreachable_endpoint_and_missing_key(store: EventStore) -> None:
         transport=httpx2.MockTransport(refuse),
     )
     # The first request failed to connect (recorded); the others were not sent, and say so.
-    assert [x.verdict for x in result.exchanges] == [BEHAVIOUR] * 3
+    # None of them says anything about the model: not compared, not a change of behaviour.
+    assert [x.verdict for x in result.exchanges] == [NOT_COMPARED] * 3
     assert result.exchanges[0].new is not None
     assert result.exchanges[0].new.outcome == "transport_error"
     assert result.exchanges[1].new is None
     assert any("not sent: the endpoint was unreachable" in n for n in result.exchanges[2].notes)
     assert any("could not reach the endpoint" in n for n in result.notes)
+    assert (result.unreachable or "").startswith("APIConnectionError")
+    summary = result.summary()
+    assert (summary[BEHAVIOUR], summary[NOT_COMPARED]) == (0, 3)
+    assert result.recorded() == (
+        "1 request(s) that could not reach the endpoint (recorded as a transport error)"
+    )
+    text = result.render()
+    assert "0 changed behaviour, 3 not compared" in text
+    assert f"recorded: session {result.rerun.name!r}" in text
+    # The attempt stays in the log, a true record of it.
+    (x,) = store.exchanges(result.rerun.id)
+    assert x.outcome == "transport_error"
+    with pytest.raises(RerunError, match="model is empty"):
+        rerun(store, "migration original", model=" ", api_key="k")
+
+
+def test_cli_rerun_unreachable_fails_and_an_empty_model_is_refused(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with EventStore.open(migrated_db_url) as store:
+        record_original(store)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    args = ["rerun", "migration original", "--db", migrated_db_url]
+    empty = CliRunner().invoke(main, [*args, "--model", ""])
+    assert empty.exit_code == 2
+    assert "Invalid value for '--model': is empty" in empty.stderr
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(main, [*args, "--model", "m", "--upstream", dead, *extra])
+        assert result.exit_code == 1, result.output
+        assert "could not be reached" in result.stderr
+        if extra:
+            doc = json.loads(result.stdout)
+            assert doc["summary"][NOT_COMPARED] == 3 and doc["summary"][BEHAVIOUR] == 0
+            assert doc["unreachable"]
+        else:
+            assert "0 changed behaviour, 3 not compared" in result.stdout
+    with EventStore.open(migrated_db_url) as store:
+        attempts = [s for s in store.sessions() if s.labels.get("rerun_of")]
+        assert len(attempts) == 2  # each attempt recorded once, with its one failed request
+        assert [x.outcome for s in attempts for x in store.exchanges(s.id)] == [
+            "transport_error"
+        ] * 2
 
 
 def test_cli_rerun(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

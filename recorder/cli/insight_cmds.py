@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from recorder.cli.app import console, db_option, emit_json, json_option, main, open_store
+from recorder.cli.app import (
+    CliError,
+    console,
+    db_option,
+    emit_json,
+    json_option,
+    main,
+    open_store,
+)
 from recorder.cli.render import note_behind
 from recorder.errors import CodetapeError
 
@@ -213,9 +221,17 @@ def _field(value: str) -> tuple[str, Any]:
     return name, parsed
 
 
+def _model(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("is empty: name the model every request is sent with")
+    return value
+
+
 @main.command("rerun")
 @click.argument("session")
-@click.option("--model", required=True, help="The model every request is sent with.")
+@click.option(
+    "--model", required=True, callback=_model, help="The model every request is sent with."
+)
 @click.option(
     "--upstream",
     metavar="URL",
@@ -247,8 +263,10 @@ def rerun_cmd(
     endpoint, recording a new session; then compare the two call by call.
 
     The API key is $OPENAI_API_KEY, as for the openai SDK; it is never stored.
+    An endpoint that cannot be reached ends the rerun with exit status 1: the
+    attempt stays recorded, and the requests it did not reach are not compared.
     """
-    from recorder.rerun import rerun
+    from recorder.rerun import NOT_COMPARED, rerun
 
     overrides = dict(_field(f) for f in fields)
     with open_store(db) as store:
@@ -257,5 +275,12 @@ def rerun_cmd(
         )
     if as_json:
         emit_json(result.to_json())
-        return
-    click.echo(result.render())
+    else:
+        click.echo(result.render())
+    if result.unreachable is not None:
+        unjudged = result.summary()[NOT_COMPARED]
+        raise CliError(
+            f"the endpoint could not be reached ({result.unreachable}): {unjudged} of "
+            f"{len(result.exchanges)} request(s) not compared; the attempt is recorded "
+            f"as session {result.rerun.id}"
+        )

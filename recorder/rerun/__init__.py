@@ -14,8 +14,10 @@ Guarantees:
   it, like every ``Authorization`` header, out of the log.
 * An error from the endpoint (HTTP or mid-stream) is recorded and compared
   like any answer, and the rerun goes on; a request that cannot reach the
-  endpoint is recorded as a transport error, and so is every one after it
-  (it is not sent: a dead endpoint is not retried once per request).
+  endpoint is recorded as a transport error, and the ones after it are not
+  sent (a dead endpoint is not retried once per request). Neither is judged
+  a change of behaviour: their verdict is ``not compared``, and
+  :attr:`RerunResult.unreachable` says why.
 * :func:`compare_sessions` compares two sessions of the same requests,
   paired in order (see :mod:`recorder.rerun.compare` for the verdicts); the
   rerun's result is that comparison plus the notes of what was rewritten.
@@ -35,6 +37,7 @@ from recorder.redact import Redactor
 from recorder.rerun.compare import (
     BEHAVIOUR,
     IDENTICAL,
+    NOT_COMPARED,
     OUTPUT,
     CallComparison,
     ExchangeComparison,
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BEHAVIOUR",
     "IDENTICAL",
+    "NOT_COMPARED",
     "OUTPUT",
     "CallComparison",
     "ExchangeComparison",
@@ -74,9 +78,25 @@ class RerunResult:
     model: str
     exchanges: list[ExchangeComparison]
     notes: list[str] = field(default_factory=list)
+    unreachable: str | None = None
+    """Why the endpoint could not be reached, when a request could not be sent."""
+
+    def recorded(self) -> str:
+        """What the rerun's session holds, in words."""
+        sent = [x for x in self.exchanges if x.new is not None]
+        failed = sum(x.new.outcome == "transport_error" for x in sent if x.new is not None)
+        answered = len(sent) - failed
+        parts = [f"{answered} answered request(s)"] if answered or not failed else []
+        if failed:
+            parts.append(
+                f"{failed} {'that' if parts else 'request(s) that'} could not reach the endpoint "
+                "(recorded as a transport error)"
+            )
+        return " and ".join(parts)
 
     def summary(self) -> dict[str, Any]:
         verdicts = Counter(x.verdict for x in self.exchanges)
+        judged = [x for x in self.exchanges if x.verdict != NOT_COMPARED]
 
         def total(side: str) -> dict[str, Any]:
             tokens = {"input_tokens": 0, "output_tokens": 0}
@@ -84,7 +104,7 @@ class RerunResult:
             unknown = 0
             latency: int | None = 0
             calls = 0
-            for x in self.exchanges:
+            for x in judged:  # both sides of the same exchanges, like with like
                 view = x.old if side == "original" else x.new
                 if view is None:
                     continue
@@ -115,6 +135,7 @@ class RerunResult:
             IDENTICAL: verdicts.get(IDENTICAL, 0),
             OUTPUT: verdicts.get(OUTPUT, 0),
             BEHAVIOUR: verdicts.get(BEHAVIOUR, 0),
+            NOT_COMPARED: verdicts.get(NOT_COMPARED, 0),
             "original": total("original"),
             "rerun": total("rerun"),
         }
@@ -127,6 +148,7 @@ class RerunResult:
             "summary": self.summary(),
             "exchanges": [x.to_json() for x in self.exchanges],
             "notes": self.notes,
+            "unreachable": self.unreachable,
         }
 
     def render(self) -> str:
@@ -148,18 +170,27 @@ class RerunResult:
         def ms(v: float | None) -> str:
             return duration(None if v is None else int(v * 1e6))
 
+        unjudged = ""
+        if s[NOT_COMPARED]:
+            unjudged = f", {s[NOT_COMPARED]} not compared (never reached the endpoint)"
         lines.append(
             f"summary: {s['exchanges']} exchange(s): {s[IDENTICAL]} identical, {s[OUTPUT]} "
-            f"changed output, {s[BEHAVIOUR]} changed behaviour"
+            f"changed output, {s[BEHAVIOUR]} changed behaviour{unjudged}"
         )
-        lines.append(
-            f"  tokens in/out {o['input_tokens']}/{o['output_tokens']} → "
-            f"{r['input_tokens']}/{r['output_tokens']}; cost {dollars(o)} → "
-            f"{dollars(r)}; latency {ms(o['latency_ms'])} → {ms(r['latency_ms'])}; "
-            f"code interpreter calls {o['code_interpreter_calls']} → "
-            f"{r['code_interpreter_calls']}"
-        )
+        if s[NOT_COMPARED] < s["exchanges"]:
+            lines.append(
+                f"  tokens in/out {o['input_tokens']}/{o['output_tokens']} → "
+                f"{r['input_tokens']}/{r['output_tokens']}; cost {dollars(o)} → "
+                f"{dollars(r)}; latency {ms(o['latency_ms'])} → {ms(r['latency_ms'])}; "
+                f"code interpreter calls {o['code_interpreter_calls']} → "
+                f"{r['code_interpreter_calls']}"
+            )
         lines.extend(f"note: {n}" for n in self.notes)
+        if self.unreachable is not None:
+            lines.append(
+                f"recorded: session {self.rerun.name!r} ({self.rerun.id[:8]}) holds "
+                f"{self.recorded()}"
+            )
         return "\n".join(lines)
 
 
@@ -170,11 +201,14 @@ def compare_sessions(
     *,
     issued: list[Issued] | None = None,
     model: str = "",
+    unreached: set[str] | None = None,
 ) -> RerunResult:
     """Compare two sessions of the same requests, exchange by exchange, in order.
 
     ``issued`` (from :func:`rerun`) says which original exchanges were sent;
     without it every original exchange is paired with the next rerun one.
+    ``unreached``: ids of the original exchanges whose rerun never reached the
+    endpoint (``not compared``).
     """
     from recorder.report.gather import gather
 
@@ -188,7 +222,11 @@ def compare_sessions(
         notes = item.notes if item is not None else []
         went = sent is None or (item is not None and item.exchange is not None)
         new = remaining.pop(0) if went and remaining else None
-        comparisons.append(compare_exchange(old, new, old_view, new_view, notes))
+        comparisons.append(
+            compare_exchange(
+                old, new, old_view, new_view, notes, unreached=old.id in (unreached or ())
+            )
+        )
     return RerunResult(old_view.info, new_view.info, model, comparisons)
 
 
@@ -226,6 +264,8 @@ def rerun(
     from replay.reissue import reissue, supported
     from replay.source import exchanges_from_events
 
+    if not model.strip():
+        raise RerunError("the model is empty: name the model every request is sent with")
     overrides = dict(overrides or {})
     info = store.find_session(session)
     original = exchanges_from_events(store.session_events(info.id))
@@ -254,6 +294,7 @@ def rerun(
     issued: list[Issued] = []
     notes: list[str] = []
     unreachable: str | None = None
+    unreached: set[str] = set()
     try:
         with record(
             store,
@@ -271,6 +312,7 @@ def rerun(
                 if item.exchange is not None and unreachable is not None:
                     item.notes.append(f"not sent: the endpoint was unreachable ({unreachable})")
                     item = Issued(exchange, None, item.notes)
+                    unreached.add(exchange.id)
                 issued.append(item)
                 if item.exchange is None:
                     continue
@@ -278,6 +320,7 @@ def rerun(
                     answer = reissue(client, item.exchange)
                 except openai.APIConnectionError as exc:
                     unreachable = f"{type(exc).__name__}: {exc}"
+                    unreached.add(exchange.id)
                     notes.append(f"{exchange.describe()}: could not reach the endpoint: {exc}")
                     continue
                 except openai.APIError as exc:
@@ -288,8 +331,11 @@ def rerun(
         raise RerunError(f"cannot start the rerun: {exc}") from None
     finally:
         capture.close()
-    result = compare_sessions(store, info.id, capture.id, issued=issued, model=model)
+    result = compare_sessions(
+        store, info.id, capture.id, issued=issued, model=model, unreached=unreached
+    )
     result.notes.extend(notes)
+    result.unreachable = unreachable
     return result
 
 

@@ -13,7 +13,10 @@ execution) when the recordings hold timing. The verdict:
 * ``changed output``: the same tool calls and no error, but the code, its
   outputs, a function call's arguments or the text differ;
 * ``changed behaviour``: an error on one side only (or a different one), a
-  different sequence of tool calls, a call or exchange missing on one side.
+  different sequence of tool calls, a call or exchange missing on one side;
+* ``not compared``: the request never reached the endpoint (it could not be
+  connected to, or the rerun stopped sending after that): nothing the new
+  model did is known, so nothing is judged.
 
 Ids, timestamps and other per-run noise never count as a change.
 """
@@ -31,6 +34,7 @@ from recorder.report.timeline import duration
 __all__ = [
     "BEHAVIOUR",
     "IDENTICAL",
+    "NOT_COMPARED",
     "OUTPUT",
     "CallComparison",
     "ExchangeComparison",
@@ -41,6 +45,7 @@ __all__ = [
 IDENTICAL = "identical"
 OUTPUT = "changed output"
 BEHAVIOUR = "changed behaviour"
+NOT_COMPARED = "not compared"
 
 
 def _outputs_key(outputs: list[dict[str, Any]] | None) -> Any:
@@ -192,7 +197,7 @@ class ExchangeComparison:
         if self.reasons:
             head += f" ({'; '.join(self.reasons)})"
         lines = [head]
-        new = self.new
+        new = self.new if self.verdict != NOT_COMPARED else None
         if new is not None:
             facts = [
                 f"model {self.old.model or self.old.requested_model} → "
@@ -264,8 +269,11 @@ def compare_exchange(
     old_session: SessionView,
     new_session: SessionView | None,
     notes: list[str],
+    *,
+    unreached: bool = False,
 ) -> ExchangeComparison:
-    """Compare one exchange with its rerun and give the verdict."""
+    """Compare one exchange with its rerun and give the verdict; ``unreached``: its request
+    never reached the endpoint, so there is nothing to compare (``not compared``)."""
     result = ExchangeComparison(
         old,
         new,
@@ -273,6 +281,10 @@ def compare_exchange(
         _cost(new, _fees(new_session)) if new_session is not None else None,
         list(notes),
     )
+    if unreached:
+        result.verdict = NOT_COMPARED
+        result.reasons.append("the request did not reach the endpoint")
+        return result
     if new is None:
         result.verdict = BEHAVIOUR
         result.reasons.append("missing: no rerun of this request")
