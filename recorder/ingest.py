@@ -12,10 +12,12 @@ Guarantees:
   more than a fraction of a second: a live recorder waiting for it gets it
   between two batches (the importer pauses briefly after each one).
 * Complete or re-runnable: an import that returns has stored the whole file.
-  One that is interrupted (killed, the database gone) leaves each of the
-  file's sessions whole, absent, or stopped at a batch boundary (listed as
-  open by ``codetape sessions``); importing the same file again stores exactly
-  what is missing, and nothing twice.
+  One that is interrupted (killed, the database gone, stopped by its
+  ``on_batch`` callback) leaves each of the file's sessions whole, absent,
+  or stopped at a batch boundary (listed as open by ``codetape sessions``);
+  importing the same file again stores exactly what is missing, and nothing
+  twice, and its :attr:`ImportResult.events` counts only what it added
+  (:attr:`ImportResult.already` what was there).
 * Nothing is silently partial: a file cut short (a tape whose session is never
   closed or whose exchange never ends, a vercel chunks file whose stream stops
   before its final event) is refused unless ``partial`` says to keep it, marked in the
@@ -44,7 +46,7 @@ import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -103,8 +105,12 @@ class ImportResult:
     sessions: list[tuple[str, str]]
     """(id, name) of each imported session."""
     events: int
+    """Events this import added to the log."""
     partial: bool = False
     """True when the file was cut short and kept with ``--partial``."""
+    already: int = 0
+    """Events of the file that were in the log already, stored by an earlier import of
+    it that was interrupted (this one added the rest)."""
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -466,7 +472,11 @@ def _marked_partial(ev: Event, parts: dict[str, list[str]]) -> Event:
 
 
 def _import_tape_streaming(
-    store: EventStore, path: Path, redactor: Redactor | None, partial: bool
+    store: EventStore,
+    path: Path,
+    redactor: Redactor | None,
+    partial: bool,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult | None:
     """Import a tape reading it twice, line by line; None when the log already holds any of
     its sessions (or a session of the same name), which the in-memory path compares."""
@@ -484,7 +494,9 @@ def _import_tape_streaming(
         _marked_partial(ev, parts) for ev in _as_scanned(_tape_events(path, scrub), path, scan)
     )
     endings = _partial_endings(scan, parts) if parts else []
-    stored = append_in_batches(store, _chain(events, endings), total=scan.events + len(endings))
+    stored = append_in_batches(
+        store, _chain(events, endings), total=scan.events + len(endings), on_batch=on_batch
+    )
     return ImportResult(path, "tape", list(sessions.items()), stored, partial=bool(parts))
 
 
@@ -646,10 +658,12 @@ def _check_copies(store: EventStore, path: Path, events: list[Event]) -> None:
                 f"({stored.id}): this file is a cut copy of it"
             )
         elif copy.relation == "shorter":
+            held = sum(1 for _ in store.session_events(stored.id))
+            mine = sum(ev.session_id == copy.new_id for ev in events)
             raise SessionExists(
                 f"{path}: session {copy.new_name!r} is a longer version of {stored.id}, "
-                f"which was imported from a partial copy ({copy.stored_items} of its "
-                f"{copy.new_items} events): not imported, so that nothing is counted twice"
+                f"which was imported from a partial copy (the log holds {held} events of "
+                f"it, this file {mine}): not imported, so that nothing is counted twice"
             )
         else:
             raise SessionExists(
@@ -675,8 +689,12 @@ def import_file(
     redactor: Redactor | None = None,
     *,
     partial: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import one file into ``store`` (see the module docstring for how it is stored).
+
+    ``on_batch`` is called after each committed batch with the number of events
+    this import has committed so far (see :func:`append_in_batches`).
 
     Refused, with nothing written: a file holding no session
     (:class:`NothingToImport`); one whose sessions are already in the log
@@ -690,7 +708,7 @@ def import_file(
         _check_path(path, fmt)
     if fmt == "tape" or (fmt == "auto" and _detect(path) == "tape"):
         try:
-            streamed = _import_tape_streaming(store, path, redactor, partial)
+            streamed = _import_tape_streaming(store, path, redactor, partial, on_batch)
         except OSError as exc:
             raise CodetapeError(f"cannot read {path}: {exc.strerror or exc}") from None
         if streamed is not None:
@@ -703,16 +721,18 @@ def import_file(
     resumed = _interrupted_import(store, events)
     if resumed is not None:
         # This very file's import was cut off between two batches: finish it.
-        append_in_batches(store, resumed)
-        return ImportResult(path, fmt, list(sessions.items()), len(events))
+        added = append_in_batches(store, resumed, on_batch=on_batch)
+        return ImportResult(
+            path, fmt, list(sessions.items()), added, already=len(events) - len(resumed)
+        )
     _check_copies(store, path, events)
     parts = _incomplete(fmt, events)
     if parts and not partial:
         raise _incomplete_error(path, parts)
     if parts:
         events = _keep_partial(events, parts)
-    append_in_batches(store, events)
-    return ImportResult(path, fmt, list(sessions.items()), len(events), partial=bool(parts))
+    added = append_in_batches(store, events, on_batch=on_batch)
+    return ImportResult(path, fmt, list(sessions.items()), added, partial=bool(parts))
 
 
 def _interrupted_import(store: EventStore, events: Sequence[Event]) -> list[Event] | None:
@@ -754,13 +774,20 @@ def _stored_seqs(store: EventStore, session_id: str) -> dict[str, int]:
 
 
 def append_in_batches(
-    store: EventStore, events: Iterable[Event], *, total: int | None = None
+    store: EventStore,
+    events: Iterable[Event],
+    *,
+    total: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Append ``events`` in order, in transactions of at most :data:`BATCH_EVENTS` events
     (and :data:`BATCH_BYTES`); the number appended.
 
     ``events`` may be a lazy iterator: only one batch is held at a time.
     ``total`` (the number it will yield) is for the message when a batch fails.
+    ``on_batch`` is called after each batch is committed, with the number
+    committed so far; an exception it raises (a Ctrl-C held during the commit,
+    say) stops the import there, at a batch boundary.
     """
     if isinstance(events, Sequence):
         total = len(events)
@@ -772,6 +799,8 @@ def append_in_batches(
             if batch and (len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES):
                 store.append(batch)
                 stored += len(batch)
+                if on_batch is not None:
+                    on_batch(stored)
                 time.sleep(_BATCH_PAUSE)
                 batch, size = [], 0
             batch.append(ev)
@@ -779,6 +808,8 @@ def append_in_batches(
         if batch:
             store.append(batch)
             stored += len(batch)
+            if on_batch is not None:
+                on_batch(stored)
     except CodetapeError as exc:
         if not stored:
             raise
@@ -826,8 +857,11 @@ def import_files(
     redactor: Redactor | None = None,
     *,
     partial: bool = False,
+    on_batch: Callable[[Path, int], None] | None = None,
 ) -> Iterator[FileOutcome]:
     """Import each file atomically, going on after one fails; yield each file's outcome.
+
+    ``on_batch(path, committed)``: see :func:`import_file`.
 
     A file already imported is ``duplicate`` (skipped, not a failure). Once
     the database itself is unavailable, the files left are reported failed
@@ -839,8 +873,13 @@ def import_files(
         if unavailable is not None:
             yield FileOutcome(path, "failed", error=f"not tried: {unavailable}")
             continue
+
+        def committed(count: int, path: Path = path) -> None:
+            if on_batch is not None:
+                on_batch(path, count)
+
         try:
-            result = import_file(store, path, fmt, redactor, partial=partial)
+            result = import_file(store, path, fmt, redactor, partial=partial, on_batch=committed)
         except AlreadyImported as exc:
             yield FileOutcome(path, "duplicate", error=str(exc))
         except DatabaseUnavailable as exc:

@@ -174,6 +174,54 @@ def test_ctrl_c_around_commits_never_misreports(db: str, tmp_path: Path, delay: 
     assert imported  # the first file was reported before the signal
 
 
+def test_ctrl_c_in_a_long_file_stops_at_the_next_batch_and_says_what_is_stored(
+    db: str, tmp_path: Path
+) -> None:
+    """Only the commit under way is waited for, not the rest of the file; the line says
+    how much of the file is stored, and importing it again stores the rest."""
+    big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
+    ids = {big: tape_of_copies(big, 100, "b"), small: tape_of_copies(small, 1, "s")}
+    total = 100 * len(STREAM_TAPE.read_text(encoding="utf-8").splitlines())
+    proc = start([big, small], db)
+    with EventStore.open(db) as store:
+        deadline = time.monotonic() + _WAIT
+        while store.last_position() == 0:  # until the first batch is committed
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=_WAIT)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        said = re.fullmatch(
+            rf"Error: interrupted: nothing was imported; (\d+) events of {re.escape(str(big))} "
+            r"were committed, up to a batch boundary \(its sessions cut there are listed as "
+            r"open\): import it again to store the rest; 1 file\(s\) not tried",
+            last,
+        )
+        assert said is not None, last
+        committed = int(said.group(1))
+        assert 0 < committed < total  # stopped inside the file, not at its end
+        assert store.last_position() == committed  # exactly what it said, nothing of small
+        assert {s.id for s in store.sessions()} <= set(ids[big])
+
+        again = subprocess.run(
+            [CODETAPE, "import", str(big), str(small), "--db", db],
+            capture_output=True,
+            text=True,
+            timeout=_WAIT,
+        )
+        assert again.returncode == 0, again.stderr
+        assert (
+            f"{big}: imported (tape, {total - committed} events; {committed} more were "
+            "already stored, by an interrupted import of it)"
+        ) in again.stdout
+        assert store.last_position() == total + total // 100  # the rest, nothing twice
+        listed = store.sessions()
+        assert {s.id for s in listed} == set(ids[big]) | set(ids[small])
+        assert all(s.closed for s in listed)
+
+
 def test_a_ctrl_c_during_a_commit_is_held_until_the_commit_is_known(store: EventStore) -> None:
     """Deterministic: the signal is raised from inside the commit itself."""
     from sqlalchemy import event

@@ -5,7 +5,9 @@ as usual until the database is asked to commit; from then on it is only
 noted, and :meth:`CommitGuard.settle` raises it once the caller has learnt
 whether the commit landed. So a caller always knows what was written when it
 reports an interruption: never "nothing written" after a commit, never a
-commit it did not count. Once stopping, further Ctrl-Cs are ignored, so the
+commit it did not count. A caller that commits in batches settles after each
+one (``codetape import`` does), so a Ctrl-C waits for one commit at most,
+never for the rest of the work. Once stopping, further Ctrl-Cs are ignored, so the
 rollback and the connection's close run to the end (no second traceback).
 """
 

@@ -2,9 +2,10 @@
 
 Guarantees: each imported file is atomic and gets one line (imported, skipped
 as already imported, or failed and why); the others go on after one fails,
-and the exit status is 1 if any failed. Ctrl-C says exactly what was
-committed (exit 130). ``export`` resolves every session before writing, then
-writes a file atomically or streams to standard output with ``-o -``.
+and the exit status is 1 if any failed. Ctrl-C stops at once, or right after
+the batch being committed, and says exactly what was committed (exit 130).
+``export`` resolves every session before writing, then writes a file
+atomically or streams to standard output with ``-o -``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ def _line(outcome: FileOutcome) -> str:
         r = outcome.result
         names = ", ".join(name for _, name in r.sessions)
         partial = "; kept partial (--partial)" if r.partial else ""
-        return f"{outcome.path}: imported ({r.format}, {r.events} events{partial}) -> {names}"
+        already = (
+            f"; {r.already} more were already stored, by an interrupted import of it"
+            if r.already
+            else ""
+        )
+        return (
+            f"{outcome.path}: imported ({r.format}, {r.events} events{already}{partial}) -> {names}"
+        )
     if outcome.status == "duplicate":
         return f"{outcome.path}: skipped, already imported: {_reason(outcome)}"
     text = outcome.error or ""
@@ -61,6 +69,7 @@ def _json(outcome: FileOutcome) -> dict[str, Any]:
         "status": outcome.status,
         "format": r.format if r else None,
         "events": r.events if r else 0,
+        "already_stored": r.already if r else 0,
         "sessions": [{"id": i, "name": n} for i, n in r.sessions] if r else [],
         "partial": r.partial if r else False,
         "error": outcome.error,
@@ -101,13 +110,16 @@ def import_cmd(
     Each file is imported atomically: all of its sessions or none. A bad file
     does not stop the others; each gets one line, and the exit status is 1 if
     any failed. A file already imported is skipped. Secrets are redacted
-    before anything is stored, as when recording.
+    before anything is stored, as when recording. Ctrl-C stops after at most
+    the batch being committed and says what was stored: importing the same
+    file again stores the rest.
     """
     from recorder.cli.interrupts import CommitGuard
     from recorder.ingest import import_files
 
     outcomes: list[FileOutcome] = []
     current: Path | None = None
+    committed = 0  # events of ``current`` committed so far
     interrupted = False
     store: EventStore | None = None
     guard: CommitGuard | None = None
@@ -116,9 +128,19 @@ def import_cmd(
         guard = CommitGuard(store.write_engine)  # the engine appends commit on
         with guard:
             redactor = redactor_from(redact_headers, redact_json_paths, keep)
-            pending = import_files(store, list(files), fmt, redactor, partial=partial)
+
+            def on_batch(_path: Path, count: int, guard: CommitGuard = guard) -> None:
+                nonlocal committed
+                committed = count
+                # That batch's fate is known: a Ctrl-C held back during its
+                # commit stops the import here, at a batch boundary.
+                guard.settle()
+
+            pending = import_files(
+                store, list(files), fmt, redactor, partial=partial, on_batch=on_batch
+            )
             while len(outcomes) < len(files):
-                current = files[len(outcomes)]
+                current, committed = files[len(outcomes)], 0
                 outcome = next(pending)
                 outcomes.append(outcome)
                 current = None
@@ -136,7 +158,7 @@ def import_cmd(
         if guard is not None:
             guard.restore()
     if interrupted:
-        _report_interrupt(outcomes, files, current, as_json)
+        _report_interrupt(outcomes, files, current, committed, as_json)
     _report(outcomes, as_json)
 
 
@@ -158,7 +180,11 @@ def _report(outcomes: list[FileOutcome], as_json: bool) -> None:
 
 
 def _report_interrupt(
-    outcomes: list[FileOutcome], files: tuple[Path, ...], current: Path | None, as_json: bool
+    outcomes: list[FileOutcome],
+    files: tuple[Path, ...],
+    current: Path | None,
+    committed: int,
+    as_json: bool,
 ) -> None:
     imported = [o for o in outcomes if o.status == "imported"]
     untried = len(files) - len(outcomes) - (1 if current is not None else 0)
@@ -167,7 +193,12 @@ def _report_interrupt(
         if imported
         else "nothing was imported"
     ]
-    if current is not None:
+    if current is not None and committed:
+        parts.append(
+            f"{committed} events of {current} were committed, up to a batch boundary "
+            "(its sessions cut there are listed as open): import it again to store the rest"
+        )
+    elif current is not None:
         parts.append(f"nothing of {current} was written")
     if untried > 0:
         parts.append(f"{untried} file(s) not tried")
