@@ -352,10 +352,12 @@ def get_console() -> Console:
     """The rich console of the running command (one per command run)."""
     from rich.console import Console
 
+    from recorder.cli.render import new_console
+
     ctx = click.get_current_context(silent=True)
     if ctx is None:
-        return Console(highlight=False, soft_wrap=False)
+        return new_console()
     found = ctx.meta.get(_CONSOLE_KEY)
     if not isinstance(found, Console):
-        found = ctx.meta[_CONSOLE_KEY] = Console(highlight=False, soft_wrap=False)
+        found = ctx.meta[_CONSOLE_KEY] = new_console()
     return found

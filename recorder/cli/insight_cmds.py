@@ -24,7 +24,7 @@ from recorder.cli.app import (
     main,
     open_store,
 )
-from recorder.cli.render import note_behind
+from recorder.cli.render import note_behind, printable
 from recorder.errors import CodetapeError
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def rerun_cmd(
     if as_json:
         emit_json(result.to_json())
     else:
-        click.echo(result.render())
+        click.echo(printable(result.render()))
     if result.unreachable is not None:
         unjudged = result.summary()[NOT_COMPARED]
         raise CliError(

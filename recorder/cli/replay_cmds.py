@@ -13,6 +13,7 @@ import click
 
 from recorder.cli.app import db_option, emit_json, json_option, listen_option, main
 from recorder.cli.limits import server_limit_options
+from recorder.cli.render import printable
 
 if TYPE_CHECKING:
     from recorder.http_limits import ServerLimits
@@ -100,6 +101,6 @@ def diff_cmd(old: str, new: str, exit_code: bool, db: str | None, as_json: bool)
     if as_json:
         emit_json(report.to_json(), "diff")
     else:
-        click.echo(report.render())
+        click.echo(printable(report.render()))
     if exit_code and not report.same:
         sys.exit(1)

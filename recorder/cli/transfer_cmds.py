@@ -21,6 +21,7 @@ import click
 from recorder.cli.app import EXIT_INTERRUPTED, CliError, db_option, emit_json, json_option, main
 from recorder.cli.app import open_store as _open_store
 from recorder.cli.redaction import redaction_options, redactor_from
+from recorder.cli.render import printable
 
 if TYPE_CHECKING:
     from recorder.cli.interrupts import CommitGuard
@@ -146,7 +147,8 @@ def import_cmd(
                 current = None
                 if not as_json:
                     failed = outcome.status == "failed"
-                    click.echo(("Error: " if failed else "") + _line(outcome), err=failed)
+                    line = printable(_line(outcome))  # names are data: shown, not obeyed
+                    click.echo(("Error: " if failed else "") + line, err=failed)
                 # That file's fate is recorded: a Ctrl-C held back during its
                 # commit may stop us now.
                 guard.settle()
