@@ -48,8 +48,8 @@ def test_import_show_export_verify(db: str, tmp_path: Path) -> None:
     assert name == "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming"
 
     listed = json.loads(run("sessions", "--db", db, "--json").output)
-    assert next(s["name"] for s in listed) == name
-    assert listed[0]["exchanges"] == 1
+    (stream,) = [s for s in listed if s["name"] == name]
+    assert stream["exchanges"] == 1
 
     shown = run("show", name, "--db", db, "--json")
     detail = json.loads(shown.output)

@@ -115,8 +115,50 @@ def test_sessions_keep_ids_and_names_whole(db: str, text: Runner) -> None:
         assert str(s["id"]) in out  # an id is never folded: it fits any width
         assert squash(str(s["name"])) in squash(out)
     assert "…" not in out
-    # 32-character ids beside 60-character names cannot share 80 columns: one block each.
-    assert any(line.startswith("name ") for line in out.splitlines())
+    # 32-character ids beside 60-character names cannot share 80 columns: one block each
+    # (in a pipe, a table at its own width: see below).
+    blocks = narrow(db)("sessions")
+    assert any(line.startswith("name ") for line in blocks.splitlines())
+
+
+def test_piped_records_are_one_line_each_never_wrapped(db: str) -> None:
+    """With no terminal and no width given, a program reads the output: a table at its
+    own width, each record on one line with its id and whole name."""
+    listed = report(db, "sessions")
+    lines = piped(db)("sessions").splitlines()
+    assert lines[0].split()[:3] == ["id", "name", "opened"]
+    assert len(lines) == 1 + len(listed)  # type: ignore[arg-type]
+    assert max(map(len, lines)) > 80
+    for s, line in zip(listed, lines[1:], strict=True):  # type: ignore[arg-type]
+        assert line.split()[:2] == [s["id"], s["name"]]
+
+
+def test_sessions_are_listed_oldest_first_by_when_they_were_opened(
+    tmp_path: Path,
+) -> None:
+    """Import order is not age: a recording from 2025 imported after one from 2026."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    migrate.upgrade(url)
+    newer, older = tmp_path / "newer.jsonl", tmp_path / "older.jsonl"
+    for path, year, digit in ((newer, 2026, "a"), (older, 2025, "b")):
+        lines = TAPES[0].read_text(encoding="utf-8").splitlines()
+        out = []
+        for line in lines:
+            record = json.loads(line)
+            record["session"] = digit * 32
+            if "exchange" in record:
+                record["exchange"] = digit * 31 + "c"
+            record["at_ns"] += (year - 2025) * 365 * 86400 * 10**9
+            if record["kind"] == "session_open":
+                record["meta"]["name"] = path.stem
+            out.append(json.dumps(record))
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["import", str(newer), str(older), "--db", url])
+    assert result.exit_code == 0, result.output
+    as_json = [s["name"] for s in report(url, "sessions")]  # type: ignore[index, union-attr]
+    assert as_json == ["older", "newer"]
+    text = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["sessions", "--db", url]).stdout
+    assert [line.split()[1] for line in text.splitlines()[1:]] == ["older", "newer"], text
 
 
 def test_containers_cost_and_stages_keep_ids_whole(db: str, text: Runner) -> None:
@@ -143,3 +185,34 @@ def test_a_wide_table_fits_when_the_terminal_is_wide(db: str) -> None:
     result = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["sessions", "--db", db])
     header = result.stdout.splitlines()[0].split()
     assert header[:3] == ["id", "name", "opened"]
+
+
+def test_control_characters_in_recorded_strings_are_shown_not_obeyed(tmp_path: Path) -> None:
+    """A session name holding an escape sequence, a bidirectional override and a bell:
+    every human output shows them as symbols (styled or not, table or line); JSON keeps
+    them exactly."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    migrate.upgrade(url)
+    name = "evil\x1b[31mRED\x1b[0m\u202etxt.exe\x07"
+    tape = tmp_path / "evil.jsonl"
+    records = [json.loads(line) for line in TAPES[0].read_text(encoding="utf-8").splitlines()]
+    records[0]["meta"]["name"] = name
+    tape.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    raw = ("\x1b[31m", "\u202e", "\x07")  # (\x1b[0m is also the styling's own reset)
+
+    def human(*args: str, **env: str) -> str:
+        result = CliRunner(env=env).invoke(main, [*args, "--db", url])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    imported = human("import", str(tape), FORCE_COLOR="1")
+    session_id = report(url, "sessions")[0]["id"]  # type: ignore[index]
+    assert report(url, "sessions")[0]["name"] == name  # type: ignore[index]
+    assert report(url, "show", str(session_id))["name"] == name  # type: ignore[call-overload]
+    outputs = [imported]
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "250"}, {"FORCE_COLOR": "1", "COLUMNS": "250"}):
+        outputs += [human("sessions", **env), human("show", str(session_id), **env)]
+    outputs.append(piped(url)("sessions"))
+    for out in outputs:
+        assert not any(r in out for r in raw), repr(out)
+        assert "␛[31mRED␛[0m" in out, repr(out)

@@ -24,10 +24,12 @@ __all__ = ["sessions", "show"]
 @db_option
 @json_option
 def sessions(db: str | None, as_json: bool) -> None:
-    """List the sessions in the log, oldest first."""
+    """List the sessions in the log, oldest first (by when each was opened)."""
     from recorder.store.plain_read import list_sessions
 
-    found = list_sessions(db)
+    # The log's order is the order of recording or import: a session imported
+    # today may have been opened a year ago.
+    found = sorted(list_sessions(db), key=lambda s: s.opened_at_ns)
     if as_json:
         emit_json(
             [

@@ -1,6 +1,6 @@
 """The session list: the queries that find it and the records made of their rows.
 
-Guarantees: :func:`sessions_from` gives every session, oldest first, as a
+Guarantees: :func:`sessions_from` gives every session, in log order, as a
 :class:`SessionInfo`, from the rows of :data:`SESSION_QUERIES` run in one
 read transaction by whatever runs SQL (SQLAlchemy in
 :meth:`recorder.store.EventStore.sessions`, the bare DB-API driver in
@@ -64,7 +64,7 @@ Rows = Sequence[Sequence[Any]]
 
 
 def sessions_from(run: Callable[[str], Rows]) -> list[SessionInfo]:
-    """Every session, oldest first; ``run(sql)`` runs each of :data:`SESSION_QUERIES`."""
+    """Every session, in log order; ``run(sql)`` runs each of :data:`SESSION_QUERIES`."""
     opens, closed_rows, count_rows = (run(sql) for sql in SESSION_QUERIES)
     closed = {row[0] for row in closed_rows}
     counts: dict[str, int] = {row[0]: int(row[1]) for row in count_rows}

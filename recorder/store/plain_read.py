@@ -50,7 +50,7 @@ _VERSION_SQL = "SELECT version_num FROM alembic_version"
 
 
 def list_sessions(url: str | None = None) -> list[SessionInfo]:
-    """Every session of the log at ``url`` (resolved like ``--db``), oldest first."""
+    """Every session of the log at ``url`` (resolved like ``--db``), in log order."""
     found = plain_sessions(resolve_url(url))
     if found is not None:
         return found

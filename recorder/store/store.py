@@ -336,7 +336,7 @@ class EventStore:
         return exchange_events(self.engine, self.url, exchange_id)
 
     def sessions(self) -> list[SessionInfo]:
-        """Every session, oldest first."""
+        """Every session, in log order (the order their openings were stored)."""
         with translate_errors(self.url), self.engine.connect() as conn:
             return sessions_from(lambda sql: conn.exec_driver_sql(sql).all())
 
