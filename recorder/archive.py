@@ -38,7 +38,6 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -85,15 +84,12 @@ class ArchiveError(CodetapeError):
 
 def parse_before(text: str) -> int:
     """A cutoff date (``YYYY-MM-DD``, midnight UTC) or ISO time, as ns since the epoch."""
+    from recorder.times import BadTime, parse_instant
+
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ArchiveError(
-            f"--before {text!r} is not a date: give YYYY-MM-DD or an ISO 8601 time"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+        return parse_instant(text)
+    except BadTime as exc:
+        raise ArchiveError(f"--before {exc}") from None
 
 
 def segment_file_name(first: int, last: int) -> str:

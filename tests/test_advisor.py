@@ -378,12 +378,15 @@ def test_cli_advise_text_json_and_csv(db_url: str) -> None:
     assert "possible unattributed" in text.output
 
     bad = runner.invoke(main, ["containers", "--advise", "--by", "day", "--db", db_url])
-    assert bad.exit_code != 0 and "Error: cannot group the advice by 'day'" in bad.output
+    assert bad.exit_code == 2
+    assert "Error: Invalid value for '--by': cannot group the advice by 'day'" in bad.output
     both = runner.invoke(main, ["containers", "--advise", "--json", "--csv", "--db", db_url])
     # Under --json an error is a JSON object on stderr.
-    assert both.exit_code == 1 and "Traceback" not in both.output
-    assert json.loads(both.stderr) == {"error": "choose one of --json and --csv"}
+    assert both.exit_code == 2 and "Traceback" not in both.output
+    assert json.loads(both.stderr) == {
+        "error": "choose one of --json and --csv (see `codetape containers --help`)"
+    }
     alone = runner.invoke(main, ["containers", "--csv", "--db", db_url])
-    assert alone.exit_code == 1 and "Error: --by, --fees and --csv go with --advise" in alone.output
+    assert alone.exit_code == 2 and "Error: --by, --fees and --csv go with --advise" in alone.output
     at = runner.invoke(main, ["containers", "--advise", "--at", "now", "--db", db_url])
-    assert at.exit_code == 1 and "drop --at" in at.output
+    assert at.exit_code == 2 and "drop --at" in at.output

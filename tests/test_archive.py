@@ -484,8 +484,10 @@ def test_archiving_a_sqlite_log_is_one_clear_error(sqlite_url: str, tmp_path: Pa
 
 def test_a_bad_date_is_one_clear_error(tmp_path: Path) -> None:
     result = cli("archive", "--before", "last month", "-o", str(tmp_path))
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: --before 'last month' is not a date")
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        "Error: Invalid value for '--before': 'last month' is not a time: use YYYY-MM-DD"
+    )
 
 
 def test_a_checkpoint_signed_before_the_archive_verifies_after_the_drop(

@@ -246,13 +246,14 @@ def test_the_cli_round_trip(store: EventStore, keys: Keys, tmp_path: Path) -> No
     umask = os.umask(0o22)
     os.umask(umask)
     assert to_file.stat().st_mode & 0o777 == 0o666 & ~umask  # public, unlike the key
-    for mistake, message in (
-        (["-o", str(to_file), "--dir", str(directory)], "give -o FILE or --dir DIR, not both"),
-        (["--every-seconds", "5"], "--every-seconds and --every-events need --dir"),
-        (["--key", str(keys.public_path)], "is not a PEM private key (it is a public key)"),
+    for mistake, code, message in (
+        # Options that do not go together are usage mistakes (2); a wrong key is not.
+        (["-o", str(to_file), "--dir", str(directory)], 2, "give -o FILE or --dir DIR, not both"),
+        (["--every-seconds", "5"], 2, "--every-seconds and --every-events need --dir"),
+        (["--key", str(keys.public_path)], 1, "is not a PEM private key (it is a public key)"),
     ):
         out = runner.invoke(main, ["checkpoint", "--key", str(keys.private_path), *mistake, *db])
-        assert out.exit_code == 1 and message in out.output and out.output.count("\n") == 1
+        assert out.exit_code == code and message in out.output and out.output.count("\n") == 1
 
     check = ["verify", "--checkpoint", str(directory), "--key", str(keys.public_path), *db]
     ok = runner.invoke(main, check)

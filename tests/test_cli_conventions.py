@@ -105,11 +105,11 @@ def test_an_ambiguous_name_under_json(db: str) -> None:
     ("args", "code", "fragment"),
     [
         (("show", "nope", "--json"), 1, "no session named"),
-        (("cost", "--json", "--csv"), 1, "choose one of --json and --csv"),
+        (("cost", "--json", "--csv"), 2, "choose one of --json and --csv"),
         (("import", "/no/such.jsonl", "--json"), 1, "1 of 1 file(s) failed"),
         (("import", str(TAPE), "--format", "xml", "--json"), 2, "'xml' is not one of"),
         (("sessions", "--json", "--no-such-option"), 2, "No such option"),
-        (("containers", "--at", "soon", "--json"), 1, "is not a time"),
+        (("containers", "--at", "soon", "--json"), 2, "is not a time"),
         (("db", "current", "--json", "--db", "sqlite:///no/such/x.db"), 1, "no such database"),
     ],
 )

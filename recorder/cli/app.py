@@ -13,6 +13,11 @@ Guarantees:
 * ``--db`` is accepted before the command (``codetape --db URL sessions``) or
   after it, and resolves like :func:`recorder.config.resolve_url`; an empty
   ``--db`` is a usage error.
+* Every time option takes :class:`TimeParam` (bounded to what the log can
+  store), every file the CLI writes :class:`OutputFile` (refused at once
+  when it is empty or names a directory), and every archive directory
+  :data:`ARCHIVE_DIR`: a bad value is a usage mistake (exit status 2),
+  found before any work is done.
 * Output goes through one rich console per command, created when the command
   runs, so ``COLUMNS`` and the terminal in force at that moment decide the width.
 """
@@ -25,6 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
@@ -37,9 +43,12 @@ if TYPE_CHECKING:
     from recorder.store.store import EventStore
 
 __all__ = [
+    "ARCHIVE_DIR",
     "EXIT_INTERRUPTED",
     "TIME_HELP",
     "CliError",
+    "OutputFile",
+    "TimeParam",
     "console",
     "db_option",
     "emit_json",
@@ -315,6 +324,86 @@ def listen_option(default: str) -> Callable[[F], F]:
         callback=_parse_listen,
         help="Address to listen on (port 0 picks a free one).",
     )
+
+
+class TimeParam(click.ParamType[int, Any]):
+    """A time option: ``now`` (unless ``now=False``), a date or an ISO 8601 time, as ns.
+
+    Parsed and bounded by :func:`recorder.times.parse_instant`: text that is
+    not a time, or a time the log cannot store, is a bad value (exit 2).
+    """
+
+    name = "time"
+
+    def __init__(self, *, now: bool = True) -> None:
+        self.now = now
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from recorder.times import BadTime, parse_instant
+
+        if self.now and value == "now":
+            from recorder.events import now_ns
+
+            return now_ns()
+        try:
+            return parse_instant(str(value))
+        except BadTime as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _first_existing(path: Path) -> Path | None:
+    """``path`` or its nearest ancestor that exists (None when none can be looked at)."""
+    for candidate in (path, *path.parents):
+        try:
+            if candidate.exists():
+                return candidate
+        except OSError:
+            return None
+    return None
+
+
+class OutputFile(click.ParamType[Path | str, Any]):
+    """A file the command writes, as a :class:`~pathlib.Path` (``-`` as is, if ``dash``).
+
+    Refused before any work, as a bad value (exit 2): an empty name, a name
+    that can only be a directory (ending in ``/``, ``.``, ``..``), a path
+    under something that is not a directory, and, unless ``dir_okay``, an
+    existing directory. What the file may replace (a directory, a device)
+    is the writer's to judge (:func:`recorder.atomic.writable_target`).
+    """
+
+    name = "file"
+
+    def __init__(self, *, dash: bool = False, dir_okay: bool = True) -> None:
+        self.dash = dash
+        self.dir_okay = dir_okay
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Path | str:
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        if self.dash and text == "-":
+            return text
+        if not text:
+            self.fail("is empty: give a file name", param, ctx)
+        path = Path(text)
+        seps = tuple(s for s in (os.sep, os.altsep) if s)
+        if text.endswith(seps) or path.name in ("", ".", ".."):
+            self.fail(f"{text!r} names a directory, not a file: give a file name", param, ctx)
+        if not self.dir_okay and path.is_dir():
+            self.fail(f"{text!r} is a directory: give a file name", param, ctx)
+        found = _first_existing(path.parent)
+        if found is not None and not found.is_dir():
+            self.fail(f"cannot write {text}: {found} is not a directory", param, ctx)
+        return path
+
+
+ARCHIVE_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+"""The type of every ``--archive DIR`` option: an existing directory."""
 
 
 def open_store(db: str | None) -> EventStore:

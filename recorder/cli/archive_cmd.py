@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from recorder.cli.app import db_option, emit_json, json_option, main, open_store
+from recorder.cli.app import TimeParam, db_option, emit_json, json_option, main, open_store
+from recorder.cli.render import when
 
 __all__ = ["archive"]
 
@@ -18,6 +19,8 @@ __all__ = ["archive"]
 @main.command()
 @click.option(
     "--before",
+    "before_ns",
+    type=TimeParam(now=False),
     metavar="DATE",
     help="Archive the partitions whose rows were all recorded before DATE "
     "(YYYY-MM-DD, midnight UTC, or an ISO 8601 time) and whose sessions are all closed.",
@@ -38,7 +41,9 @@ __all__ = ["archive"]
 )
 @db_option
 @json_option
-def archive(before: str | None, directory: Path, drop: bool, db: str | None, as_json: bool) -> None:
+def archive(
+    before_ns: int | None, directory: Path, drop: bool, db: str | None, as_json: bool
+) -> None:
     """Write old partitions of a PostgreSQL log to verifiable tapes, seal them, and drop them.
 
     With --before, the rows of every full partition recorded before DATE, whose
@@ -53,14 +58,13 @@ def archive(before: str | None, directory: Path, drop: bool, db: str | None, as_
     `codetape db roles` may not. `codetape verify --archive DIR` then checks
     the whole history.
     """
-    from recorder.archive import ArchiveError, drop_archived, parse_before
+    from recorder.archive import ArchiveError, drop_archived
     from recorder.archive import archive as run_archive
 
-    if before is None and not drop:
+    if before_ns is None and not drop:
         raise ArchiveError(
             "give --before DATE (to archive), --drop (to drop what is sealed), or both"
         )
-    before_ns = parse_before(before) if before is not None else None
     if before_ns is not None and not directory.is_dir():
         directory.mkdir(parents=True, exist_ok=True)
     document: dict[str, object] = {"directory": str(directory)}
@@ -70,7 +74,7 @@ def archive(before: str | None, directory: Path, drop: bool, db: str | None, as_
             if result.segment is None or result.path is None:
                 document["archived"] = None
                 if not as_json:
-                    click.echo(f"nothing to archive before {before}: {result.reason}")
+                    click.echo(f"nothing to archive before {when(before_ns)} UTC: {result.reason}")
             else:
                 seg = result.segment
                 document["archived"] = {

@@ -13,6 +13,7 @@ import click
 
 from recorder.cli.app import (
     TIME_HELP,
+    TimeParam,
     db_option,
     emit_json,
     get_console,
@@ -20,7 +21,7 @@ from recorder.cli.app import (
     main,
     open_store,
 )
-from recorder.cli.render import BadOption, Column, note_behind, parse_time, print_records, when
+from recorder.cli.render import BadOption, Column, note_behind, print_records, when
 
 __all__ = ["containers", "print_containers"]
 
@@ -73,9 +74,24 @@ def print_containers(rows: list[dict[str, Any]], at_ns: int) -> None:
             )
 
 
+def _grouping(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value != "session":
+        from recorder.insight.advisor import BadGrouping, parse_grouping
+
+        try:
+            parse_grouping(value)
+        except BadGrouping as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
 @main.command()
 @click.option(
-    "--at", "at", metavar="TIME", help=f"Judge state at TIME (default: now): {TIME_HELP}."
+    "--at",
+    "at",
+    type=TimeParam(),
+    metavar="TIME",
+    help=f"Judge state at TIME (default: now): {TIME_HELP}.",
 )
 @click.option(
     "--idle-minutes",
@@ -97,6 +113,7 @@ def print_containers(rows: list[dict[str, Any]], at_ns: int) -> None:
     "advise_by",
     default="session",
     show_default=True,
+    callback=_grouping,
     metavar="session|label=KEY",
     help="With --advise: who may share a container (a session, or sessions with one label value).",
 )
@@ -109,7 +126,7 @@ def print_containers(rows: list[dict[str, Any]], at_ns: int) -> None:
 @db_option
 @json_option
 def containers(
-    at: str | None,
+    at: int | None,
     idle_minutes: int | None,
     max_age_minutes: int | None,
     advise: bool,
@@ -126,7 +143,9 @@ def containers(
     if advise:
         from recorder.cli.insight_cmds import advise_containers
 
-        conflicting = [o for o, v in (("--at", at), ("--max-age-minutes", max_age_minutes)) if v]
+        conflicting = [
+            o for o, v in (("--at", at), ("--max-age-minutes", max_age_minutes)) if v is not None
+        ]
         advise_containers(
             db,
             by=advise_by,
@@ -140,9 +159,9 @@ def containers(
     if as_csv or fees or advise_by != "session":
         raise BadOption("--by, --fees and --csv go with --advise")
     from recorder import projections as P
+    from recorder.events import now_ns
 
-    at_ns = parse_time(at or "now", "--at")
-    assert at_ns is not None
+    at_ns = at if at is not None else now_ns()
     with open_store(db) as store:
         read = P.read_containers(store)
     rows = [c.to_json(at_ns, idle_minutes, max_age_minutes) for c in read.value]

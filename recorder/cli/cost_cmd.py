@@ -16,6 +16,7 @@ import click
 
 from recorder.cli.app import (
     TIME_HELP,
+    TimeParam,
     db_option,
     emit_json,
     get_console,
@@ -29,7 +30,6 @@ from recorder.cli.render import (
     Row,
     money,
     note_behind,
-    parse_time,
     print_records,
 )
 
@@ -120,8 +120,20 @@ def print_cost(report: dict[str, Any]) -> None:
 @click.option(
     "--by", type=click.Choice(GROUPINGS), default="session", show_default=True, help="Grouping."
 )
-@click.option("--since", metavar="TIME", help=f"Only exchanges at or after TIME: {TIME_HELP}.")
-@click.option("--until", metavar="TIME", help=f"Only exchanges before TIME: {TIME_HELP}.")
+@click.option(
+    "--since",
+    "since_ns",
+    type=TimeParam(),
+    metavar="TIME",
+    help=f"Only exchanges at or after TIME: {TIME_HELP}.",
+)
+@click.option(
+    "--until",
+    "until_ns",
+    type=TimeParam(),
+    metavar="TIME",
+    help=f"Only exchanges before TIME: {TIME_HELP}.",
+)
 @click.option(
     "--fees",
     type=click.Path(path_type=Path),
@@ -137,8 +149,8 @@ def print_cost(report: dict[str, Any]) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print the groups as CSV.")
 def cost(
     by: str,
-    since: str | None,
-    until: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
     fees: Path | None,
     idle_minutes: int | None,
     db: str | None,
@@ -150,8 +162,6 @@ def cost(
 
     if as_json and as_csv:
         raise BadOption("choose one of --json and --csv")
-    since_ns = parse_time(since, "--since")
-    until_ns = parse_time(until, "--until")
     with open_store(db) as store:
         read = P.read_costs(
             store, by=by, since_ns=since_ns, until_ns=until_ns, fees=fees, idle_minutes=idle_minutes

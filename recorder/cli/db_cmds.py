@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from recorder.cli.app import db_option, emit_json, json_option, main
+from recorder.cli.render import BadOption
 
 __all__ = ["db"]
 
@@ -133,8 +134,12 @@ def db_partitions(rows: int | None, ahead: int, db: str | None, as_json: bool) -
     """
     from recorder.config import resolve_url
     from recorder.store.engine import create_engine, describe_url, translate_errors
-    from recorder.store.partitions import ensure_partitions
+    from recorder.store.partitions import PartitionError, check_plan, ensure_partitions
 
+    try:
+        check_plan(rows, ahead)  # before connecting: a size no log could hold
+    except PartitionError as exc:
+        raise BadOption(f"--rows and --ahead are too large: {exc}") from None
     url = resolve_url(db)
     engine = create_engine(url)
     try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from recorder.cli.app import db_option, get_console, main
+from recorder.cli.app import OutputFile, db_option, get_console, main
 from recorder.cli.audit_cmd import print_audit
 from recorder.cli.container_cmds import print_containers
 from recorder.cli.cost_cmd import print_cost
@@ -112,7 +112,7 @@ def _original_date_fees(report: dict[str, Any], session_id: str, stages: list[St
 @click.option(
     "--report",
     "report_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(dir_okay=False),
     help="Where to write the session's HTML report (default: beside the database).",
 )
 @db_option

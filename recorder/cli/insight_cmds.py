@@ -17,6 +17,7 @@ import click
 
 from recorder.cli.app import (
     CliError,
+    OutputFile,
     console,
     db_option,
     emit_json,
@@ -24,18 +25,13 @@ from recorder.cli.app import (
     main,
     open_store,
 )
-from recorder.cli.render import note_behind, printable
-from recorder.errors import CodetapeError
+from recorder.cli.render import BadOption, note_behind, printable
 
 if TYPE_CHECKING:
     from recorder.insight import Advice
     from recorder.store.store import EventStore
 
 __all__ = ["advise_containers", "demo_insight", "print_advice", "report_cmd", "rerun_cmd"]
-
-
-class BadOption(CodetapeError):
-    """An option value or combination the user can fix."""
 
 
 def _money(value: Decimal | None) -> str:
@@ -181,7 +177,7 @@ def demo_insight(store: EventStore, session_id: str, report_file: Path | None) -
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(dir_okay=False),
     default=Path("report.html"),
     show_default=True,
     help="Where to write the HTML file (written atomically).",

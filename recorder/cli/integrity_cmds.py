@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from recorder.cli.app import db_option, main, open_store
-from recorder.errors import CodetapeError
+from recorder.cli.app import OutputFile, db_option, main, open_store
 
 if TYPE_CHECKING:
     from recorder.integrity import Checkpoint
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=OutputFile(),
     required=True,
     help="Private key file to create; the public key goes beside it as FILE.pub.",
 )
@@ -52,13 +51,13 @@ def _describe(cp: Checkpoint) -> str:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=OutputFile(),
     help="File to write the checkpoint to (default: standard output).",
 )
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     help="Write into this directory as POSITION.checkpoint, only if the log still "
     "extends the newest checkpoint there.",
 )
@@ -91,10 +90,10 @@ def checkpoint(
     tapes that prove their rows against it.
     """
     if output is not None and directory is not None:
-        raise CodetapeError("give -o FILE or --dir DIR, not both")
+        raise click.UsageError("give -o FILE or --dir DIR, not both")
     watching = every_seconds is not None or every_events is not None
     if watching and directory is None:
-        raise CodetapeError("--every-seconds and --every-events need --dir")
+        raise click.UsageError("--every-seconds and --every-events need --dir")
     from recorder.integrity import Checkpointer, create_checkpoint, load_private_key, write_note
 
     private = load_private_key(key)

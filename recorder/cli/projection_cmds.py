@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from recorder.cli.app import db_option, emit_json, get_console, json_option, main, open_store
+from recorder.cli.app import (
+    ARCHIVE_DIR,
+    db_option,
+    emit_json,
+    get_console,
+    json_option,
+    main,
+    open_store,
+)
 from recorder.cli.render import Column, print_records
 
 __all__ = ["projections"]
@@ -25,7 +33,7 @@ def projections() -> None:
 @click.option(
     "--archive",
     "archive",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=ARCHIVE_DIR,
     help="The directory of this log's archive files (`codetape archive -o DIR`): needed once "
     "archived rows have been dropped. Every file is checked against its seal before anything "
     "is emptied.",

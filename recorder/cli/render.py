@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from recorder.errors import CodetapeError
-from recorder.events import now_ns
+import click
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
@@ -40,7 +39,6 @@ __all__ = [
     "money",
     "new_console",
     "note_behind",
-    "parse_time",
     "print_records",
     "printable",
     "when",
@@ -126,8 +124,8 @@ def _piped(console: Console) -> bool:
     return not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit()
 
 
-class BadOption(CodetapeError):
-    """An option value the user can fix (a time, a grouping)."""
+class BadOption(click.UsageError):
+    """An option value or combination the user can fix: a usage mistake (exit status 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,24 +211,6 @@ def money(value: str | Decimal | None) -> str:
     return "$" + text
 
 
-def parse_time(value: str | None, option: str) -> int | None:
-    """``now``, a date (``2026-03-31``) or an ISO datetime (UTC unless it says otherwise)."""
-    if value is None:
-        return None
-    if value == "now":
-        return now_ns()
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise BadOption(
-            f"{option} {value!r} is not a time: use now, YYYY-MM-DD or "
-            "YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp()) * SECOND + parsed.microsecond * 1000
-
-
 def note_behind(behind: int) -> None:
     """Say, on stderr, how far behind the log the stored projections a report read are.
 
@@ -238,8 +218,6 @@ def note_behind(behind: int) -> None:
     carries the same figure as ``projections_behind``.
     """
     if behind > 0:
-        import click
-
         click.echo(
             f"note: projections {behind:,} events behind the log (folded in for this report; "
             "`codetape projections catch-up` stores them)",

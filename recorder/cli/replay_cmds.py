@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 __all__ = ["diff_cmd", "serve_cmd"]
 
 
+def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not value > 0:  # nan too
+        raise click.BadParameter(f"must be a positive number, got {value}", ctx, param)
+    return value
+
+
 @main.command("serve")
 @click.argument("source", metavar="TAPE_OR_SESSION")
 @listen_option("127.0.0.1:8080")
@@ -31,7 +37,14 @@ __all__ = ["diff_cmd", "serve_cmd"]
     show_default=True,
     help="original: wait the recorded gaps between events (imports have none: instant).",
 )
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Pace factor.")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=_positive,
+    help="Pace factor (above 0).",
+)
 @click.option(
     "--ignore-body-field",
     "ignore_fields",

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from recorder.cli.app import EXIT_INTERRUPTED, CliError, db_option, emit_json, json_option, main
+from recorder.cli.app import (
+    EXIT_INTERRUPTED,
+    CliError,
+    OutputFile,
+    db_option,
+    emit_json,
+    json_option,
+    main,
+)
 from recorder.cli.app import open_store as _open_store
 from recorder.cli.redaction import redaction_options, redactor_from
 from recorder.cli.render import printable
@@ -216,6 +224,7 @@ def _report_interrupt(
     "-o",
     "--output",
     required=True,
+    type=OutputFile(dash=True),
     metavar="FILE",
     help="Tape file to write (atomically; a new file or a regular one; a name ending in "
     ".zst is zstd-compressed), or - for stdout.",
@@ -236,7 +245,7 @@ def _report_interrupt(
 @json_option
 def export_cmd(
     sessions: tuple[str, ...],
-    output: str,
+    output: Path | str,
     no_hashes: bool,
     checkpoint_file: Path | None,
     db: str | None,
@@ -275,6 +284,6 @@ def export_cmd(
             return
         count = export_sessions(store, ids, Path(output), hashes=not no_hashes, checkpoint=note)
     if as_json:
-        emit_json({"path": output, "events": count, "sessions": ids})
+        emit_json({"path": str(output), "events": count, "sessions": ids})
         return
     click.echo(f"wrote {count} events to {output}")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from recorder.cli.app import db_option, emit_json, json_option, main, open_store
+from recorder.cli.app import ARCHIVE_DIR, db_option, emit_json, json_option, main, open_store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,7 +39,7 @@ __all__ = ["verify"]
 @click.option(
     "--archive",
     "archive_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=ARCHIVE_DIR,
     help="Directory of the log's archive files (`codetape archive`): check them too, so the "
     "whole history is verified, from the first position to the head.",
 )

@@ -33,9 +33,11 @@ from recorder.errors import CodetapeError
 __all__ = [
     "AHEAD",
     "DEFAULT_PARTITION",
+    "MAX_POSITION",
     "PARTITION_ROWS",
     "Partition",
     "PartitionError",
+    "check_plan",
     "create_partition",
     "ensure_partitions",
     "is_partition",
@@ -63,6 +65,23 @@ _APPEND_LOCK = int.from_bytes(b"codetape", "big")
 
 class PartitionError(CodetapeError):
     """The log's partitions cannot be managed here (SQLite, or a right the role lacks)."""
+
+
+MAX_POSITION = 2**63 - 1
+"""The highest position a PostgreSQL log can hold (a bigint)."""
+
+
+def check_plan(rows: int | None, ahead: int, head: int = 0) -> None:
+    """Refuse a size and count of ranges above ``head`` that would pass :data:`MAX_POSITION`."""
+    if rows is not None and rows < 1:
+        raise PartitionError("a partition holds at least one position")
+    if ahead < 0:
+        raise PartitionError("a count of partitions ahead of the head is not negative")
+    if head + (rows or 1) * (ahead + 1) > MAX_POSITION:
+        raise PartitionError(
+            f"{ahead} partition(s) of {rows or 1:,} positions ahead of position {head:,} would "
+            f"pass the highest position a log holds ({MAX_POSITION:,})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +202,12 @@ def ensure_partitions(
     ``conn``'s transaction, under the append lock.
     """
     require_postgres(conn, "partitioning the log")
-    if rows is not None and rows < 1:
-        raise PartitionError("a partition holds at least one position")
+    check_plan(rows, ahead)
     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_APPEND_LOCK})")
     head = int(conn.exec_driver_sql("SELECT coalesce(max(position), 0) FROM events").scalar_one())
     parts = list_partitions(conn)
     ranges = [p for p in parts if not p.is_default]
+    check_plan(rows if rows is not None else _chosen_size(conn), ahead, head)
     if rows is None:
         rows = _chosen_size(conn)
     else:

@@ -1,0 +1,202 @@
+"""User mistakes the CLI must answer with one ``Error:`` line, never a traceback.
+
+Exit status 2 for a bad option value or options that do not go together
+(found before any work), 1 for the rest: times outside what the log stores,
+fee files that are not text, output paths that name a directory or lie under
+a file, URLs that do not parse, a disk that fills up while a file or a new
+database is written, and tape integers too large for the store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from recorder.cli import main
+from recorder.store import migrate
+from recorder.times import BadTime, parse_instant
+
+ROOT = Path(__file__).resolve().parents[1]
+TAPE = (
+    ROOT / "fixtures/realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
+)
+SESSION = "aa499c03696a5928967ba8c82108a414"
+RANGE = "give one from 1677-09-22 to 2262-04-11"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def one_error(result: Result, code: int, *fragments: str) -> str:
+    """The one stderr line of a command that failed with ``code``, checked for ``fragments``."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> str:
+    migrate.upgrade(sqlite_url)
+    assert run("import", str(TAPE), "--db", sqlite_url).exit_code == 0
+    return sqlite_url
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "afile"
+    path.write_text("")
+    return path
+
+
+# -- times ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("cost", "--since", "0001-01-01"),
+        ("cost", "--until", "3000-01-01"),
+        ("cost", "--since", "9999-12-31"),
+        ("cost", "--since", "1677-09-21"),
+        ("cost", "--until", "2262-04-12"),
+        ("cost", "--since", "0001-01-01T00:00+05:00"),
+        ("containers", "--at", "9999-12-31"),
+        ("archive", "--before", "0001-01-01", "-o", "never"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_time_the_log_cannot_hold_is_a_usage_mistake(
+    db: str, args: tuple[str, ...], as_json: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(*args, "--db", db, *(["--json"] if as_json else []))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    message = json.loads(result.stderr)["error"] if as_json else result.stderr
+    assert f"Invalid value for '{args[1]}': {args[2]!r} is outside the times" in message
+    assert RANGE in message
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_first_and_last_days_the_log_holds_are_accepted(db: str) -> None:
+    result = run("cost", "--since", "1677-09-22", "--until", "2262-04-11", "--db", db, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["total"]["exchanges"] > 0
+    assert run("containers", "--at", "2262-04-11", "--db", db, "--json").exit_code == 0
+
+
+def test_parse_instant_is_exact_and_bounded() -> None:
+    assert parse_instant("1970-01-01") == 0
+    assert parse_instant("1969-12-31T23:59:59.5") == -500_000_000  # no float rounding
+    assert parse_instant("2026-03-31T14:05+02:00") == 1_774_958_700_000_000_000
+    assert parse_instant("1677-09-22") < 0 < parse_instant("2262-04-11") < 2**63
+    for text in ("1677-09-21", "2262-04-12", "9999-12-31T23:59-05:00", "0001-01-01"):
+        with pytest.raises(BadTime, match=RANGE):
+            parse_instant(text)
+
+
+# -- usage mistakes: exit 2 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("cost", "--since", "garbage"), "Invalid value for '--since': 'garbage' is not a time"),
+        (("containers", "--at", "soon"), "Invalid value for '--at': 'soon' is not a time"),
+        (("serve", "tape.jsonl", "--speed", "0"), "'--speed': must be a positive number, got 0.0"),
+        (("serve", "tape.jsonl", "--speed", "nan"), "'--speed': must be a positive number"),
+        (("containers", "--advise", "--by", "foo"), "cannot group the advice by 'foo'"),
+        (("checkpoint", "--key", "k", "--every-seconds", "1"), "need --dir"),
+        (("checkpoint", "--key", "k", "-o", "x", "--dir", "y"), "not both"),
+        (("db", "partitions", "--rows", "99999999999999999999"), "--rows and --ahead are too"),
+        (("db", "partitions", "--rows", str(2**62), "--ahead", "2"), "would pass the highest"),
+    ],
+)
+def test_bad_option_values_are_usage_mistakes(
+    sqlite_url: str, args: tuple[str, ...], fragment: str
+) -> None:
+    migrate.upgrade(sqlite_url)
+    line = one_error(run(*args, "--db", sqlite_url), 2, fragment)
+    assert line.endswith("--help`)")  # the usage-mistake form: it points at the help
+
+
+def test_the_archive_directory_is_checked_alike_everywhere(sqlite_url: str, a_file: Path) -> None:
+    migrate.upgrade(sqlite_url)
+    for command in (("projections", "rebuild"), ("verify",)):
+        one_error(
+            run(*command, "--archive", "/nonexistent", "--db", sqlite_url),
+            2,
+            "Invalid value for '--archive': Directory '/nonexistent' does not exist.",
+        )
+        one_error(run(*command, "--archive", str(a_file), "--db", sqlite_url), 2, "is a file")
+
+
+# -- files written ----------------------------------------------------------------------------
+
+
+def _output_commands(tmp_path: Path) -> list[tuple[str, ...]]:
+    key = tmp_path / "signing"
+    assert run("keygen", "-o", str(key)).exit_code == 0
+    return [
+        ("export", SESSION, "-o"),
+        ("checkpoint", "--key", str(key), "-o"),
+        ("report", SESSION, "--no-verify", "-o"),
+        ("keygen", "-o"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_an_output_path_naming_a_directory_is_refused_before_work(
+    db: str, tmp_path: Path, index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    command = _output_commands(tmp_path)[index]
+    before = sorted(tmp_path.iterdir())
+    for value in (f"{tmp_path}/newd/", "newd/", ".", "/", ".."):
+        one_error(
+            run("--db", db, *command, value),
+            2,
+            f"Invalid value for '-o' / '--output': {value!r} names a directory, not a file",
+        )
+    one_error(run("--db", db, *command, ""), 2, "'-o' / '--output': is empty: give a file name")
+    assert sorted(tmp_path.iterdir()) == before  # no file named newd, nothing else
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_an_output_path_under_a_file_is_refused(
+    db: str, tmp_path: Path, a_file: Path, index: int
+) -> None:
+    command = _output_commands(tmp_path)[index]
+    one_error(
+        run("--db", db, *command, str(a_file / "out")),
+        2,
+        f"cannot write {a_file / 'out'}: {a_file} is not a directory",
+    )
+
+
+def test_the_demo_checks_its_report_path_before_recording(tmp_path: Path, a_file: Path) -> None:
+    database = tmp_path / "demo.db"
+    one_error(
+        run("demo", "--report", str(a_file / "r.html"), "--db", f"sqlite:///{database}"),
+        2,
+        f"Invalid value for '--report': cannot write {a_file / 'r.html'}: {a_file} is not a "
+        "directory",
+    )
+    assert not database.exists()  # nothing was recorded
+
+
+def test_checkpoint_dir_that_is_a_file_is_named(tmp_path: Path, a_file: Path) -> None:
+    one_error(
+        run("checkpoint", "--key", "k", "--dir", str(a_file)),
+        2,
+        f"Directory '{a_file}' is a file",
+    )
