@@ -13,6 +13,7 @@ file behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -113,13 +114,20 @@ def _atomic(path: Path, binary: bool, what: str, error: type[CodetapeError]) -> 
         # Text goes out as UTF-8 with "\n" newlines on every platform.
         encoding, newline = (None, None) if binary else ("utf-8", "\n")
         out: IO[Any] = os.fdopen(fd, "wb" if binary else "w", encoding=encoding, newline=newline)
-        with out:
+        try:
             yield out
             try:
                 out.flush()
                 os.fsync(out.fileno())
+                out.close()
             except OSError as exc:
                 raise error(f"cannot write {path}: {exc.strerror}") from None
+        finally:
+            if not out.closed:
+                # Closing flushes what is still buffered, which may fail again
+                # (a full disk): the error already on its way says what went wrong.
+                with contextlib.suppress(OSError):
+                    out.close()
         try:
             os.replace(tmp, target)
         except OSError as exc:

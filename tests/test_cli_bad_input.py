@@ -10,11 +10,18 @@ database is written, and tape integers too large for the store.
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+import recorder.atomic
 from recorder.cli import main
 from recorder.store import migrate
 from recorder.times import BadTime, parse_instant
@@ -200,3 +207,78 @@ def test_checkpoint_dir_that_is_a_file_is_named(tmp_path: Path, a_file: Path) ->
         2,
         f"Directory '{a_file}' is a file",
     )
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every atomic write's temporary file writes to /dev/full (ENOSPC), as on a full disk."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    real = recorder.atomic._temp_beside
+
+    def beside(*args: object, **kwargs: object) -> tuple[int, Path]:
+        fd, path = real(*args, **kwargs)  # type: ignore[arg-type]
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, fd)
+        os.close(full)
+        return fd, path
+
+    monkeypatch.setattr(recorder.atomic, "_temp_beside", beside)
+    yield
+
+
+def test_a_full_disk_is_one_error_and_the_old_file_stays(
+    db: str, tmp_path: Path, full_disk: None
+) -> None:
+    key = tmp_path / "signing"
+    assert run("keygen", "-o", str(key)).exit_code == 0
+    for command, target in (
+        (("checkpoint", "--key", str(key), "-o"), tmp_path / "head.checkpoint"),
+        (("export", SESSION, "-o"), tmp_path / "tape.jsonl"),
+        (("export", SESSION, "-o"), tmp_path / "tape.jsonl.zst"),
+        (("report", SESSION, "--no-verify", "-o"), tmp_path / "report.html"),
+    ):
+        target.write_text("old\n")
+        one_error(
+            run(*command, str(target), "--db", db),
+            1,
+            f"cannot write {target}: No space left on device",
+        )
+        assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == []
+
+
+def _small_files() -> None:
+    # Runs in the child: a write past 8 KiB fails (EFBIG) instead of killing it.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+
+def test_a_failed_db_upgrade_leaves_no_empty_database_behind(tmp_path: Path) -> None:
+    codetape = str(Path(sys.executable).parent / "codetape")
+    target = tmp_path / "new" / "deeper" / "x.db"
+    done = subprocess.run(
+        [codetape, "db", "upgrade", "--db", f"sqlite:///{target}"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_small_files,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the file nor the directories made for it
+    # An existing database is never removed, even when the upgrade fails.
+    existing = tmp_path / "kept.db"
+    existing.write_bytes(b"")
+    again = subprocess.run(
+        [codetape, "db", "upgrade", "--db", f"sqlite:///{existing}"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_small_files,
+        check=False,
+    )
+    assert again.returncode == 1
+    assert existing.exists()

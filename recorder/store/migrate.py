@@ -11,6 +11,8 @@ one-line :class:`~recorder.errors.StoreError`, never an Alembic traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +24,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection
 
 from recorder.errors import NewerSchema, StoreError
-from recorder.store.engine import create_engine, describe_url, translate_errors
+from recorder.store.engine import create_engine, describe_url, sqlite_path, translate_errors
 
 __all__ = [
     "alembic_config",
@@ -124,8 +126,45 @@ def _current(url: str, connection: Connection) -> str | None:
         raise several_revisions(url) from None
 
 
+def _missing(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_created(missing: list[Path]) -> None:
+    """Undo a failed run's new SQLite file (and its journals) and the directories made for it."""
+    database, directories = missing[0], missing[1:]
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        # OSError: a read-only directory, where nothing was created either.
+        with contextlib.suppress(OSError):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+    for directory in directories:
+        try:
+            directory.rmdir()  # only if empty: never anything another process put there
+        except OSError:
+            break
+
+
 def _run(url: str, action: str, revision: str) -> None:
     _check_target(action, revision)
+    path = sqlite_path(url)
+    created = _missing(path) if path is not None else []
+    try:
+        _migrate(url, action, revision)
+    except BaseException:
+        # A file this run created holds nothing (its transaction rolled back):
+        # leave no empty database behind to be mistaken for a real one.
+        if created:
+            _remove_created(created)
+        raise
+
+
+def _migrate(url: str, action: str, revision: str) -> None:
     engine = create_engine(url, create=True)
     try:
         with translate_errors(url), engine.begin() as connection:
