@@ -13,6 +13,8 @@ shape (an object, triples) is refused, so that no header escapes redaction
 on import for want of a name to judge it by. An error about ``meta`` never
 quotes the value, which may hold the very secrets it carries. A change to
 the tape format is a change to this module (and the schema file it ships).
+Every integer is bounded to what the store holds (a signed 64-bit value), so
+a line with a larger one is refused by its line number, not half-stored.
 
 Pydantic is imported with this module, which only tape readers import.
 """
@@ -107,26 +109,32 @@ Meta = Annotated[
 ]
 
 
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""An integer the store can hold (a signed 64-bit column): a larger one refuses its line."""
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A sequence number: an :data:`Int64` that is not negative."""
+
+
 class TapeLine(BaseModel):
     """One event of a tape (one JSON object on one line)."""
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     kind: Kind
-    tape: int | None = Field(None, description="Format version; on every session_open line.")
+    tape: Int64 | None = Field(None, description="Format version; on every session_open line.")
     session: str = Field(min_length=1, description="Session id.")
     exchange: str | None = None
-    seq: int = Field(ge=0, description="Sequence number within the event's stream.")
-    at_ns: int = Field(description="When it was recorded, ns since the epoch.")
-    offset_ns: int | None = Field(None, description="Since the request was sent.")
+    seq: Count = Field(description="Sequence number within the event's stream.")
+    at_ns: Int64 = Field(description="When it was recorded, ns since the epoch.")
+    offset_ns: Int64 | None = Field(None, description="Since the request was sent.")
     event: str | None = Field(None, description="The SSE frame's event: field.")
     type: str | None = Field(None, description="The SSE data's type.")
-    sequence_number: int | None = None
+    sequence_number: Int64 | None = None
     response_id: str | None = None
     meta: Meta = Field(default_factory=dict)
     text: str | None = Field(None, description="The payload, when it is UTF-8.")
     b64: str | None = Field(None, description="The payload in base64, when it is not UTF-8.")
-    position: int | None = Field(None, description="Chain: the row's place in its log.")
+    position: Int64 | None = Field(None, description="Chain: the row's place in its log.")
     hash: str | None = None
     prev_hash: str | None = None
     hash_format: str | None = None
@@ -141,18 +149,18 @@ class LeanLine(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     kind: Kind | None = Field(None, description="Default: the previous line's.")
-    tape: int | None = Field(None, description="Format version (2); on every session_open line.")
+    tape: Int64 | None = Field(None, description="Format version (2); on every session_open line.")
     session: str | None = Field(None, min_length=1, description="Default: the previous line's.")
     exchange: str | None = Field(None, description="Default: the previous line's.")
-    seq: int | None = Field(None, ge=0, description="Default: the stream's last seq + 1, or 0.")
-    at_ns: int | None = Field(None, description="Recorded at, ns since the epoch (first line).")
-    dt_ns: int | None = Field(None, description="Recorded at, ns after the previous line.")
-    offset_ns: int | None = Field(
+    seq: Count | None = Field(None, description="Default: the stream's last seq + 1, or 0.")
+    at_ns: Int64 | None = Field(None, description="Recorded at, ns since the epoch (first line).")
+    dt_ns: Int64 | None = Field(None, description="Recorded at, ns after the previous line.")
+    offset_ns: Int64 | None = Field(
         None, description="Default: the previous line's plus the time since it."
     )
     event: str | None = Field(None, description="Default: data's type.")
     type: str | None = Field(None, description="Default: data's type.")
-    sequence_number: int | None = Field(None, description="Default: data's sequence_number.")
+    sequence_number: Int64 | None = Field(None, description="Default: data's sequence_number.")
     response_id: str | None = Field(None, description="Default: the previous line's.")
     meta: Meta = Field(default_factory=dict)
     data: dict[str, Any] | None = Field(
@@ -163,7 +171,7 @@ class LeanLine(BaseModel):
     )
     text: str | None = Field(None, description="The payload, when it is UTF-8.")
     b64: str | None = Field(None, description="The payload in base64, when it is not UTF-8.")
-    position: int | None = Field(None, description="Chain: the row's place in its log.")
+    position: Int64 | None = Field(None, description="Chain: the row's place in its log.")
     hash: str | None = None
     prev_hash: str | None = None
     hash_format: str | None = None

@@ -147,6 +147,22 @@ def test_the_archive_directory_is_checked_alike_everywhere(sqlite_url: str, a_fi
         one_error(run(*command, "--archive", str(a_file), "--db", sqlite_url), 2, "is a file")
 
 
+# -- files read -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [("cost",), ("containers", "--advise")])
+def test_a_fee_file_that_is_not_text_is_named(
+    db: str, command: tuple[str, ...], tmp_path: Path
+) -> None:
+    garbage = tmp_path / "g.bin"
+    garbage.write_bytes(bytes(range(128, 256)) * 40)
+    one_error(
+        run(*command, "--fees", str(garbage), "--db", db),
+        1,
+        f"fee table {garbage} is not UTF-8 text",
+    )
+
+
 # -- files written ----------------------------------------------------------------------------
 
 
@@ -282,3 +298,54 @@ def test_a_failed_db_upgrade_leaves_no_empty_database_behind(tmp_path: Path) -> 
     )
     assert again.returncode == 1
     assert existing.exists()
+
+
+# -- database URLs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u@127.0.0.1:notaport/db", "postgresql://u:s3cret@[::1:5432/x"],
+)
+def test_a_url_that_does_not_parse_is_named(url: str) -> None:
+    line = one_error(run("sessions", "--db", url), 1, "not a database URL", "port is a number")
+    assert "s3cret" not in line
+
+
+def test_urls_are_echoed_as_typed() -> None:
+    one_error(run("sessions", "--db", "sqlite:///:memory:"), 1, "sqlite:///:memory: starts")
+    one_error(
+        run("sessions", "--db", "postgresql://%zz:pw%40x@127.0.0.1:1/x"),
+        1,
+        "(postgresql://%zz:***@127.0.0.1:1/x)",
+    )
+
+
+def test_a_database_path_under_a_file_says_so(a_file: Path) -> None:
+    for command in (("sessions",), ("db", "upgrade")):
+        line = one_error(
+            run(*command, "--db", f"sqlite:///{a_file / 'x.db'}"),
+            1,
+            f"{a_file} is a file, not a directory",
+        )
+        assert "nor its directory" not in line
+    assert a_file.read_text() == ""
+
+
+# -- tapes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value"), [("at_ns", 10**20), ("seq", 2**63)])
+def test_a_tape_integer_the_store_cannot_hold_refuses_the_file(
+    sqlite_url: str, tmp_path: Path, field: str, value: int
+) -> None:
+    migrate.upgrade(sqlite_url)
+    lines = TAPE.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[3])
+    record[field] = value
+    lines[3] = json.dumps(record)
+    tape = tmp_path / "big.jsonl"
+    tape.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run("import", str(tape), "--db", sqlite_url)
+    one_error(result, 1, f"{tape}:4: field {field!r}", "less than or equal to 9223372036854775807")
+    assert json.loads(run("sessions", "--db", sqlite_url, "--json").output) == []

@@ -149,4 +149,8 @@ def load_fee_table(path: Path | None = None) -> FeeTable:
         raw = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise FeeTableError(f"cannot read fee table {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise FeeTableError(
+            f"fee table {path} is not UTF-8 text: give a JSON file shaped like the shipped one"
+        ) from None
     return _parse(raw, str(path))

@@ -48,15 +48,25 @@ __all__ = [
 _PG_BUSY_STATES = ("55P03", "40001", "40P01", "57014")
 
 
+# The password of a URL, where SQLAlchemy's parser finds it (scheme://user:password@).
+_PASSWORD = re.compile(r"^(?P<head>[\w+]+://[^:/]*:)[^@]*@")
+
+
 def describe_url(url: str) -> str:
-    """The URL as the user typed it (see :func:`recorder.config.as_typed`), password hidden."""
-    typed = as_typed(url)
-    if "://" not in typed:
-        return typed  # a bare SQLite path
+    """The URL as the user typed it (see :func:`recorder.config.as_typed`), password hidden.
+
+    Hidden in the text as typed, not by re-rendering the parsed URL, which
+    would escape what the user did not (``:memory:`` as ``%3Amemory%3A``).
+    """
+    return _PASSWORD.sub(r"\g<head>***@", as_typed(url), count=1)
+
+
+def _parse(url: str) -> sa.URL | None:
+    """``url`` parsed, or None when it is not one (a bad port is a ``ValueError`` there)."""
     try:
-        return sa.make_url(typed).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return typed
+        return sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None
 
 
 def create_engine(
@@ -80,10 +90,13 @@ def create_engine(
     pinged at checkout (an append finds a dead one with its first round trip
     and tries again; see :mod:`recorder.store.pgwire`).
     """
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise DatabaseUnavailable(f"not a database URL: {describe_url(url)!r}") from exc
+    parsed = _parse(url)
+    if parsed is None:
+        raise DatabaseUnavailable(
+            f"not a database URL: {describe_url(url)!r} (use sqlite:///PATH or "
+            "postgresql://user@host:port/db, where a port is a number and an IPv6 host is "
+            "in [brackets])"
+        )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, url, create=create, busy_timeout=busy_timeout)
@@ -100,9 +113,8 @@ def create_engine(
 
 def is_process_local(url: str) -> bool:
     """True for an in-memory SQLite database: no other process can open it."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    parsed = _parse(url)
+    if parsed is None:
         return False  # opening it reports the mistake
     if parsed.get_backend_name() != "sqlite":
         return False
@@ -111,9 +123,8 @@ def is_process_local(url: str) -> bool:
 
 def sqlite_path(url: str) -> Path | None:
     """The file a SQLite URL opens, or None (in memory, not SQLite, or not a URL)."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    parsed = _parse(url)
+    if parsed is None:
         return None
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
@@ -170,6 +181,17 @@ def _sqlite_engine(parsed: sa.URL, url: str, *, create: bool, busy_timeout: floa
     return engine
 
 
+def _not_a_directory(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a directory (a file), else None."""
+    for ancestor in path.parents:
+        try:
+            if ancestor.exists():
+                return None if ancestor.is_dir() else ancestor
+        except OSError:
+            return None
+    return None
+
+
 def _check_sqlite_path(path: Path, url: str, *, create: bool) -> None:
     """Refuse, before SQLite would create an empty file, what cannot be this database."""
     where = describe_url(url)
@@ -177,6 +199,11 @@ def _check_sqlite_path(path: Path, url: str, *, create: bool) -> None:
         raise DatabaseUnavailable(
             f"{where} is a directory, not a database file: name a file in it "
             f"(e.g. sqlite:///{path / 'codetape.db'})"
+        )
+    blocker = _not_a_directory(path)
+    if blocker is not None:
+        raise DatabaseUnavailable(
+            f"cannot open {where}: {blocker} is a file, not a directory; check the path"
         )
     if create:
         try:
@@ -276,11 +303,8 @@ _PG_QUOTED = re.compile(r'"([^"]*)"')
 def _postgres_problem(url: str, where: str, text: str) -> StoreError:
     """A failed PostgreSQL connection: a missing database, a refused login, or no server."""
     reason = text.split("FATAL:", 1)[-1].strip() if "FATAL:" in text else text
-    try:
-        parsed = sa.make_url(url)
-        server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    except sa.exc.ArgumentError:
-        server = where
+    parsed = _parse(url)
+    server = where if parsed is None else f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
     quoted = _PG_QUOTED.search(reason)
     name = quoted.group(1) if quoted else "?"
     if reason.startswith("database ") and reason.endswith("does not exist"):
