@@ -273,5 +273,12 @@ class LeanReader:
             sequence_number=(record.sequence_number if "sequence_number" in fields else number),
             response_id=record.response_id if "response_id" in fields else st.response_id,
         )
+        # Each field fits the store (tape_line bounds them); what adds up may not.
+        for name, value in (("at_ns", at_ns), ("offset_ns", ev.offset_ns), ("seq", seq)):
+            if value is not None and not -(2**63) <= value < 2**63:
+                raise TapeError(
+                    f"{where}: the {name} this line adds up to ({value}) does not fit in the "
+                    "log (a signed 64-bit integer)"
+                )
         st.advance(ev)
         return ev

@@ -349,3 +349,19 @@ def test_a_tape_integer_the_store_cannot_hold_refuses_the_file(
     result = run("import", str(tape), "--db", sqlite_url)
     one_error(result, 1, f"{tape}:4: field {field!r}", "less than or equal to 9223372036854775807")
     assert json.loads(run("sessions", "--db", sqlite_url, "--json").output) == []
+
+
+def test_a_lean_tape_time_that_adds_up_past_int64_refuses_the_file(db: str, tmp_path: Path) -> None:
+    lean = tmp_path / "lean.jsonl"
+    assert run("export", SESSION, "-o", str(lean), "--db", db).exit_code == 0
+    lines = lean.read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0])["tape"] == 2  # a lean tape: times after the first are dt_ns
+    first = json.loads(lines[0])
+    first["session"] = "d" * 32  # another session, so it is not skipped as imported already
+    first["meta"].pop("source", None)
+    third = json.loads(lines[2])
+    third["dt_ns"] = 2**63 - 1  # fits alone; added to the first line's at_ns it does not
+    lines[0], lines[2] = json.dumps(first), json.dumps(third)
+    lean.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    one_error(run("import", str(lean), "--db", db), 1, f"{lean}:3: the at_ns this line adds up to")
+    assert len(json.loads(run("sessions", "--db", db, "--json").output)) == 1
