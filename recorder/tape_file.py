@@ -8,6 +8,15 @@ writes a tape atomically (:mod:`recorder.atomic`), compressed as a stream
 when the target's name ends in ``.zst``. Every failure, a corrupt or cut
 compressed stream included, is a :class:`~recorder.errors.TapeError` naming
 the file.
+
+Every zstd frame codetape writes carries zstd's content checksum (the low 32
+bits of XXH64 over the decompressed bytes). Without it, most flipped bits in
+the compressed data still decode, into other bytes, and a damaged tape
+would import with changed payloads. The reader checks it whenever a frame
+has one (zstd does so unless told not to, and nothing here tells it not to),
+so a damaged tape is refused before its first event is used; tapes written
+without it (by an older codetape) still read. The content size is not in the
+frame header: a tape is compressed as a stream, before its size is known.
 """
 
 from __future__ import annotations
@@ -112,8 +121,16 @@ def open_tape_lines(path: Path) -> Iterator[tuple[int, str]]:
             raise TapeError(f"{path}: not UTF-8 text, so not a tape") from None
         except Exception as exc:
             if compressed and type(exc).__name__ == "ZstdError":
-                raise TapeError(f"{path}: a damaged zstd-compressed tape ({exc})") from None
+                raise TapeError(f"{path}: a damaged zstd-compressed tape ({_why(exc)})") from None
             raise
+
+
+def _why(exc: Exception) -> str:
+    """zstd's reason, in the product's words when it is the checksum."""
+    text = str(exc)
+    if "checksum" in text.lower():
+        return "its checksum does not match its content: bytes were changed"
+    return text
 
 
 @contextmanager
@@ -126,7 +143,9 @@ def atomic_tape(path: Path) -> Iterator[_TextOut | IO[str]]:
     import zstandard
 
     with atomic_bytes(Path(path), what="a tape", error=TapeError) as raw:
-        writer = zstandard.ZstdCompressor(level=_LEVEL).stream_writer(
+        # The checksum is what lets a reader tell a damaged tape from a good one.
+        compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True)
+        writer = compressor.stream_writer(
             raw,  # type: ignore[arg-type]  # it only calls write()
             closefd=False,
         )

@@ -266,6 +266,76 @@ def test_a_damaged_zst_tape_is_one_error_line_and_imports_nothing(
         assert store.sessions() == []
 
 
+def test_every_zst_tape_codetape_writes_carries_the_zstd_checksum(
+    store: EventStore, tmp_path: Path, zst: Path
+) -> None:
+    import zstandard
+
+    # Archive files are written by write_tape too (recorder/archive.py).
+    import_file(store, STREAM)
+    exported = tmp_path / "exported.jsonl.zst"
+    export_sessions(store, [NAME], exported, hashes=False)
+    for path in (zst, exported):
+        assert zstandard.get_frame_parameters(path.read_bytes()).has_checksum, path
+
+
+def test_a_flipped_bit_in_a_zst_tape_is_refused_never_read_as_other_bytes(
+    tmp_path: Path, zst: Path
+) -> None:
+    from recorder.tape_file import open_tape_lines
+
+    good = "".join(line for _, line in open_tape_lines(zst))
+    raw = zst.read_bytes()
+    flipped = tmp_path / "flipped.jsonl.zst"
+    refused = 0
+    # Every 61st bit of the file (about 1,500 cases, header and checksum included).
+    for bit in range(0, len(raw) * 8, 61):
+        damaged = bytearray(raw)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        flipped.write_bytes(damaged)
+        try:
+            text = "".join(line for _, line in open_tape_lines(flipped))
+        except TapeError as exc:
+            assert "damaged zstd-compressed tape" in str(exc) or "not UTF-8" in str(exc)
+            refused += 1
+            continue
+        assert text == good, f"bit {bit} flipped reads as other bytes"
+    assert refused > 1000
+
+
+def test_a_damaged_exported_zst_tape_is_refused_by_import(db_url: str, tmp_path: Path) -> None:
+    """The reported case: one bit of an exported tape flipped, imported into a fresh database."""
+    from recorder.store import migrate
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    migrate.upgrade(source)
+    assert run("import", str(STREAM), "--db", source).exit_code == 0  # type: ignore[attr-defined]
+    tape = tmp_path / "nh.jsonl.zst"
+    out = run("export", NAME, "--no-hashes", "-o", str(tape), "--db", source)
+    assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
+    damaged = bytearray(tape.read_bytes())
+    damaged[214] ^= 1
+    tape.write_bytes(damaged)
+    migrate.upgrade(db_url)
+    result = CliRunner().invoke(main, ["import", str(tape), "--db", db_url])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: {tape}: a damaged zstd-compressed tape (its checksum does not match its "
+        "content: bytes were changed)\n"
+    )
+    with EventStore.open(db_url) as store:
+        assert store.sessions() == []
+
+
+def test_a_zst_tape_written_without_a_checksum_still_reads(tmp_path: Path) -> None:
+    import zstandard
+
+    old = tmp_path / "old.jsonl.zst"
+    old.write_bytes(zstandard.ZstdCompressor(level=9).compress(STREAM.read_bytes()))
+    assert not zstandard.get_frame_parameters(old.read_bytes()).has_checksum
+    assert read_tape(old) == read_tape(STREAM)
+
+
 def test_replay_transport_and_serve_read_a_zst_tape(zst: Path) -> None:
     recording = load_tape(zst)
     assert recording.exchanges == load_tape(STREAM).exchanges
