@@ -3,9 +3,12 @@
 Guarantees:
 
 * A file is checked whole before anything is written: a bad line, an unknown
-  format or a duplicate session writes nothing. :func:`import_files` imports
-  several, each on its own, going on past a bad one and reporting every
-  file's outcome.
+  format or a duplicate session writes nothing; nor does, in a tape that
+  carries chain hashes, a row whose hash no longer re-derives or that does
+  not link (the rules of ``verify TAPE`` alone,
+  :class:`recorder.integrity.tapes.TapeChain`, checked in the first pass).
+  :func:`import_files` imports several, each on its own, going on past a
+  bad one and reporting every file's outcome.
 * Bounded transactions: a file's events are appended in batches of at most
   :data:`BATCH_EVENTS` events (or :data:`BATCH_BYTES` of payload), one
   transaction each, so a long import never holds the log's write lock for
@@ -71,7 +74,14 @@ from recorder.redact import Redactor
 from recorder.sse import split_sse
 from recorder.store.engine import translate_errors
 from recorder.store.store import EventStore
-from recorder.tape import incomplete_parts, iter_tape, read_tape
+from recorder.tape import (
+    OpenParts,
+    cut_short,
+    incomplete_parts,
+    iter_tape,
+    iter_tape_rows,
+    read_tape,
+)
 
 __all__ = [
     "BATCH_BYTES",
@@ -348,22 +358,12 @@ class _TapeScan:
     """Stream id → its last event's time."""
     latest_ns: dict[str, int]
     """Session id → the latest time of any of its events."""
-    requests: dict[str, tuple[str, str]]
-    """Exchange id → (session id, how to name it when it never ends)."""
-    ended: set[str]
-    closed: set[str]
+    parts: OpenParts
+    """What the tape leaves open (the rule every tape reader applies)."""
 
     def incomplete(self) -> dict[str, list[str]]:
-        """Session id → what the tape leaves open in it (as :func:`incomplete_parts` says)."""
-        found: dict[str, list[str]] = {}
-        for ev in self.opens:
-            if ev.session_id not in self.closed:
-                name = str(ev.meta.get("name") or ev.session_id)
-                found.setdefault(ev.session_id, []).append(f"session {name!r} is never closed")
-        for exchange_id, (session_id, label) in self.requests.items():
-            if exchange_id not in self.ended:
-                found.setdefault(session_id, []).append(label)
-        return found
+        """Session id → what the tape leaves open in it."""
+        return self.parts.by_session()
 
 
 def _tape_events(path: Path, redactor: Redactor) -> Iterator[Event]:
@@ -373,16 +373,31 @@ def _tape_events(path: Path, redactor: Redactor) -> Iterator[Event]:
         yield redact_event(ev, redactor)
 
 
+def _checked_tape_events(path: Path, redactor: Redactor) -> Iterator[Event]:
+    """:func:`_tape_events`, each row first checked against the chain fields it carries.
+
+    A tape exported with hashes says what each row was; a row whose hash no
+    longer re-derives (a byte changed in transit, a hand edit) refuses the
+    whole file here, in the checking pass, before anything is stored. The
+    check is on the row as the tape holds it, before redaction.
+    """
+    from recorder.integrity.tapes import check_tape_chain
+
+    for row in check_tape_chain(path, iter_tape_rows(path)):
+        yield redact_event(row.event, redactor)
+
+
 def _scan_tape(path: Path, redactor: Redactor) -> _TapeScan:
-    """Check a tape whole as :func:`_check_streams` does, keeping no event but its openings."""
-    scan = _TapeScan([], 0, {}, {}, {}, {}, set(), set())
-    numbers: dict[str, int] = {}
-    for number, ev in enumerate(_tape_events(path, redactor), start=1):
+    """Check a tape whole as :func:`_check_streams` does, and its rows' chain hashes,
+    keeping no event but its openings."""
+    scan = _TapeScan([], 0, {}, {}, {}, OpenParts())
+    opened: set[str] = set()
+    for number, ev in enumerate(_checked_tape_events(path, redactor), start=1):
         scan.events = number
         if ev.kind is EventKind.SESSION_OPEN:
             scan.opens.append(ev)
-            numbers.setdefault(ev.session_id, 0)
-        elif ev.session_id not in numbers:
+            opened.add(ev.session_id)
+        elif ev.session_id not in opened:
             raise TapeError(
                 f"{path}: event {number} belongs to session {ev.session_id} "
                 "which the tape never opens"
@@ -398,17 +413,7 @@ def _scan_tape(path: Path, redactor: Redactor) -> _TapeScan:
         latest = scan.latest_ns.get(ev.session_id)
         if latest is None or ev.recorded_at_ns > latest:
             scan.latest_ns[ev.session_id] = ev.recorded_at_ns
-        if ev.kind is EventKind.SESSION_CLOSE:
-            scan.closed.add(ev.session_id)
-        elif ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
-            numbers[ev.session_id] += 1
-            scan.requests[ev.exchange_id] = (
-                ev.session_id,
-                f"exchange #{numbers[ev.session_id]} ({ev.meta.get('method', '?')} "
-                f"{ev.meta.get('url', '?')}) never ended",
-            )
-        elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
-            scan.ended.add(ev.exchange_id)
+        scan.parts.add(ev)
     return scan
 
 
@@ -432,8 +437,8 @@ def _known_to_store(store: EventStore, opens: Sequence[Event]) -> bool:
 def _partial_endings(scan: _TapeScan, parts: dict[str, list[str]]) -> list[Event]:
     """The endings :func:`_keep_partial` appends, from a scan instead of the events."""
     endings: list[Event] = []
-    for exchange_id, (session_id, _label) in scan.requests.items():
-        if exchange_id in scan.ended or session_id not in parts:
+    for exchange_id, (session_id, _label) in scan.parts.requests.items():
+        if exchange_id in scan.parts.ended or session_id not in parts:
             continue
         endings.append(
             end_event(
@@ -446,7 +451,7 @@ def _partial_endings(scan: _TapeScan, parts: dict[str, list[str]]) -> list[Event
             )
         )
     for session_id in parts:
-        if session_id in scan.closed:
+        if session_id in scan.parts.closed:
             continue
         at = scan.latest_ns[session_id]
         endings.append(
@@ -507,9 +512,8 @@ def _chain(first: Iterable[Event], then: Iterable[Event]) -> Iterator[Event]:
 
 def _incomplete_error(path: Path, parts: dict[str, list[str]]) -> IncompleteSource:
     listed = [part for session_parts in parts.values() for part in session_parts]
-    more = f" (and {len(listed) - 2} more)" if len(listed) > 2 else ""
     return IncompleteSource(
-        f"{path} is cut short: {'; '.join(listed[:2])}{more}. Import it anyway with "
+        f"{path} is {cut_short(listed)}. Import it anyway with "
         "--partial (the session is then marked partial)"
     )
 

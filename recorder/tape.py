@@ -21,15 +21,22 @@ unless the line before is the row at the position before (whose hash it then
 is); ``"hash_format"`` on the first line and wherever it changes. The tape may
 end with one ``{"proof": ...}`` line: a signed checkpoint and the Merkle
 proof that ties the tape's rows to it (see :mod:`recorder.integrity.tapes`).
-Readers of events ignore all of these, so replay and import read such a tape
-as one without them. Without them (``hashes=False``), export → import into a
-fresh database → export gives a byte-identical file, in either format.
+Readers of events ignore all of these, so replay reads such a tape as one
+without them; import checks the chain fields first
+(:class:`recorder.integrity.tapes.TapeChain`). Without them
+(``hashes=False``), export → import into a fresh database → export gives a
+byte-identical file, in either format.
 
 Writing is atomic: a tape is written to a temporary file beside the target
 and renamed over it, so a failed export never leaves a half-written tape. Only
 a new path or a regular file is ever replaced (never a directory, a device or
 a pipe), and the permissions are those a new file or the replaced one would
-have. :func:`incomplete_parts` names what a tape cut short leaves open.
+have.
+
+Every reader refuses an empty (or all blank) file with one line,
+:func:`empty_tape`; :class:`OpenParts` is the one rule for a tape cut short
+(a session never closed, an exchange never ended), which import, ``verify``,
+``diff``, ``serve`` and replay refuse alike (see each for how to go on anyway).
 """
 
 from __future__ import annotations
@@ -60,8 +67,12 @@ __all__ = [
     "PROOF_PREFIX",
     "READ_VERSIONS",
     "TAPE_VERSION",
+    "OpenParts",
     "TapeProof",
     "TapeRow",
+    "check_whole",
+    "cut_short",
+    "empty_tape",
     "event_to_line",
     "incomplete_parts",
     "iter_tape_rows",
@@ -173,9 +184,11 @@ def _decoded(path: Path) -> Iterator[tuple[Event, Chain, str] | TapeProof]:
 
     lean: LeanReader | None = None
     version: int | None = None
+    empty = True
     for number, line in open_tape_lines(path):
         if not line.strip():
             continue
+        empty = False
         where = f"{path}:{number}"
         if _is_proof(line):
             proof = parse_proof_line(line, where).proof
@@ -191,6 +204,16 @@ def _decoded(path: Path) -> Iterator[tuple[Event, Chain, str] | TapeProof]:
         else:
             record = parse_line(line, where)
             yield _to_event(record, where), _chain(record), where
+    if empty:
+        # Nothing codetape writes is empty (a tape holds at least a session's
+        # opening), so an empty file is a failed copy or the wrong file, never
+        # a recording of nothing: every reader refuses it with this line.
+        raise TapeError(empty_tape(path))
+
+
+def empty_tape(path: Path | str) -> str:
+    """The one line every reader, import included, refuses an empty (or blank) file with."""
+    return f"{path}: the file is empty"
 
 
 def _chain(record: TapeLine | LeanLine) -> Chain:
@@ -235,7 +258,8 @@ class TapeRow:
             recorded_at_ns=ev.recorded_at_ns,
             offset_ns=ev.offset_ns,
             payload=ev.payload,
-            meta_json=canonical_json(dict(ev.meta)),
+            # Most rows (stream frames) have no meta: skip the encoder for them.
+            meta_json=canonical_json(dict(ev.meta)) if ev.meta else "{}",
             sse_event=ev.sse_event,
             sse_type=ev.sse_type,
             sequence_number=ev.sequence_number,
@@ -294,33 +318,79 @@ def read_tape(path: Path) -> list[Event]:
     return list(iter_tape(path))
 
 
-def incomplete_parts(events: Iterable[Event | StoredEvent]) -> list[str]:
-    """What a tape's events leave unfinished: sessions never closed, exchanges never ended.
+class OpenParts:
+    """What a tape's events leave unfinished, fed one event at a time.
 
-    Empty for a complete tape. A tape cut short (at a line boundary, so every
-    line still parses) or exported while its session was being recorded has
-    parts here; importing it as if complete would leave them open forever.
+    This is the one rule for "cut short", used by every reader that judges a
+    tape whole (import, ``verify TAPE``, ``diff``, ``serve``, replay): a
+    session opened and never closed, an exchange whose request is there and
+    whose end is not. A tape cut at a line boundary still parses line by
+    line, so only this tells it from a complete one. Memory grows with the
+    tape's sessions and exchanges, not its events.
     """
-    open_sessions: dict[str, str] = {}
-    open_exchanges: dict[str, str] = {}
-    numbers: dict[str, int] = {}
-    for ev in events:
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        """Session id -> its name (or id), for each session opened."""
+        self.closed: set[str] = set()
+        self.requests: dict[str, tuple[str, str]] = {}
+        """Exchange id -> (session id, how to name it when it never ends)."""
+        self.ended: set[str] = set()
+        self._numbers: dict[str, int] = {}
+
+    def add(self, ev: Event | StoredEvent) -> None:
         if ev.kind is EventKind.SESSION_OPEN:
-            open_sessions[ev.session_id] = str(ev.meta.get("name") or ev.session_id)
+            self.names[ev.session_id] = str(ev.meta.get("name") or ev.session_id)
         elif ev.kind is EventKind.SESSION_CLOSE:
-            open_sessions.pop(ev.session_id, None)
+            self.closed.add(ev.session_id)
         elif ev.kind is EventKind.REQUEST and ev.exchange_id is not None:
-            numbers[ev.session_id] = numbers.get(ev.session_id, 0) + 1
+            number = self._numbers[ev.session_id] = self._numbers.get(ev.session_id, 0) + 1
             meta = ev.meta
-            open_exchanges[ev.exchange_id] = (
-                f"exchange #{numbers[ev.session_id]} ({meta.get('method', '?')} "
-                f"{meta.get('url', '?')}) never ended"
+            self.requests[ev.exchange_id] = (
+                ev.session_id,
+                f"exchange #{number} ({meta.get('method', '?')} {meta.get('url', '?')}) "
+                "never ended",
             )
         elif ev.kind is EventKind.EXCHANGE_END and ev.exchange_id is not None:
-            open_exchanges.pop(ev.exchange_id, None)
-    return [f"session {name!r} is never closed" for name in open_sessions.values()] + list(
-        open_exchanges.values()
-    )
+            self.ended.add(ev.exchange_id)
+
+    def by_session(self) -> dict[str, list[str]]:
+        """Session id -> what is left open in it; empty for a complete tape."""
+        found: dict[str, list[str]] = {}
+        for session_id, name in self.names.items():
+            if session_id not in self.closed:
+                found.setdefault(session_id, []).append(f"session {name!r} is never closed")
+        for exchange_id, (session_id, label) in self.requests.items():
+            if exchange_id not in self.ended:
+                found.setdefault(session_id, []).append(label)
+        return found
+
+
+def incomplete_parts(events: Iterable[Event | StoredEvent]) -> list[str]:
+    """What ``events`` leave unfinished (see :class:`OpenParts`); empty for a complete tape.
+
+    A tape cut short (at a line boundary, so every line still parses) or
+    exported while its session was being recorded has parts here; importing
+    or replaying it as if complete would pass a shorter recording for the whole.
+    """
+    parts = OpenParts()
+    for ev in events:
+        parts.add(ev)
+    return [part for listed in parts.by_session().values() for part in listed]
+
+
+def cut_short(parts: Iterable[str]) -> str:
+    """``cut short: ...``, the one description of a tape cut short, naming two parts at most."""
+    listed = list(parts)
+    more = f" (and {len(listed) - 2} more)" if len(listed) > 2 else ""
+    return f"cut short: {'; '.join(listed[:2])}{more}"
+
+
+def check_whole(path: Path | str, events: Iterable[Event | StoredEvent], anyway: str) -> None:
+    """Refuse a tape cut short: ``PATH is cut short: ... ANYWAY`` (``anyway``: how to go on)."""
+    parts = incomplete_parts(events)
+    if parts:
+        raise TapeError(f"{path} is {cut_short(parts)}. {anyway}")
 
 
 if TYPE_CHECKING:
@@ -338,7 +408,9 @@ def _tape_lines(
     to_line = LeanWriter().line if version == LEAN_VERSION else event_to_line
     last_position: int | None = None
     last_format: str | None = None
+    wrote = False
     for ev in events:
+        wrote = True
         chain: dict[str, Any] | None = None
         if hashes and isinstance(ev, StoredEvent):
             chain = {"position": ev.position}
@@ -349,6 +421,9 @@ def _tape_lines(
                 chain["hash_format"] = ev.hash_format
             last_position, last_format = ev.position, ev.hash_format
         yield to_line(ev, chain) + "\n", True
+    if not wrote:
+        # Every reader refuses an empty file (see empty_tape): never write one.
+        raise TapeError("no events to write: a tape holds at least one")
     extra = last_line() if last_line is not None else None
     if extra is not None:
         yield extra + "\n", False
@@ -383,7 +458,8 @@ def write_tape(
     A ``path`` whose name ends in ``.zst`` gets the tape zstd-compressed, as a
     stream (memory stays bounded). ``version`` 1 writes the older format.
 
-    ``hashes`` adds each stored event's chain fields; ``last_line``, called
+    No events is a :class:`TapeError` (a tape holds at least one; readers refuse
+    an empty file). ``hashes`` adds each stored event's chain fields; ``last_line``, called
     after the events are written, may give one more line (a proof) to end with.
     Only onto a new path or over a regular file (through a symlink, the file
     it points to); a directory, device, pipe or socket is refused with a

@@ -585,3 +585,76 @@ def test_a_tape_with_hashes_and_a_proof_imports(
     with EventStore.open(second) as fresh:
         assert import_file(fresh, tape).events == 11
         assert [e.to_event() for e in fresh.iter_events()] == session_rows(store, "B")
+
+
+def test_verify_refuses_a_tape_cut_at_a_line_boundary_by_the_rule_import_applies(
+    signed_store: tuple[EventStore, str], tmp_path: Path
+) -> None:
+    store, _ = signed_store
+    tape = tmp_path / "b.jsonl"
+    export_sessions(store, ["B"], tape)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(tape.read_text().splitlines(keepends=True)[:6]))  # every hash holds
+    what = "cut short: session 'B' is never closed; exchange #1 (POST ?) never ended"
+    out = CliRunner().invoke(main, ["verify", str(cut)])
+    assert out.exit_code == 1, out.output
+    assert out.stderr == f"{cut}: the tape is {what}\n"
+    assert "ok" not in out.stdout
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert CliRunner().invoke(main, ["db", "upgrade", "--db", fresh]).exit_code == 0
+    imported = CliRunner().invoke(main, ["import", str(cut), "--db", fresh])
+    assert imported.exit_code == 1
+    assert imported.stderr.startswith(f"Error: {cut} is {what}. Import it anyway with --partial")
+    assert verify_tape(tape).ok  # the whole tape
+
+
+def test_verify_and_import_refuse_an_empty_tape_with_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert CliRunner().invoke(main, ["db", "upgrade", "--db", fresh]).exit_code == 0
+    for args in (["verify", str(empty)], ["import", str(empty), "--db", fresh]):
+        out = CliRunner().invoke(main, args)
+        assert (out.exit_code, out.stderr) == (1, f"Error: {empty}: the file is empty\n"), args
+
+
+def test_verify_with_a_key_fails_a_tape_whose_proof_line_was_removed(
+    signed_store: tuple[EventStore, str], keys: Keys, tmp_path: Path
+) -> None:
+    store, note = signed_store
+    tape = tmp_path / "b.jsonl"
+    export_sessions(store, ["B"], tape, checkpoint=note)
+    stripped = tmp_path / "stripped.jsonl"
+    stripped.write_text("".join(tape.read_text().splitlines(keepends=True)[:-1]))
+    assert verify_tape(stripped).ok  # alone it is a sound tape
+    out = CliRunner().invoke(main, ["verify", str(stripped), "--key", str(keys.public_path)])
+    assert out.exit_code == 1, out.output
+    assert "the tape carries no signed checkpoint to check against" in out.stderr
+    assert "ok" not in out.stdout
+    # Given the checkpoint file, the tape's rows are checked against it instead.
+    cp_file = tmp_path / "head.checkpoint"
+    cp_file.write_text(note)
+    given = ["verify", str(stripped), "--key", str(keys.public_path), "--checkpoint", str(cp_file)]
+    out = CliRunner().invoke(main, given)
+    assert out.exit_code == 1  # 11 of its 33 rows, and the proof is gone
+    assert "no proof for this checkpoint" in out.stderr
+
+
+def test_the_checkpoint_a_tape_carries_is_checked_when_checkpoint_files_are_given(
+    signed_store: tuple[EventStore, str], keys: Keys, tmp_path: Path
+) -> None:
+    store, note = signed_store
+    # A whole-log tape that carries a checkpoint signed by someone else's key.
+    _, foreign = create_checkpoint(store, Ed25519PrivateKey.generate())
+    tape = tmp_path / "all.jsonl"
+    export_sessions(store, ["A", "B", "C"], tape, checkpoint=foreign)
+    cp_file = tmp_path / "head.checkpoint"
+    cp_file.write_text(note)
+    key = str(keys.public_path)
+    out = CliRunner().invoke(
+        main, ["verify", str(tape), "--key", key, "--checkpoint", str(cp_file)]
+    )
+    assert out.exit_code == 1, out.output
+    assert "the checkpoint the tape carries" in out.stderr
+    assert "not signed by this key" in out.stderr
+    assert "33 row(s) proven to be in the signed log" in out.stdout  # the file's check passed

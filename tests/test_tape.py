@@ -262,3 +262,72 @@ def test_write_failing_midway_keeps_the_old_file(tmp_path: Path) -> None:
         write_tape(events(), target)
     assert target.read_text() == "previous contents\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+STREAM = FIXTURES / "realdata/openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
+
+
+@pytest.fixture
+def hashed_tape(tmp_path: Path) -> Path:
+    """STREAM exported with its chain fields from a log of its own (positions 1-496)."""
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    migrate.upgrade(url)
+    out = tmp_path / "full.jsonl"
+    with EventStore.open(url) as source:
+        ((sid, _),) = import_file(source, STREAM).sessions
+        export_sessions(source, [sid], out)
+    return out
+
+
+def _edit_line(path: Path, number: int, old: str, new: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    assert old in lines[number - 1]
+    lines[number - 1] = lines[number - 1].replace(old, new, 1)
+    path.write_text("".join(lines))
+
+
+def test_import_refuses_a_tape_whose_row_hash_no_longer_rederives(
+    store: EventStore, hashed_tape: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+
+    _edit_line(hashed_tape, 21, '"delta":"', '"delta":"X')  # one payload changed, still JSON
+    result = CliRunner().invoke(main, ["import", str(hashed_tape), "--db", store.url])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: {hashed_tape}:21 (position 21): hash mismatch: the row was altered\n"
+    )
+    assert store.sessions() == []
+    assert store.verify().ok
+
+
+def test_import_refuses_a_spliced_or_stripped_hashed_tape(
+    store: EventStore, hashed_tape: Path
+) -> None:
+    lines = hashed_tape.read_text().splitlines(keepends=True)
+    record = json.loads(lines[40])
+    del record["hash"], record["position"]  # the chain fields of an edited line removed
+    hashed_tape.write_text("".join([*lines[:40], json.dumps(record) + "\n", *lines[41:]]))
+    with pytest.raises(TapeError, match=r"full\.jsonl:42 \(position 42\): no prev_hash"):
+        import_file(store, hashed_tape)
+    assert store.sessions() == []
+
+
+def test_an_intact_hashed_tape_imports_and_its_hashes_are_checked_once(
+    store: EventStore, hashed_tape: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recorder.integrity.tapes as tapes
+
+    checked: list[int] = []
+    real = tapes.row_problem
+
+    def counting(row: object, prev: object) -> str | None:
+        checked.append(1)
+        return real(row, prev)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tapes, "row_problem", counting)
+    assert import_file(store, hashed_tape).events == 496
+    assert len(checked) == 496  # every row, in the checking pass only
+    assert store.verify().ok

@@ -168,7 +168,7 @@ def _events(draw: st.DrawFn) -> Event:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_events(), max_size=12))
+@given(st.lists(_events(), min_size=1, max_size=12))
 def test_random_events_read_back_exactly(events: list[Event]) -> None:
     text = lean_text(events)
     assert text.count("\n") == len(events)

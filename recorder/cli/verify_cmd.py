@@ -33,8 +33,9 @@ __all__ = ["verify"]
 @click.option(
     "--key",
     type=click.Path(path_type=Path),
-    help="Public key (PEM) the checkpoints were signed with; with a TAPE alone, also "
-    "checks the checkpoint the tape carries.",
+    help="Public key (PEM) the checkpoints were signed with; with a TAPE, also checks the "
+    "checkpoint the tape carries, and fails a tape that carries none unless --checkpoint "
+    "is given.",
 )
 @click.option(
     "--archive",

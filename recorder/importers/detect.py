@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 
 from recorder.errors import CodetapeError
 from recorder.importers.model import Fidelity, RecordedExchange, RecordedSession
+from recorder.tape import empty_tape
 
 __all__ = [
     "FORMATS",
@@ -69,7 +70,7 @@ def detect_format(path: Path) -> Format:
     first = first.removeprefix(_BOM).strip()
     head = head.removeprefix(_BOM)
     if not head.strip():
-        raise ImportFormatError(f"cannot tell the format of {path.name}: the file is empty")
+        raise ImportFormatError(empty_tape(path))  # the line every tape reader gives
 
     if first.startswith(b"{"):
         try:
