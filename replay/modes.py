@@ -21,6 +21,8 @@ Guarantees:
   atomically (:func:`recorder.tape.write_tape`), so a run that dies mid-way
   leaves the previous tape untouched. A recording run that made no request
   leaves the tape as it was.
+* A tape to replay is refused, in one line, when it is empty or cut short
+  (a session never closed, an exchange never ended), as import refuses it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from openai import AsyncOpenAI, OpenAI
 
 from recorder.errors import CodetapeError
 from recorder.events import Event, StoredEvent
-from recorder.tape import read_tape, write_tape
+from recorder.tape import check_whole, read_tape, write_tape
 from replay.matching import MatchOptions
 from replay.source import Exchange, Recording, exchanges_from_events
 from replay.transport import AsyncReplayTransport, Pace, ReplayTransport
@@ -121,6 +123,8 @@ class Tape:
         )
         """Whether requests may go to the real transport (and get recorded)."""
         self._old_events: list[Event] = read_tape(self.path) if self.replays else []
+        # A cut tape would replay as a shorter recording passed off as the whole one.
+        check_whole(self.path, self._old_events, "Record it again with record mode 'all'")
         self.recording = Recording(str(self.path), tuple(exchanges_from_events(self._old_events)))
         self._tmpdir: str | None = None
         self._capture: Any = None

@@ -14,6 +14,12 @@ Guarantees:
   for the same method and path.
 * :func:`load` accepts a tape path or, when no such file exists, a session
   name or id in the database, so every command takes ``TAPE_OR_SESSION``.
+* A tape is judged whole before anything is served or compared: an empty
+  file is refused in one line (as import refuses it), and so is a tape cut
+  short (a session never closed, an exchange never ended: the rule import
+  applies, :class:`recorder.tape.OpenParts`), since replaying it would pass
+  a shorter recording off as the whole one. ``partial=True`` (``--partial``)
+  loads it anyway, and :attr:`Recording.cut` then says what is missing.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from urllib.parse import SplitResult, urlsplit
 from recorder.errors import AmbiguousSession, CodetapeError, TapeError
 from recorder.events import Event, EventKind, StoredEvent
 from recorder.redact import query_pairs
-from recorder.tape import read_tape
+from recorder.tape import cut_short, incomplete_parts, read_tape
 
 __all__ = [
     "Chunk",
@@ -129,6 +135,8 @@ class Recording:
 
     source: str
     exchanges: tuple[Exchange, ...]
+    cut: str | None = None
+    """``cut short: ...`` when the tape was loaded with ``partial=True`` and is cut short."""
 
     def __len__(self) -> int:
         return len(self.exchanges)
@@ -231,8 +239,11 @@ _FORMAT_NAMES = {
 }
 
 
-def load_tape(path: Path | str) -> Recording:
-    """The exchanges of a tape file.
+_GO_ON = "Replay or compare it anyway with --partial (it then ends where the tape does)"
+
+
+def load_tape(path: Path | str, *, partial: bool = False) -> Recording:
+    """The exchanges of a tape file; a tape cut short is refused unless ``partial``.
 
     A recording in another tool's format is named as such, with the command
     that imports it, rather than reported as a malformed tape.
@@ -242,7 +253,11 @@ def load_tape(path: Path | str) -> Recording:
         events = read_tape(path)
     except TapeError as exc:
         raise _not_a_tape(path, exc) from None
-    return Recording(str(path), tuple(exchanges_from_events(events)))
+    missing = incomplete_parts(events)
+    if missing and not partial:
+        raise TapeError(f"{path} is {cut_short(missing)}. {_GO_ON}")
+    cut = cut_short(missing) if missing else None
+    return Recording(str(path), tuple(exchanges_from_events(events)), cut)
 
 
 def _not_a_tape(path: Path, error: TapeError) -> CodetapeError:
@@ -278,11 +293,12 @@ def load_session(ref: str, db: str | None = None) -> Recording:
     return Recording(f"session {info.name or info.id}", tuple(exchanges_from_events(events)))
 
 
-def load(ref: str | Path, db: str | None = None) -> Recording:
-    """A tape file if ``ref`` names one, else a session in the database."""
+def load(ref: str | Path, db: str | None = None, *, partial: bool = False) -> Recording:
+    """A tape file if ``ref`` names one, else a session in the database (see :func:`load_tape`
+    for ``partial``)."""
     path = Path(ref)
     if path.is_file():
-        return load_tape(path)
+        return load_tape(path, partial=partial)
     if path.suffix == ".jsonl":  # tapes end so; session names never come from a file path
         raise TapeError(f"no such tape: {path}")
     try:

@@ -134,3 +134,31 @@ def test_cli_diff_of_tapes_and_of_sessions(tmp_path: Path) -> None:
     result = runner.invoke(main, ["diff", "--db", url, "nope.jsonl", old])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: no such tape: nope.jsonl"
+
+
+STREAM = REALDATA / "openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming.jsonl"
+
+
+def test_diff_refuses_an_empty_tape_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    for args in ([str(empty), str(STREAM)], [str(STREAM), str(empty)]):
+        result = CliRunner().invoke(main, ["diff", *args])
+        assert (result.exit_code, result.stderr) == (1, f"Error: {empty}: the file is empty\n")
+        assert result.stdout == ""
+
+
+def test_diff_refuses_a_cut_tape_and_warns_with_partial(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(STREAM.read_text().splitlines(keepends=True)[:100]))
+    refused = CliRunner().invoke(main, ["diff", str(cut), str(STREAM)])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: {cut} is cut short: session ")
+    assert refused.stderr.endswith("Replay or compare it anyway with --partial (it then ends "
+                                   "where the tape does)\n")  # fmt: skip
+    assert refused.stdout == ""
+    kept = CliRunner().invoke(main, ["diff", "--partial", str(cut), str(STREAM)])
+    assert kept.exit_code == 0, kept.output
+    assert kept.stderr.startswith(f"warning: {cut} is cut short: session ")
+    assert kept.stderr.count("\n") == 1
+    assert "no differences" not in kept.stdout  # the cut stream differs, and is shown

@@ -142,6 +142,22 @@ def test_none_with_a_missing_tape_says_how_to_record_it(tmp_path: Path) -> None:
         Tape(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.parametrize("mode", ["none", "once", "new_episodes"])
+def test_a_cut_or_empty_tape_is_refused_not_replayed_as_a_shorter_one(
+    tmp_path: Path, mode: str
+) -> None:
+    from recorder.errors import TapeError
+
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(STREAM_TAPE.read_text().splitlines(keepends=True)[:-2]))
+    with pytest.raises(TapeError, match=r"is cut short: .*Record it again with record mode 'all'"):
+        Tape(cut, mode)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(TapeError, match=r"empty\.jsonl: the file is empty$"):
+        Tape(empty, mode)
+
+
 def test_once_records_a_missing_tape_then_replays_it(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "t.jsonl"
     upstream = Upstream()

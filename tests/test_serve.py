@@ -254,3 +254,70 @@ def test_stalled_bodies_and_heads_are_cut_off() -> None:
         finally:
             for s in held:
                 s.close()
+
+
+def _cut(tmp_path: Path) -> Path:
+    """STREAM cut at a line boundary: every line parses, the exchange never ends."""
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(STREAM.read_text().splitlines(keepends=True)[:100]))
+    return cut
+
+
+CUT_SHORT = (
+    "is cut short: session 'openai-dotnet/ResponsesToolTests/CodeInterpreterToolStreaming' is "
+    "never closed; exchange #1 (POST https://api.openai.com/v1/responses) never ended"
+)
+
+
+def test_cli_serve_refuses_an_empty_or_cut_tape_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    cut = _cut(tmp_path)
+    for tape, line in (
+        (empty, f"Error: {empty}: the file is empty"),
+        (
+            cut,
+            f"Error: {cut} {CUT_SHORT}. Replay or compare it anyway with --partial (it then "
+            "ends where the tape does)",
+        ),
+    ):
+        result = subprocess.run(
+            [_codetape(), "serve", str(tape), "--listen", "127.0.0.1:0"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert (result.returncode, result.stderr) == (1, line + "\n"), result.stdout
+        assert result.stdout == ""
+
+
+def test_cli_serve_partial_serves_a_cut_tape_with_a_warning(tmp_path: Path) -> None:
+    cut = _cut(tmp_path)
+    proc = subprocess.Popen(
+        [_codetape(), "serve", str(cut), "--partial", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("codetape: replaying 1 exchanges from ")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.splitlines()[0] == f"warning: {cut} {CUT_SHORT}; using what it holds (--partial)"
+
+
+def test_replay_transport_refuses_a_cut_tape_unless_loaded_partial(tmp_path: Path) -> None:
+    from recorder.errors import TapeError
+    from replay import ReplayTransport
+
+    cut = _cut(tmp_path)
+    with pytest.raises(TapeError, match="is cut short"):
+        ReplayTransport(cut)
+    recording = load_tape(cut, partial=True)
+    assert recording.cut is not None and recording.cut.startswith("cut short: session")
+    ReplayTransport(recording).close()
+    assert load_tape(STREAM).cut is None

@@ -17,8 +17,24 @@ from recorder.cli.render import printable
 
 if TYPE_CHECKING:
     from recorder.http_limits import ServerLimits
+    from replay.source import Recording
 
 __all__ = ["diff_cmd", "serve_cmd"]
+
+_PARTIAL_HELP = (
+    "Go on with a tape that is cut short (a session never closed, an exchange never ended), "
+    "as far as it goes, with a warning; without it such a tape is refused."
+)
+
+
+def _loaded(recording: Recording) -> Recording:
+    """``recording``, after one warning line on stderr when it is a tape cut short."""
+    if recording.cut is not None:
+        click.echo(
+            f"warning: {recording.source} is {recording.cut}; using what it holds (--partial)",
+            err=True,
+        )
+    return recording
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -55,6 +71,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--allow-repeats", is_flag=True, help="Serve a played exchange again.")
 @click.option("--quiet", is_flag=True, help="Do not log each request.")
 @server_limit_options
+@click.option("--partial", is_flag=True, help=_PARTIAL_HELP)
 @db_option
 def serve_cmd(
     source: str,
@@ -65,6 +82,7 @@ def serve_cmd(
     allow_repeats: bool,
     quiet: bool,
     limits: ServerLimits,
+    partial: bool,
     db: str | None,
 ) -> None:
     """Replay a tape or session over HTTP: point any client's base_url at it.
@@ -76,7 +94,7 @@ def serve_cmd(
     from replay.source import load
 
     host, port = listen
-    recording = load(source, db)
+    recording = _loaded(load(source, db, partial=partial))
     app = ReplayApp(
         recording,
         match=MatchOptions.build(ignore_fields, allow_repeats=allow_repeats),
@@ -99,9 +117,12 @@ def serve_cmd(
 @click.argument("old", metavar="OLD")
 @click.argument("new", metavar="NEW")
 @click.option("--exit-code", is_flag=True, help="Exit with status 1 when they differ.")
+@click.option("--partial", is_flag=True, help=_PARTIAL_HELP)
 @db_option
 @json_option
-def diff_cmd(old: str, new: str, exit_code: bool, db: str | None, as_json: bool) -> None:
+def diff_cmd(
+    old: str, new: str, exit_code: bool, partial: bool, db: str | None, as_json: bool
+) -> None:
     """Show what changed between two recordings (tapes or sessions) of the same requests.
 
     Compares what a reviewer cares about: status, event types, code run, outputs,
@@ -110,7 +131,9 @@ def diff_cmd(old: str, new: str, exit_code: bool, db: str | None, as_json: bool)
     from replay.diff import diff_recordings
     from replay.source import load
 
-    report = diff_recordings(load(old, db), load(new, db))
+    report = diff_recordings(
+        _loaded(load(old, db, partial=partial)), _loaded(load(new, db, partial=partial))
+    )
     if as_json:
         emit_json(report.to_json(), "diff")
     else:
