@@ -406,7 +406,7 @@ class ArchiveVerification(_Out):
 
 class ProjectionVerification(_Out):
     name: str
-    status: Literal["ok", "differs", "not_built", "other_version", "archived"] = Field(
+    status: Literal["ok", "differs", "not_built", "other_version", "archived", "no_access"] = Field(
         description="ok / differs: its rows and state checked against the log up to "
         "`position`; the others: not checked, and why."
     )

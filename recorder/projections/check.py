@@ -24,7 +24,9 @@ Guarantees:
 * **Says what it did not check.** A projection never built, one written by
   another version of its code (the next catch-up rebuilds it), and, without
   the archive directory, every projection once archived rows have been
-  dropped, are reported as not checked, with the reason, never as sound.
+  dropped, and on PostgreSQL one whose tables the role may not read (the
+  recorder role of ``codetape db roles``), are reported as not checked, with
+  the reason, never as sound.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from recorder.store.store import EventStore
 
 __all__ = ["ProjectionCheck", "check_projections"]
 
-Status = Literal["ok", "differs", "not_built", "other_version", "archived"]
+Status = Literal["ok", "differs", "not_built", "other_version", "archived", "no_access"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ _REASONS: dict[str, str] = {
     "other_version": "written by another version of its code; the next catch-up rebuilds it",
     "archived": "archived rows were dropped from the log and its rows keep their figures: "
     "give the archive directory to check them",
+    "no_access": "this database role may not read its tables",
 }
 
 
@@ -137,8 +140,13 @@ def _check(
     batch: int,
     history: _History | None,
 ) -> list[ProjectionCheck]:
-    stored = stored_checkpoints(conn, [p.name for p in projs])
     results: dict[str, ProjectionCheck] = {}
+    readable = [p for p in projs if _may_read(conn, backend, p)]
+    for proj in projs:
+        if proj not in readable:
+            results[proj.name] = ProjectionCheck(proj.name, "no_access", 0)
+    projs, order = readable, projs
+    stored = stored_checkpoints(conn, [p.name for p in projs]) if projs else {}
     todo: list[type[Projection]] = []
     archived = archived_until(conn) > 0 and history is None
     for proj in projs:
@@ -169,7 +177,18 @@ def _check(
             results[proj.name] = ProjectionCheck(
                 proj.name, "differs" if problems else "ok", position, tuple(problems)
             )
-    return [results[p.name] for p in projs]
+    return [results[p.name] for p in order]
+
+
+def _may_read(conn: Connection, backend: str, proj: type[Projection]) -> bool:
+    """Whether this role may read the projection's tables and checkpoints (PostgreSQL roles)."""
+    if backend != "postgresql":
+        return True
+    names = ["pj_checkpoints", *(t.name for t in proj.tables)]
+    return all(
+        conn.exec_driver_sql("SELECT has_table_privilege(%s, 'SELECT')", (name,)).scalar()
+        for name in names
+    )
 
 
 def _fold(
