@@ -92,7 +92,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "sessions": (
         "log_cmds",
-        "List the sessions in the log, oldest first.",
+        "List the sessions in the log, oldest first (by when each was opened).",
     ),
     "show": (
         "log_cmds",
