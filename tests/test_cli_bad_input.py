@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_errors import one_error_line
 from click.testing import CliRunner, Result
 
 import recorder.atomic
@@ -41,13 +42,7 @@ def run(*args: str) -> Result:
 def one_error(result: Result, code: int, *fragments: str) -> str:
     """The one stderr line of a command that failed with ``code``, checked for ``fragments``."""
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    return one_error_line(result, *fragments)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cli_errors import one_error_line
 from click.testing import CliRunner, Result
 
 from recorder.cli import main
@@ -29,18 +30,6 @@ TAPE = ROOT / "fixtures/realdata/pydantic-ai/test_openai_responses_model_http_er
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def one_error_line(result: Result, *fragments: str) -> str:
-    """The single stderr line of a failed command, checked for ``fragments``."""
-    assert result.exit_code not in (0, None), result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def set_revision(url: str, revision: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import httpx2
@@ -121,32 +123,13 @@ def test_codetape_proxy_command_records_until_stopped(sqlite_url: str) -> None:
     import os
     import signal
     import socket
-    import subprocess
-    import sys
     import time
 
     migrate.upgrade(sqlite_url)
     upstream = Upstream(load_tape(CI_STREAM))
     port = free_port()
     with serve(upstream) as upstream_url:
-        proxy = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from recorder.cli import main; main()",
-                "proxy",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--upstream",
-                upstream_url,
-                "--session",
-                "cli-proxy",
-                "--db",
-                sqlite_url,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proxy = _proxy_process(f"127.0.0.1:{port}", upstream_url, "cli-proxy", sqlite_url)
         try:
             for _ in range(3000):
                 with socket.socket() as s:
@@ -205,30 +188,11 @@ def test_port_0_prints_the_port_the_proxy_listens_on(sqlite_url: str) -> None:
     import os
     import re
     import signal
-    import subprocess
-    import sys
 
     migrate.upgrade(sqlite_url)
     upstream = Upstream(load_tape(CI_STREAM))
     with serve(upstream) as upstream_url:
-        proxy = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from recorder.cli import main; main()",
-                "proxy",
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                upstream_url,
-                "--session",
-                "port-0",
-                "--db",
-                sqlite_url,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proxy = _proxy_process("127.0.0.1:0", upstream_url, "port-0", sqlite_url)
         try:
             assert proxy.stderr is not None
             banner = proxy.stderr.readline()
@@ -244,3 +208,13 @@ def test_port_0_prints_the_port_the_proxy_listens_on(sqlite_url: str) -> None:
             _, err = proxy.communicate(timeout=60)
     assert proxy.returncode == 0, err
     assert count == 491
+
+
+def _proxy_process(listen: str, upstream_url: str, session: str, db: str) -> subprocess.Popen[str]:
+    """``codetape proxy`` in a child process, its stderr piped (text)."""
+    options = ["--listen", listen, "--upstream", upstream_url, "--session", session, "--db", db]
+    return subprocess.Popen(
+        [sys.executable, "-c", "from recorder.cli import main; main()", "proxy", *options],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
