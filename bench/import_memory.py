@@ -30,6 +30,7 @@ from pathlib import Path
 from recorder.ingest import import_file
 from recorder.store import EventStore, migrate
 import recorder.tape_line  # the line model (pydantic) is code, not the tape: load it first
+import recorder.integrity.tapes  # the hash check import runs (and the crypto it imports): code too
 
 def status(field):
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -113,6 +113,8 @@ Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 """An integer the store can hold (a signed 64-bit column): a larger one refuses its line."""
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 """A sequence number: an :data:`Int64` that is not negative."""
+Delta64 = Annotated[int, Field(ge=-(2**64) + 1, le=2**64 - 1)]
+"""The difference of two :data:`Int64` values (the reader checks that the sum fits)."""
 
 
 class TapeLine(BaseModel):
@@ -154,7 +156,7 @@ class LeanLine(BaseModel):
     exchange: str | None = Field(None, description="Default: the previous line's.")
     seq: Count | None = Field(None, description="Default: the stream's last seq + 1, or 0.")
     at_ns: Int64 | None = Field(None, description="Recorded at, ns since the epoch (first line).")
-    dt_ns: Int64 | None = Field(None, description="Recorded at, ns after the previous line.")
+    dt_ns: Delta64 | None = Field(None, description="Recorded at, ns after the previous line.")
     offset_ns: Int64 | None = Field(
         None, description="Default: the previous line's plus the time since it."
     )
