@@ -41,7 +41,13 @@ from sqlalchemy import Connection
 
 from recorder.projections.archive_read import archived_rows, check_archive
 from recorder.projections.gc_pause import no_gc
-from recorder.projections.overlay import fold, fold_rows, shadow, stored_checkpoints
+from recorder.projections.overlay import (
+    fold,
+    fold_rows,
+    real_table,
+    shadow,
+    stored_checkpoints,
+)
 from recorder.projections.projection import Projection, resolve
 from recorder.projections.runner import BATCH
 from recorder.store.engine import translate_errors
@@ -160,7 +166,7 @@ def _check(
         else:
             todo.append(proj)
     # The real tables' names, taken before temporary copies shadow them.
-    real = {t.name: _real_table(conn, backend, t.name) for p in todo for t in p.tables}
+    real = {t.name: real_table(conn, backend, t.name) for p in todo for t in p.tables}
     shadow(conn, backend, todo, {p.name: (0, "{}") for p in todo})
     # Projections with the same checkpoint are folded together (shared work).
     for position in sorted({stored[p.name][0] for p in todo}):
@@ -211,17 +217,6 @@ def _fold(
         return states
     starts = {p.name: (start, _canonical(states[p.name])) for p in group}
     return fold(conn, backend, group, starts, position, batch)
-
-
-def _real_table(conn: Connection, backend: str, name: str) -> str:
-    if backend != "postgresql":
-        return f"main.{name}"
-    schema = conn.exec_driver_sql(
-        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.oid = to_regclass(%s)",
-        (name,),
-    ).scalar()
-    return f'"{schema}".{name}'
 
 
 def _compare(conn: Connection, backend: str, real: str, name: str) -> str | None:

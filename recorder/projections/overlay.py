@@ -47,7 +47,16 @@ from recorder.store.engine import translate_errors
 from recorder.store.seal import refuse_replay_from
 from recorder.store.store import EventStore
 
-__all__ = ["Read", "View", "fold", "fold_rows", "reading", "shadow", "stored_checkpoints"]
+__all__ = [
+    "Read",
+    "View",
+    "fold",
+    "fold_rows",
+    "reading",
+    "real_table",
+    "shadow",
+    "stored_checkpoints",
+]
 
 T = TypeVar("T")
 
@@ -138,14 +147,24 @@ def shadow(
             _copy_table(conn, backend, table.name, keep_rows)
 
 
+def real_table(conn: Connection, backend: str, name: str) -> str:
+    """The stored table ``name``, qualified so that a temporary copy does not shadow it.
+
+    Ask before the copy exists: afterwards ``name`` finds the copy first.
+    """
+    if backend != "postgresql":
+        return f"main.{name}"
+    schema = conn.exec_driver_sql(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = to_regclass(%s)",
+        (name,),
+    ).scalar()
+    return f'"{schema}".{name}'
+
+
 def _copy_table(conn: Connection, backend: str, name: str, keep_rows: bool) -> None:
     if backend == "postgresql":
-        schema = conn.exec_driver_sql(
-            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = to_regclass(%s)",
-            (name,),
-        ).scalar()
-        source = f'"{schema}".{name}'
+        source = real_table(conn, backend, name)
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} (LIKE {source} INCLUDING ALL)")
         if keep_rows:
             conn.exec_driver_sql(f"INSERT INTO pg_temp.{name} SELECT * FROM {source}")
